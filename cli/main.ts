@@ -1,0 +1,27 @@
+// The `ambient` CLI: wiring only. Each command lives with its area.
+import { Command, CommanderError } from 'commander'
+import { registerDatapathCommand } from './datapath.js'
+
+export function buildProgram(): Command {
+  const program = new Command('ambient')
+    .description('eBPF-accelerated, sidecarless service mesh for Kubernetes')
+    .version('0.1.0')
+    .showHelpAfterError()
+  registerDatapathCommand(program)
+  return program
+}
+
+export async function main(argv: readonly string[]): Promise<void> {
+  const program = buildProgram().exitOverride()
+  try {
+    await program.parseAsync([...argv])
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode
+      return
+    }
+    const e = err as Error & { code?: string }
+    console.error(`ambient: ${e.message}${e.code ? ` (${e.code})` : ''}`)
+    process.exitCode = 1
+  }
+}

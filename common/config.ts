@@ -1,0 +1,44 @@
+// Parsing of configuration values (flags and named environment variables) into
+// frozen typed objects. A bad value throws ConfigError naming the setting and the
+// value; nothing outside a command's config reads process.env.
+import { isIPv4 } from 'node:net'
+
+export class ConfigError extends Error {
+  readonly code = 'AMBIENT_ERR_CONFIG'
+  constructor(readonly setting: string, message: string) {
+    super(`${setting}: ${message}`)
+    this.name = 'ConfigError'
+  }
+}
+
+export function parsePort(setting: string, value: string | number): number {
+  const n = typeof value === 'number' ? value : Number(value)
+  if (!Number.isInteger(n) || n < 1 || n > 65535 || (typeof value === 'string' && !/^\d+$/.test(value))) {
+    throw new ConfigError(setting, `${JSON.stringify(value)} is not a port (1-65535)`)
+  }
+  return n
+}
+
+export function parseInteger(setting: string, value: string | number, min: number, max: number): number {
+  const n = typeof value === 'number' ? value : /^(0x[0-9a-f]+|\d+)$/i.test(value) ? Number(value) : NaN
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(setting, `${JSON.stringify(value)} is not an integer between ${min} and ${max}`)
+  }
+  return n
+}
+
+export function parseIPv4(setting: string, value: string): string {
+  if (!isIPv4(value)) throw new ConfigError(setting, `${JSON.stringify(value)} is not an IPv4 address`)
+  return value
+}
+
+export function requireString(setting: string, value: string | undefined): string {
+  if (value === undefined || value === '') throw new ConfigError(setting, 'is required')
+  return value
+}
+
+/** Environment variable or default, recorded by name so errors can point at it. */
+export function fromEnv(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
+  const value = env[name]
+  return value === undefined || value === '' ? fallback : value
+}

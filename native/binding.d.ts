@@ -1,0 +1,79 @@
+// The raw Node-API surface of native/src (ambient_native.node). Thin and generic:
+// validation, caching and typed helpers live in native/index.ts, never here.
+// Every function throws a NativeErrorShape on failure.
+
+export interface NativeErrorShape extends Error {
+  code: string // errno name, e.g. 'EPERM', 'ENOENT', 'EOPNOTSUPP'
+  errno: number // positive errno
+  syscall: string // what failed, e.g. 'bpf_object__load', 'bpf_map_update_elem', 'setns'
+}
+
+export interface RawMapInfo {
+  name: string
+  fd: number
+  type: number // enum bpf_map_type
+  keySize: number
+  valueSize: number
+  maxEntries: number
+}
+
+export interface RawProgramInfo {
+  name: string
+  section: string
+  fd: number // -1 before load
+}
+
+export interface RawSocketOptions {
+  family: 4 | 6
+  mark?: number // SO_MARK
+  transparent?: boolean // IP_TRANSPARENT / IPV6_TRANSPARENT
+  bindToDevice?: string // SO_BINDTODEVICE
+  reuseAddr?: boolean
+  reusePort?: boolean
+  bindAddress?: string // numeric IP; bind() only when set
+  bindPort?: number // 0 = kernel picks (only with bindAddress)
+  listenBacklog?: number // listen() when set
+}
+
+export interface NativeBinding {
+  /** bpf_object__open_file with pin_root_path (maps with LIBBPF_PIN_BY_NAME reuse pins there). */
+  objectOpen(path: string, pinRoot: string | null): number
+  /** Overwrite a `const volatile` global (in .rodata) by its BTF name, before load. */
+  objectSetGlobal(handle: number, name: string, value: Buffer): void
+  objectLoad(handle: number): void
+  objectClose(handle: number): void
+  objectPrograms(handle: number): RawProgramInfo[]
+  objectMaps(handle: number): RawMapInfo[]
+
+  /** bpf_program__attach_cgroup; returns a link id owned by the addon. */
+  attachCgroup(handle: number, program: string, cgroupPath: string): number
+  /** bpf_program__attach_netns (sk_lookup) on the netns at netnsPath. */
+  attachNetns(handle: number, program: string, netnsPath: string): number
+  /** bpf_prog_attach(progFd, mapFd, type) for sk_msg / sk_skb programs on a sockmap. */
+  attachToMap(handle: number, program: string, mapFd: number, attachType: 'sk_msg_verdict' | 'sk_skb_stream_verdict'): void
+  linkPin(linkId: number, path: string): void
+  /** Closes the addon's reference; the attachment stays while a pin holds it. */
+  linkClose(linkId: number): void
+
+  /** bpf_obj_get: fd of a pinned map/program/link. */
+  pinnedOpen(path: string): number
+  /** Info of a map fd (bpf_obj_get_info_by_fd). */
+  mapInfo(fd: number): RawMapInfo
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void
+  /** Returns null when the key is absent (ENOENT). valueSize must be the map's value size
+   *  (times possible CPUs, rounded to 8, for per-CPU maps). */
+  mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null
+  /** Returns false when the key was absent. */
+  mapDelete(fd: number, key: Buffer): boolean
+  /** Next key after `key` (first key when null); null at the end. */
+  mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null
+  closeFd(fd: number): void
+  numPossibleCpus(): number
+
+  /** Network-namespace cookie (SO_NETNS_COOKIE) of the netns at netnsPath. */
+  netnsCookie(netnsPath: string): Promise<bigint>
+  /** A TCP socket created inside the netns at netnsPath on a short-lived thread
+   *  (the main thread never changes namespace), configured, optionally bound and
+   *  listening. Non-blocking, close-on-exec. Resolves to the fd for Node to adopt. */
+  socketInNetns(netnsPath: string, options: RawSocketOptions): Promise<number>
+}

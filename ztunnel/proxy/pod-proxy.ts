@@ -1,0 +1,175 @@
+// ztunnel's sockets for one enrolled pod: the outbound listener the datapath
+// redirects the pod's connects to (pod IP:15001), and the inbound listener that
+// sk_lookup steers every incoming connection to (127.0.0.1:15006, registered in
+// the datapath by pod IP). What happens to a captured connection is up to the
+// handlers: plain passthrough by default, HBONE when ztunnel plugs it in.
+import type net from 'node:net'
+import type { Logger } from 'pino'
+import { dialFromPod, listenInPod, type PodNetns } from './inpod.js'
+import { relay, type RelayResult } from './relay.js'
+
+export const OUTBOUND_PORT = 15001
+export const INBOUND_PLAINTEXT_PORT = 15006
+export const HBONE_PORT = 15008
+/** Ports of ztunnel's own listeners: a connection addressed to one is refused. */
+export const OWN_PORTS: ReadonlySet<number> = new Set([OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT, 15020, 15021, 15000])
+
+export interface Endpoint {
+  readonly ip: string
+  readonly port: number
+}
+
+export interface CapturedConnection {
+  readonly pod: PodNetns
+  readonly socket: net.Socket
+  readonly source: Endpoint
+  /** Where the client meant to go. */
+  readonly destination: Endpoint
+}
+
+export type ConnectionHandler = (conn: CapturedConnection) => Promise<RelayResult | void>
+
+/** How the proxy learns the original destination of a redirected connect. */
+export interface OriginalDestinationSource {
+  originalDestination(pod: PodNetns & { readonly netnsCookie: bigint }, source: Endpoint, redirectedTo: Endpoint): Endpoint | null
+}
+
+export interface ListenerRegistry {
+  registerListener(podIp: string, fd: number): void
+  unregisterListener(podIp: string): boolean
+}
+
+export interface PodProxyOptions {
+  readonly pod: PodNetns & { readonly netnsCookie: bigint }
+  readonly mark: number
+  readonly origins: OriginalDestinationSource
+  readonly listeners: ListenerRegistry
+  readonly log: Logger
+  readonly outbound?: ConnectionHandler
+  readonly inbound?: ConnectionHandler
+}
+
+/** Plain TCP to the original destination, from the pod's netns, marked so it is not captured again. */
+export function passthroughOutbound(mark: number): ConnectionHandler {
+  return async (conn) => {
+    const upstream = await dialFromPod(conn.pod, conn.destination, { mark })
+    return relay(conn.socket, upstream)
+  }
+}
+
+/** A delivery source port that differs from the client's (same 4-tuple would hang). */
+function deliveryPort(clientPort: number): number {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 40000)
+    if (port !== clientPort) return port
+  }
+}
+
+/**
+ * Delivers to the application with the client's own address as source: a
+ * transparent socket bound to lo (so sk_lookup lets it through) and marked (so the
+ * application's replies route back to it).
+ */
+export function deliverToPod(mark: number): ConnectionHandler {
+  return async (conn) => {
+    let lastError: unknown
+    for (let attempt = 0; attempt < 4; attempt++) {
+      try {
+        const upstream = await dialFromPod(conn.pod, conn.destination, {
+          mark,
+          transparentSource: conn.source.ip,
+          sourcePort: deliveryPort(conn.source.port),
+          bindToDevice: 'lo',
+        })
+        return relay(conn.socket, upstream)
+      } catch (err) {
+        lastError = err
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') break
+      }
+    }
+    throw lastError
+  }
+}
+
+export class PodProxy {
+  private outboundServer: net.Server | null = null
+  private inboundServer: net.Server | null = null
+  private readonly open = new Set<net.Socket>()
+  private readonly log: Logger
+
+  constructor(private readonly options: PodProxyOptions) {
+    this.log = options.log.child({ pod: options.pod.ip })
+  }
+
+  async start(): Promise<void> {
+    const { pod } = this.options
+    try {
+      const outbound = await listenInPod(pod, { host: pod.ip, port: OUTBOUND_PORT }, (s) => this.onOutbound(s))
+      this.outboundServer = outbound.server
+      const inbound = await listenInPod(pod, { host: '127.0.0.1', port: INBOUND_PLAINTEXT_PORT }, (s) => this.onInbound(s))
+      this.inboundServer = inbound.server
+      this.options.listeners.registerListener(pod.ip, inbound.fd)
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+  }
+
+  /** Stops accepting; with `drain` false (default) also closes open connections. */
+  async stop(options: { readonly drain?: boolean } = {}): Promise<void> {
+    this.options.listeners.unregisterListener(this.options.pod.ip)
+    const servers = [this.inboundServer, this.outboundServer].filter((s): s is net.Server => s !== null)
+    this.inboundServer = this.outboundServer = null
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+    if (!options.drain) for (const socket of this.open) socket.destroy()
+  }
+
+  get connections(): number {
+    return this.open.size
+  }
+
+  private track(socket: net.Socket): void {
+    this.open.add(socket)
+    socket.once('close', () => this.open.delete(socket))
+  }
+
+  private onOutbound(socket: net.Socket): void {
+    this.track(socket)
+    const source = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
+    const redirectedTo = { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 }
+    const destination = this.options.origins.originalDestination(this.options.pod, source, redirectedTo)
+    if (!destination) {
+      // Someone dialed the outbound port directly, or the datapath lost the entry:
+      // there is nowhere legitimate to send it.
+      this.log.warn({ source, redirectedTo }, 'outbound connection without an original destination refused')
+      socket.resetAndDestroy()
+      return
+    }
+    this.handle(this.options.outbound ?? passthroughOutbound(this.options.mark), socket, source, destination, 'outbound')
+  }
+
+  private onInbound(socket: net.Socket): void {
+    this.track(socket)
+    const source = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
+    const destination = { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 }
+    if (OWN_PORTS.has(destination.port) || destination.ip !== this.options.pod.ip) {
+      this.log.warn({ source, destination }, "inbound connection addressed to ztunnel's own port refused")
+      socket.resetAndDestroy()
+      return
+    }
+    this.handle(this.options.inbound ?? deliverToPod(this.options.mark), socket, source, destination, 'inbound')
+  }
+
+  private handle(handler: ConnectionHandler, socket: net.Socket, source: Endpoint, destination: Endpoint, direction: string): void {
+    socket.on('error', (err) => this.log.debug({ err, direction }, 'downstream error'))
+    handler({ pod: this.options.pod, socket, source, destination }).then(
+      (result) => {
+        if (result) this.log.debug({ direction, source, destination, sent: result.sent, received: result.received }, 'connection closed')
+      },
+      (err: unknown) => {
+        this.log.info({ direction, source, destination, err: (err as Error).message }, 'connection failed')
+        socket.resetAndDestroy()
+      },
+    )
+  }
+}

@@ -1,0 +1,44 @@
+// Copies bytes both ways between two sockets with TCP half-close, counting them.
+// An error or reset on either side destroys the other: a broken connection is
+// never left half-open.
+import type { Duplex } from 'node:stream'
+
+export interface RelayResult {
+  /** Bytes from `downstream` to `upstream`. */
+  readonly sent: number
+  /** Bytes from `upstream` to `downstream`. */
+  readonly received: number
+  readonly error: Error | null
+}
+
+export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult> {
+  return new Promise((resolve) => {
+    let sent = 0
+    let received = 0
+    let error: Error | null = null
+    let closed = 0
+    const onClose = (): void => {
+      if (++closed === 2) resolve({ sent, received, error })
+    }
+    const fail = (err: Error): void => {
+      error ??= err
+      downstream.destroy()
+      upstream.destroy()
+    }
+    downstream.on('data', (chunk: Buffer) => (sent += chunk.length))
+    upstream.on('data', (chunk: Buffer) => (received += chunk.length))
+    downstream.pipe(upstream)
+    upstream.pipe(downstream)
+    downstream.on('error', fail)
+    upstream.on('error', fail)
+    // A side that closes without ending cleanly (reset) takes the other with it.
+    downstream.on('close', () => {
+      if (!downstream.readableEnded) upstream.destroy()
+      onClose()
+    })
+    upstream.on('close', () => {
+      if (!upstream.readableEnded) downstream.destroy()
+      onClose()
+    })
+  })
+}
