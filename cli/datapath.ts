@@ -3,7 +3,7 @@
 import type { Command } from 'commander'
 import { ConfigError, parseInteger, parseIPv4, parsePort, requireString } from '../common/config.js'
 import { Datapath, netnsCookieOf, type DatapathSettings } from '../agent/dataplane/datapath.js'
-import { DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../agent/dataplane/abi.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../agent/dataplane/abi.js'
 import { BPF_OBJECTS_DIR, DEFAULT_PIN_ROOT } from './paths.js'
 import { printTable } from './output.js'
 
@@ -11,6 +11,7 @@ interface CommonFlags {
   pinRoot: string
   objects: string
   proxyMark: string
+  deliveryMark: string
   hbonePort: string
 }
 
@@ -19,6 +20,7 @@ function settingsOf(flags: CommonFlags): DatapathSettings {
     pinRoot: requireString('--pin-root', flags.pinRoot),
     objectsDir: requireString('--objects', flags.objects),
     proxyMark: parseInteger('--proxy-mark', flags.proxyMark, 1, 0xffffffff),
+    deliveryMark: parseInteger('--delivery-mark', flags.deliveryMark, 1, 0xffffffff),
     hbonePort: parsePort('--hbone-port', flags.hbonePort),
   })
 }
@@ -28,6 +30,7 @@ function withCommon(cmd: Command): Command {
     .option('--pin-root <dir>', 'bpffs folder of the datapath pins', DEFAULT_PIN_ROOT)
     .option('--objects <dir>', 'folder with the compiled BPF objects', BPF_OBJECTS_DIR)
     .option('--proxy-mark <n>', "SO_MARK of ztunnel's own sockets (never redirected)", String(DEFAULT_PROXY_MARK))
+    .option('--delivery-mark <n>', "SO_MARK of ztunnel's delivery sockets into pods (in-pod reply route)", String(DEFAULT_DELIVERY_MARK))
     .option('--hbone-port <port>', 'inbound port left to the HBONE listener in each pod', String(DEFAULT_HBONE_PORT))
 }
 

@@ -7,6 +7,8 @@ export const ABI_VERSION = 1
 export const MAX_PODS = 4096
 export const MAX_CONNS = 65536
 export const DEFAULT_PROXY_MARK = 0x539
+/** Not seen by BPF: the in-pod policy route for replies to delivery sockets (abi.h has no use for it). */
+export const DEFAULT_DELIVERY_MARK = 0x111
 export const DEFAULT_HBONE_PORT = 15008
 export const POD_FLAG_OUTBOUND = 1 << 0
 

@@ -7,7 +7,7 @@
 //   <pinRoot>/v1/ambient_*                      maps (libbpf pinning by name)
 //   <pinRoot>/v1/links/cg<cgroup id>-<program>  cgroup attachments
 //   <pinRoot>/v1/links/netns<cookie>            sk_lookup attachment of one pod
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { BpfMap, BpfObject, netnsCookie, type NativeError } from '../../native/index.js'
 import * as abi from './abi.js'
@@ -19,8 +19,10 @@ export interface DatapathSettings {
   readonly pinRoot: string
   /** Folder with the compiled objects (*.bpf.o). */
   readonly objectsDir: string
-  /** SO_MARK of ztunnel's own sockets: never redirected. */
+  /** SO_MARK of ztunnel's own outgoing sockets: never redirected. */
   readonly proxyMark: number
+  /** SO_MARK of ztunnel's delivery sockets into a pod: the pod routes replies to them locally. */
+  readonly deliveryMark: number
   readonly hbonePort: number
 }
 
@@ -135,6 +137,11 @@ export class Datapath {
     const links = join(dir, 'links')
     if (existsSync(links)) for (const name of readdirSync(links)) rmSync(join(links, name))
     rmSync(dir, { recursive: true, force: true })
+    try {
+      rmdirSync(pinRoot) // only when no other version is pinned there
+    } catch {
+      // not empty, or already gone
+    }
     return true
   }
 
@@ -145,7 +152,7 @@ export class Datapath {
   async enrollPod(pod: PodEnrollment): Promise<EnrolledPod> {
     const cookie = await cookieOf(pod.netnsPath)
     const podValue = abi.encodePod({ ip: pod.ip, outboundPort: pod.outboundPort, flags: abi.POD_FLAG_OUTBOUND })
-    await configurePodRouting(pod.netnsPath, this.settings.proxyMark)
+    await configurePodRouting(pod.netnsPath, this.settings.deliveryMark)
     const pin = this.netnsLinkPin(cookie)
     if (!existsSync(pin)) {
       const obj = openObject(this.settings, 'sk_lookup')
@@ -167,7 +174,7 @@ export class Datapath {
     this.maps.pods.delete(abi.encodePodKey(pod.netnsCookie))
     this.maps.inbound.delete(abi.encodeIp4Key(pod.ip))
     rmSync(this.netnsLinkPin(pod.netnsCookie), { force: true })
-    if (pod.netnsPath && existsSync(pod.netnsPath)) await removePodRouting(pod.netnsPath, this.settings.proxyMark)
+    if (pod.netnsPath && existsSync(pod.netnsPath)) await removePodRouting(pod.netnsPath, this.settings.deliveryMark)
   }
 
   enrolledPods(): EnrolledPod[] {

@@ -1,7 +1,7 @@
 // Shared set-up of the datapath end-to-end tests: a testbed, the datapath loaded
 // on node1's pods cgroup, and ztunnel's in-pod proxies for enrolled pods.
 import { Datapath, netnsCookieOf } from '../../agent/dataplane/datapath.js'
-import { DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../../agent/dataplane/abi.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../../agent/dataplane/abi.js'
 import { BPF_OBJECTS_DIR } from '../../cli/paths.js'
 import { silentLogger } from '../../common/log.js'
 import { PodProxy, type CapturedConnection, type ConnectionHandler, deliverToPod, passthroughOutbound, OUTBOUND_PORT } from '../../ztunnel/proxy/pod-proxy.js'
@@ -15,7 +15,7 @@ export interface Captured {
 }
 
 export function datapathSettings(tb: Testbed) {
-  return { pinRoot: tb.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: DEFAULT_PROXY_MARK, hbonePort: DEFAULT_HBONE_PORT }
+  return { pinRoot: tb.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: DEFAULT_PROXY_MARK, deliveryMark: DEFAULT_DELIVERY_MARK, hbonePort: DEFAULT_HBONE_PORT }
 }
 
 /** Records every connection the proxies capture, then hands it to the real handler. */
@@ -44,18 +44,19 @@ export async function enrollWithProxy(datapath: Datapath, pod: { netnsPath: stri
 
 export async function startProxy(datapath: Datapath, pod: { netnsPath: string; ip: string }, log: CaptureLog): Promise<PodProxy> {
   const netnsCookie = await netnsCookieOf(pod.netnsPath)
-  const mark = datapath.settings.proxyMark
+  const { proxyMark, deliveryMark } = datapath.settings
   const proxy = new PodProxy({
     pod: { netnsPath: pod.netnsPath, ip: pod.ip, netnsCookie },
-    mark,
+    proxyMark,
+    deliveryMark,
     origins: {
       originalDestination: (p, source, redirectedTo) =>
         datapath.originalDestination({ netnsCookie: p.netnsCookie, srcIp: source.ip, srcPort: source.port, dstIp: redirectedTo.ip, dstPort: redirectedTo.port }),
     },
     listeners: datapath,
     log: silentLogger(),
-    outbound: log.wrap('outbound', passthroughOutbound(mark)),
-    inbound: log.wrap('inbound', deliverToPod(mark)),
+    outbound: log.wrap('outbound', passthroughOutbound(proxyMark)),
+    inbound: log.wrap('inbound', deliverToPod(deliveryMark)),
   })
   await proxy.start()
   return proxy

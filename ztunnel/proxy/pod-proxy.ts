@@ -41,7 +41,10 @@ export interface ListenerRegistry {
 
 export interface PodProxyOptions {
   readonly pod: PodNetns & { readonly netnsCookie: bigint }
-  readonly mark: number
+  /** Marks ztunnel's outgoing sockets: the datapath never redirects them. */
+  readonly proxyMark: number
+  /** Marks delivery sockets into the pod: the pod's policy route returns replies to them. */
+  readonly deliveryMark: number
   readonly origins: OriginalDestinationSource
   readonly listeners: ListenerRegistry
   readonly log: Logger
@@ -145,7 +148,7 @@ export class PodProxy {
       socket.resetAndDestroy()
       return
     }
-    this.handle(this.options.outbound ?? passthroughOutbound(this.options.mark), socket, source, destination, 'outbound')
+    this.handle(this.options.outbound ?? passthroughOutbound(this.options.proxyMark), socket, source, destination, 'outbound')
   }
 
   private onInbound(socket: net.Socket): void {
@@ -157,7 +160,7 @@ export class PodProxy {
       socket.resetAndDestroy()
       return
     }
-    this.handle(this.options.inbound ?? deliverToPod(this.options.mark), socket, source, destination, 'inbound')
+    this.handle(this.options.inbound ?? deliverToPod(this.options.deliveryMark), socket, source, destination, 'inbound')
   }
 
   private handle(handler: ConnectionHandler, socket: net.Socket, source: Endpoint, destination: Endpoint, direction: string): void {
