@@ -7,8 +7,8 @@
 //   <pinRoot>/v1/ambient_*                      maps (libbpf pinning by name)
 //   <pinRoot>/v1/links/cg<cgroup id>-<program>  cgroup attachments
 //   <pinRoot>/v1/links/netns<cookie>            sk_lookup attachment of one pod
-import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, statfsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { BpfMap, BpfObject, netnsCookie, type NativeError } from '../../native/index.js'
 import * as abi from './abi.js'
 import { DatapathError } from './errors.js'
@@ -54,6 +54,17 @@ const CGROUP_PROGRAMS = [
 
 export function versionDir(pinRoot: string): string {
   return join(pinRoot, `v${abi.ABI_VERSION}`)
+}
+
+const BPF_FS_MAGIC = 0xcafe4a11
+
+/** The pin root must live on a bpf filesystem; says how to mount one when it does not. */
+function checkBpffs(pinRoot: string): void {
+  let dir = pinRoot
+  while (!existsSync(dir) && dir !== dirname(dir)) dir = dirname(dir)
+  if (statfsSync(dir).type !== BPF_FS_MAGIC) {
+    throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `${pinRoot} is not on a bpf filesystem (${dir} is not bpffs): mount -t bpf bpf /sys/fs/bpf, or pass --pin-root under a bpffs mount`)
+  }
 }
 
 function cgroupId(cgroupPath: string): bigint {
@@ -105,10 +116,13 @@ export class Datapath {
     const dir = versionDir(settings.pinRoot)
     const links = join(dir, 'links')
     const cgid = cgroupId(cgroupPath)
+    checkBpffs(settings.pinRoot)
     try {
       mkdirSync(links, { recursive: true })
     } catch (err) {
-      throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `cannot create ${links}: is bpffs mounted at ${settings.pinRoot.split('/').slice(0, 4).join('/')}? (mount -t bpf bpf /sys/fs/bpf)`, { cause: err })
+      const code = (err as NodeJS.ErrnoException).code
+      const hint = code === 'EACCES' || code === 'EPERM' ? 'not permitted: run as root or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN' : String(err)
+      throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `cannot create ${links}: ${hint}`, { cause: err })
     }
     for (const { object, program } of CGROUP_PROGRAMS) {
       const pin = join(links, `cg${cgid}-${program}`)
