@@ -178,12 +178,16 @@ export class BpfObject {
   private closed = false
   private constructor(private readonly handle: number, readonly path: string) {}
 
-  /** Opens an object file; maps declared with LIBBPF_PIN_BY_NAME reuse (or create) pins in pinRoot. */
-  static open(path: string, options: { readonly pinRoot?: string } = {}): BpfObject {
+  /**
+   * Opens an object file; maps declared with LIBBPF_PIN_BY_NAME reuse (or create)
+   * pins in pinRoot. Required, so that nothing is ever pinned in libbpf's default
+   * /sys/fs/bpf by accident.
+   */
+  static open(path: string, options: { readonly pinRoot: string }): BpfObject {
     if (!existsSync(path)) {
       throw new NativeError(`no BPF object at ${path}: run \`npm run build:bpf\``, { code: 'ENOENT', errno: 2, syscall: 'bpf_object__open_file' })
     }
-    const handle = call(() => native().objectOpen(path, options.pinRoot ?? null))
+    const handle = call(() => native().objectOpen(path, options.pinRoot))
     return new BpfObject(handle, path)
   }
 

@@ -17,4 +17,9 @@ for src in bpf/*.bpf.c; do
   clang -O2 -g -Wall -Werror -target bpf -I "$inc" -I "$arch_inc" -I bpf -c "$src" -o "$out"
 done
 cc -Wall -Werror -I bpf -o build/bpf/abi-layout bpf/abi-layout.c
+# Test-only objects of the native addon's tests.
+mkdir -p build/bpf-test
+for src in native/testdata/*.bpf.c; do
+  clang -O2 -g -Wall -Werror -target bpf -I "$inc" -I "$arch_inc" -c "$src" -o "build/bpf-test/$(basename "${src%.c}").o"
+done
 echo "build-bpf: $(ls build/bpf/*.bpf.o | wc -l) objects in build/bpf"

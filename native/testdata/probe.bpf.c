@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* A test-only object for native/native.test.ts: one map of each kind the addon
+ * must handle, a load-time global, and programs of the attach types it supports. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, __u64);
+} probe_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} probe_percpu SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} probe_sockmap SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} probe_pinned SEC(".maps");
+
+const volatile __u32 probe_setting = 7;
+
+SEC("cgroup/connect4")
+int probe_connect4(struct bpf_sock_addr *ctx)
+{
+	__u32 key = 0;
+	__u64 *count = bpf_map_lookup_elem(&probe_percpu, &key);
+
+	if (count)
+		*count += probe_setting;
+	return 1;
+}
+
+SEC("sk_lookup")
+int probe_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
