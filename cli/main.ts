@@ -1,6 +1,7 @@
 // The `ambient` CLI: wiring only. Each command lives with its area.
 import { Command, CommanderError } from 'commander'
 import { registerDatapathCommand } from './datapath.js'
+import { registerZtunnelCommand } from '../ztunnel/main.js'
 
 export function buildProgram(): Command {
   const program = new Command('ambient')
@@ -8,6 +9,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError()
   registerDatapathCommand(program)
+  registerZtunnelCommand(program)
   return program
 }
 

@@ -267,6 +267,20 @@ export class Testbed {
     return this.spawnIn(pod.cgroup, netnsOf.netnsPath, cmd, args, options)
   }
 
+  /**
+   * A process in a testbed cgroup but in the machine's own network namespace: node
+   * daemons such as ztunnel, which enter pod namespaces only through the native
+   * addon and serve their metrics on loopback.
+   */
+  spawnInCgroup(cgroup: string, cmd: string, args: readonly string[] = [], options?: SpawnOptions): ChildProcess {
+    if (!cgroup.startsWith(this.cgroupRoot + '/')) throw new TestbedError(`${cgroup} is not a cgroup of testbed ${this.name}`)
+    if (this.destroyed) throw new TestbedError(`testbed ${this.name} is destroyed`)
+    const child = spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', cgroup, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...options })
+    this.children.add(child)
+    child.once('exit', () => this.children.delete(child))
+    return child
+  }
+
   /** A TypeScript program of this repository, run with tsx inside the pod (or node). */
   spawnNode(target: TestPod | TestNode, script: string, args: readonly string[] = [], options?: SpawnOptions): ChildProcess {
     const argv = ['--import', 'tsx', script, ...args]

@@ -69,29 +69,27 @@ function deliveryPort(clientPort: number): number {
 }
 
 /**
- * Delivers to the application with the client's own address as source: a
+ * Dials the application inside the pod with the client's own address as source: a
  * transparent socket bound to lo (so sk_lookup lets it through) and marked (so the
- * application's replies route back to it).
+ * application's replies route back to it). The source port differs from the
+ * client's: the same 4-tuple as the connection being relayed would hang.
  */
-export function deliverToPod(mark: number): ConnectionHandler {
-  return async (conn) => {
-    let lastError: unknown
-    for (let attempt = 0; attempt < 4; attempt++) {
-      try {
-        const upstream = await dialFromPod(conn.pod, conn.destination, {
-          mark,
-          transparentSource: conn.source.ip,
-          sourcePort: deliveryPort(conn.source.port),
-          bindToDevice: 'lo',
-        })
-        return relay(conn.socket, upstream)
-      } catch (err) {
-        lastError = err
-        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') break
-      }
+export async function dialDelivery(pod: PodNetns, destination: Endpoint, source: Endpoint, mark: number): Promise<net.Socket> {
+  let lastError: unknown
+  for (let attempt = 0; attempt < 4; attempt++) {
+    try {
+      return await dialFromPod(pod, destination, { mark, transparentSource: source.ip, sourcePort: deliveryPort(source.port), bindToDevice: 'lo' })
+    } catch (err) {
+      lastError = err
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') break
     }
-    throw lastError
   }
+  throw lastError
+}
+
+/** Plaintext inbound, delivered as is. */
+export function deliverToPod(mark: number): ConnectionHandler {
+  return async (conn) => relay(conn.socket, await dialDelivery(conn.pod, conn.destination, conn.source, mark))
 }
 
 export class PodProxy {

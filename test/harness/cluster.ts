@@ -1,0 +1,177 @@
+// A small mesh on the testbed, shared by end-to-end tests, the demo and
+// benchmarks: per node, the datapath loaded on the node's pods cgroup and an
+// `ambient ztunnel` process (in the node's system cgroup, metrics on loopback);
+// workloads written to each ztunnel's local config; enrolled pods captured.
+// Until the agent drives it, this module plays the agent's part in-process.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { ChildProcess } from 'node:child_process'
+import { stringify } from 'yaml'
+import { Datapath } from '../../agent/dataplane/datapath.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../../agent/dataplane/abi.js'
+import { BPF_OBJECTS_DIR, REPO_ROOT } from '../../cli/paths.js'
+import { createRootCa } from '../../ztunnel/identity/pki.js'
+import { Testbed, type TestPod } from './testbed.js'
+
+export interface MeshPodSpec {
+  readonly name: string
+  readonly namespace: string
+  readonly serviceAccount: string
+  readonly labels?: Readonly<Record<string, string>>
+  /** Captured by the datapath and served by ztunnel (HBONE); otherwise a legacy pod. */
+  readonly enrolled: boolean
+}
+
+export interface MeshNodeSpec {
+  readonly name: string
+  readonly pods: readonly MeshPodSpec[]
+}
+
+export interface Endpoint {
+  readonly host: string
+  readonly port: number
+}
+
+export interface ZtunnelHandle {
+  readonly node: string
+  readonly child: ChildProcess
+  readonly metrics: Endpoint
+  readonly readiness: Endpoint
+  readonly admin: Endpoint
+  logs(): string
+}
+
+export const TRUST_DOMAIN = 'cluster.local'
+
+export class MeshCluster {
+  readonly ztunnels = new Map<string, ZtunnelHandle>()
+  readonly datapaths = new Map<string, Datapath>()
+  private readonly specs = new Map<string, MeshPodSpec & { node: string }>()
+  readonly workDir: string
+
+  private constructor(readonly tb: Testbed, nodes: readonly MeshNodeSpec[]) {
+    this.workDir = mkdtempSync(join(tmpdir(), 'ambient-cluster-'))
+    for (const node of nodes) for (const pod of node.pods) this.specs.set(pod.name, { ...pod, node: node.name })
+  }
+
+  static async start(options: { readonly name: string; readonly nodes: readonly MeshNodeSpec[] }): Promise<MeshCluster> {
+    const tb = await Testbed.create({ name: options.name, nodes: options.nodes.map((n) => ({ name: n.name, pods: n.pods.map((p) => p.name) })) })
+    const cluster = new MeshCluster(tb, options.nodes)
+    try {
+      const ca = createRootCa({ commonName: `${options.name} mesh root` })
+      writeFileSync(join(cluster.workDir, 'ca-cert.pem'), ca.certPem)
+      writeFileSync(join(cluster.workDir, 'ca-key.pem'), ca.keyPem, { mode: 0o600 })
+      for (const node of options.nodes) {
+        const datapath = Datapath.load(cluster.settings(node.name), tb.node(node.name).podsCgroup)
+        cluster.datapaths.set(node.name, datapath)
+        cluster.writeLocalConfig(node.name)
+        for (const pod of node.pods) if (pod.enrolled) await cluster.enrollInDatapath(pod.name)
+      }
+      for (const node of options.nodes) cluster.ztunnels.set(node.name, await cluster.startZtunnel(node.name))
+    } catch (err) {
+      await cluster.stop()
+      throw err
+    }
+    return cluster
+  }
+
+  settings(node: string) {
+    return { pinRoot: join(this.tb.pinRoot, node), objectsDir: BPF_OBJECTS_DIR, proxyMark: DEFAULT_PROXY_MARK, deliveryMark: DEFAULT_DELIVERY_MARK, hbonePort: DEFAULT_HBONE_PORT }
+  }
+
+  pod(name: string): TestPod {
+    return this.tb.pod(name)
+  }
+
+  spec(name: string): MeshPodSpec & { node: string } {
+    const spec = this.specs.get(name)
+    if (!spec) throw new Error(`no pod ${name} in the cluster`)
+    return spec
+  }
+
+  identity(name: string): string {
+    const s = this.spec(name)
+    return `spiffe://${TRUST_DOMAIN}/ns/${s.namespace}/sa/${s.serviceAccount}`
+  }
+
+  private localConfigPath(node: string): string {
+    return join(this.workDir, `workloads-${node}.yaml`)
+  }
+
+  /** Every workload of the cluster; netns only for this node's enrolled pods. */
+  private writeLocalConfig(node: string): void {
+    const workloads = [...this.specs.values()].map((s) => ({
+      uid: `${s.namespace}/${s.name}`,
+      name: s.name,
+      namespace: s.namespace,
+      serviceAccount: s.serviceAccount,
+      workloadIps: [this.tb.pod(s.name).ip],
+      protocol: s.enrolled ? 'HBONE' : 'TCP',
+      node: s.node,
+      labels: s.labels ?? {},
+      ...(s.enrolled && s.node === node ? { netns: this.tb.pod(s.name).netnsPath } : {}),
+    }))
+    writeFileSync(this.localConfigPath(node), stringify({ workloads }))
+  }
+
+  private async enrollInDatapath(name: string): Promise<void> {
+    const spec = this.spec(name)
+    const pod = this.tb.pod(name)
+    await this.datapaths.get(spec.node)!.enrollPod({ netnsPath: pod.netnsPath, ip: pod.ip, outboundPort: 15001 })
+  }
+
+  /** Enrolls or un-enrolls a running pod: datapath first, then every ztunnel's view. */
+  async setEnrolled(name: string, enrolled: boolean): Promise<void> {
+    const spec = this.spec(name)
+    this.specs.set(name, { ...spec, enrolled })
+    const pod = this.tb.pod(name)
+    const datapath = this.datapaths.get(spec.node)!
+    if (enrolled) await this.enrollInDatapath(name)
+    else {
+      const entry = datapath.enrolledPods().find((p) => p.ip === pod.ip)
+      if (entry) await datapath.unenrollPod({ netnsCookie: entry.netnsCookie, ip: pod.ip, netnsPath: pod.netnsPath })
+    }
+    for (const node of this.datapaths.keys()) this.writeLocalConfig(node)
+  }
+
+  private startZtunnel(node: string): Promise<ZtunnelHandle> {
+    const settings = this.settings(node)
+    const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
+      join(REPO_ROOT, 'bin', 'ambient.js'), 'ztunnel', '--node', node, '--local-config', this.localConfigPath(node), '--cacerts', this.workDir,
+      '--pin-root', settings.pinRoot, '--metrics-addr', '127.0.0.1:0', '--readiness-addr', '127.0.0.1:0', '--admin-addr', '127.0.0.1:0',
+    ])
+    let logs = ''
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`ztunnel on ${node} not ready within 20 s:\n${logs}`)), 20_000)
+      child.stdout?.on('data', (d) => (logs += d))
+      child.stderr?.on('data', (d: Buffer) => {
+        logs += d
+        for (const line of String(d).split('\n')) {
+          if (!line.includes('"ztunnel ready"')) continue
+          const ready = JSON.parse(line) as { metrics: Endpoint; readiness: Endpoint; admin: Endpoint }
+          clearTimeout(timer)
+          resolve({ node, child, metrics: ready.metrics, readiness: ready.readiness, admin: ready.admin, logs: () => logs })
+        }
+      })
+      child.once('exit', (code) => {
+        clearTimeout(timer)
+        reject(new Error(`ztunnel on ${node} exited ${code}:\n${logs}`))
+      })
+    })
+  }
+
+  async stop(): Promise<void> {
+    for (const z of this.ztunnels.values()) {
+      if (z.child.exitCode === null) {
+        const exited = new Promise((r) => z.child.once('exit', r))
+        z.child.kill('SIGTERM')
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))])
+      }
+    }
+    for (const d of this.datapaths.values()) d.close()
+    for (const node of this.datapaths.keys()) Datapath.unload(this.settings(node).pinRoot)
+    await this.tb.destroy()
+    rmSync(this.workDir, { recursive: true, force: true })
+  }
+}

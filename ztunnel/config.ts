@@ -1,0 +1,86 @@
+// ztunnel's configuration, read once from flags and named environment variables
+// into a frozen object. A bad value throws ConfigError naming the setting.
+import { isIPv4 } from 'node:net'
+import { ConfigError, fromEnv, parseInteger, parsePort, requireString } from '../common/config.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../agent/dataplane/abi.js'
+import type { Address } from './admin.js'
+
+export interface ZtunnelConfig {
+  readonly node: string
+  readonly localConfig: string
+  readonly pinRoot: string
+  readonly proxyMark: number
+  readonly deliveryMark: number
+  readonly hbonePort: number
+  readonly trustDomain: string
+  readonly cacertsDir: string
+  readonly certTtlMs: number
+  readonly metrics: Address
+  readonly readiness: Address
+  readonly admin: Address
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error'
+}
+
+export interface ZtunnelFlags {
+  readonly node?: string
+  readonly localConfig?: string
+  readonly pinRoot: string
+  readonly proxyMark: string
+  readonly deliveryMark: string
+  readonly hbonePort: string
+  readonly trustDomain: string
+  readonly cacerts?: string
+  readonly certTtl: string
+  readonly metricsAddr: string
+  readonly readinessAddr: string
+  readonly adminAddr: string
+  readonly logLevel: string
+}
+
+export function parseAddress(setting: string, value: string): Address {
+  const i = value.lastIndexOf(':')
+  const host = value.slice(0, i)
+  if (i < 0 || !isIPv4(host)) throw new ConfigError(setting, `${JSON.stringify(value)} is not an IPv4 ip:port`)
+  return { host, port: value.slice(i + 1) === '0' ? 0 : parsePort(setting, value.slice(i + 1)) }
+}
+
+export function parseDuration(setting: string, value: string): number {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(value)
+  if (!m) throw new ConfigError(setting, `${JSON.stringify(value)} is not a duration like 30s, 10m or 24h`)
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h']
+}
+
+export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv): ZtunnelConfig {
+  const admin = parseAddress('--admin-addr', flags.adminAddr)
+  if (admin.host !== '127.0.0.1') throw new ConfigError('--admin-addr', `the admin endpoint is localhost only, got ${flags.adminAddr}`)
+  const logLevel = flags.logLevel
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new ConfigError('--log-level', `${JSON.stringify(logLevel)} must be debug, info, warn or error`)
+  return Object.freeze({
+    node: requireString('--node (or AMBIENT_NODE_NAME)', flags.node ?? fromEnv(env, 'AMBIENT_NODE_NAME', '')),
+    localConfig: requireString('--local-config', flags.localConfig),
+    pinRoot: requireString('--pin-root', flags.pinRoot),
+    proxyMark: parseInteger('--proxy-mark', flags.proxyMark, 1, 0xffffffff),
+    deliveryMark: parseInteger('--delivery-mark', flags.deliveryMark, 1, 0xffffffff),
+    hbonePort: parsePort('--hbone-port', flags.hbonePort),
+    trustDomain: requireString('--trust-domain', flags.trustDomain),
+    cacertsDir: requireString('--cacerts', flags.cacerts),
+    certTtlMs: parseDuration('--cert-ttl', flags.certTtl),
+    metrics: parseAddress('--metrics-addr', flags.metricsAddr),
+    readiness: parseAddress('--readiness-addr', flags.readinessAddr),
+    admin,
+    logLevel: logLevel as ZtunnelConfig['logLevel'],
+  })
+}
+
+export const ZTUNNEL_DEFAULTS = {
+  pinRoot: '/sys/fs/bpf/ambient',
+  proxyMark: String(DEFAULT_PROXY_MARK),
+  deliveryMark: String(DEFAULT_DELIVERY_MARK),
+  hbonePort: String(DEFAULT_HBONE_PORT),
+  trustDomain: 'cluster.local',
+  certTtl: '24h',
+  metricsAddr: '127.0.0.1:15020',
+  readinessAddr: '127.0.0.1:15021',
+  adminAddr: '127.0.0.1:15000',
+  logLevel: 'info',
+} as const

@@ -1,0 +1,11 @@
+// HTTP/2 flow-control settings shared by both ends of HBONE. Node's default
+// 64 KiB windows cap one stream at a window per round trip; HBONE carries bulk
+// TCP, so both the stream window and the connection window are raised.
+
+/** Stream and connection receive window, bytes (bench/hbone-throughput.ts measures the choice). */
+export const DEFAULT_WINDOW = 8 * 1024 * 1024
+
+/** nghttp2's session memory cap (MB): room for a full window on several streams. */
+export function sessionMemoryMb(windowSize: number): number {
+  return Math.max(64, Math.ceil((windowSize * 8) / 1e6))
+}

@@ -1,0 +1,119 @@
+// `ambient ztunnel`: wiring only. Starts, in order: workload state (local config),
+// identities, the pinned datapath, metrics, the node proxy and the admin
+// endpoints; stops in reverse, also after a partial start.
+import { readFileSync, watchFile, unwatchFile } from 'node:fs'
+import { join } from 'node:path'
+import type { Command } from 'commander'
+import { createLogger, type Logger } from '../common/log.js'
+import { ConfigError } from '../common/config.js'
+import { Datapath } from '../agent/dataplane/datapath.js'
+import { BPF_OBJECTS_DIR } from '../cli/paths.js'
+import { AdminServers } from './admin.js'
+import { parseZtunnelConfig, ZTUNNEL_DEFAULTS, type ZtunnelConfig, type ZtunnelFlags } from './config.js'
+import { LocalCaIdentities } from './identity/local-identities.js'
+import { ZtunnelMetrics } from './metrics.js'
+import { NodeProxy } from './node-proxy.js'
+import { readLocalConfig } from './state/local-config.js'
+import { WorkloadStore } from './state/workloads.js'
+
+function readCacerts(dir: string): { certPem: string; keyPem: string } {
+  try {
+    return { certPem: readFileSync(join(dir, 'ca-cert.pem'), 'utf8'), keyPem: readFileSync(join(dir, 'ca-key.pem'), 'utf8') }
+  } catch (err) {
+    throw new ConfigError('--cacerts', `cannot read ca-cert.pem and ca-key.pem in ${dir}: ${(err as Error).message}`)
+  }
+}
+
+export class Ztunnel {
+  private readonly stops: (() => Promise<void> | void)[] = []
+  private ready = false
+  admin: AdminServers | null = null
+
+  constructor(private readonly config: ZtunnelConfig, private readonly log: Logger) {}
+
+  async start(): Promise<void> {
+    const { config, log } = this
+    try {
+      const store = new WorkloadStore()
+      const load = (): void => {
+        const local = readLocalConfig(config.localConfig, { trustDomain: config.trustDomain })
+        for (const error of local.errors) log.error({ error }, 'workload rejected')
+        const result = store.replaceAll(local.workloads)
+        for (const r of result.rejected) log.error({ uid: r.uid, error: r.error }, 'workload rejected')
+        log.info({ workloads: result.applied }, 'workloads applied')
+      }
+      load()
+      watchFile(config.localConfig, { interval: 500 }, () => {
+        try {
+          load()
+        } catch (err) {
+          log.error({ err: (err as Error).message }, 'local config not applied; keeping the previous workloads')
+        }
+      })
+      this.stops.push(() => unwatchFile(config.localConfig))
+      const identities = new LocalCaIdentities(readCacerts(config.cacertsDir), config.certTtlMs)
+      const datapath = Datapath.open({ pinRoot: config.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: config.proxyMark, deliveryMark: config.deliveryMark, hbonePort: config.hbonePort })
+      this.stops.push(() => datapath.close())
+      const metrics = new ZtunnelMetrics()
+      const proxy = new NodeProxy({ node: config.node, datapath, store, identities, trustDomain: config.trustDomain, metrics, log: log.child({ component: 'proxy' }) })
+      await proxy.start()
+      this.stops.push(() => proxy.stop())
+      this.admin = new AdminServers({
+        registry: metrics.registry,
+        ready: () => this.ready,
+        configDump: () => ({ node: config.node, workloads: store.all(), localPods: proxy.status(), certificates: identities.describe(), datapath: { dir: datapath.dir, maps: datapath.occupancy() } }),
+      })
+      await this.admin.start({ metrics: config.metrics, readiness: config.readiness, admin: config.admin })
+      this.stops.push(() => this.admin!.stop())
+      this.ready = true
+      log.info({ node: config.node, ...this.admin.bound }, 'ztunnel ready')
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.ready = false
+    while (this.stops.length > 0) {
+      const stop = this.stops.pop()!
+      try {
+        await stop()
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'stop step failed')
+      }
+    }
+  }
+}
+
+export function registerZtunnelCommand(program: Command): void {
+  program
+    .command('ztunnel')
+    .description("the node's shared L4 proxy: carries enrolled pods' traffic in HBONE mutual-TLS tunnels")
+    .option('--node <name>', 'this node (default: $AMBIENT_NODE_NAME)')
+    .option('--local-config <file>', "workloads from a YAML file (Istio ztunnel's LOCAL_XDS_PATH shape, plus a netns path for this node's pods)")
+    .option('--cacerts <dir>', "local mode: issue workload certificates from ca-cert.pem and ca-key.pem in DIR (Istio's cacerts layout)")
+    .option('--pin-root <dir>', 'bpffs folder of the datapath pins', ZTUNNEL_DEFAULTS.pinRoot)
+    .option('--proxy-mark <n>', "SO_MARK of ztunnel's own outgoing sockets", ZTUNNEL_DEFAULTS.proxyMark)
+    .option('--delivery-mark <n>', 'SO_MARK of delivery sockets into pods', ZTUNNEL_DEFAULTS.deliveryMark)
+    .option('--hbone-port <port>', 'HBONE port inside each pod', ZTUNNEL_DEFAULTS.hbonePort)
+    .option('--trust-domain <td>', 'SPIFFE trust domain of the mesh', ZTUNNEL_DEFAULTS.trustDomain)
+    .option('--cert-ttl <duration>', 'workload certificate lifetime (renewed at half-life)', ZTUNNEL_DEFAULTS.certTtl)
+    .option('--metrics-addr <ip:port>', 'Prometheus metrics endpoint (/metrics)', ZTUNNEL_DEFAULTS.metricsAddr)
+    .option('--readiness-addr <ip:port>', 'readiness endpoint (/healthz/ready)', ZTUNNEL_DEFAULTS.readinessAddr)
+    .option('--admin-addr <127.0.0.1:port>', 'admin endpoint (/config_dump), localhost only', ZTUNNEL_DEFAULTS.adminAddr)
+    .option('--log-level <level>', 'debug, info, warn or error', ZTUNNEL_DEFAULTS.logLevel)
+    .action(async (flags: ZtunnelFlags) => {
+      const config = parseZtunnelConfig(flags, process.env)
+      const log = createLogger({ name: 'ztunnel', level: config.logLevel })
+      const ztunnel = new Ztunnel(config, log)
+      await ztunnel.start()
+      await new Promise<void>((resolve) => {
+        const shutdown = (): void => resolve()
+        process.once('SIGTERM', shutdown)
+        process.once('SIGINT', shutdown)
+      })
+      log.info('shutting down')
+      await ztunnel.stop()
+    })
+}
