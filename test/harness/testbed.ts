@@ -134,6 +134,11 @@ export class Testbed {
     return this.netnsName('fabric')
   }
 
+  /** The namespace holding the bridge between nodes: where inter-node traffic can be captured. */
+  get fabricNetnsPath(): string {
+    return `/run/netns/${this.fabric}`
+  }
+
   private createFabric(): void {
     ip(['netns', 'add', this.fabric])
     ip(['-n', this.fabric, 'link', 'set', 'lo', 'up'])
