@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander'
 import { registerDatapathCommand } from './datapath.js'
 import { registerZtunnelCommand } from '../ztunnel/main.js'
+import { registerDemoCommand } from './demo.js'
 
 export function buildProgram(): Command {
   const program = new Command('ambient')
@@ -10,6 +11,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
   registerDatapathCommand(program)
   registerZtunnelCommand(program)
+  registerDemoCommand(program)
   return program
 }
 

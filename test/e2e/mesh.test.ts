@@ -3,10 +3,9 @@
 // records only; b sees a's address; each side holds its own SPIFFE identity; the
 // TCP metrics carry Istio's labels and agree on the bytes.
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { MeshCluster } from '../harness/cluster.js'
+import { captureBetweenNodes, TLS_APPLICATION_DATA } from '../harness/capture.js'
 import { connectMany, startServer, waitFor } from './pod-clients.js'
 
 const cluster = await MeshCluster.start({
@@ -21,29 +20,13 @@ await startServer(cluster.tb, cluster.pod('b'), 8080)
 const a = cluster.pod('a')
 const b = cluster.pod('b')
 
-/** Captures the bridge between the nodes while `traffic` runs; returns the raw pcap bytes. */
-async function captureBetweenNodes(name: string, traffic: () => Promise<void>): Promise<Buffer> {
-  const file = join(cluster.workDir, `${name}.pcap`)
-  const dump = spawn('nsenter', [`--net=${cluster.tb.fabricNetnsPath}`, '--', 'tcpdump', '-i', 'br0', '-U', '-s', '0', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] })
-  await new Promise<void>((resolve, reject) => {
-    dump.stderr.on('data', (d) => String(d).includes('listening on') && resolve())
-    dump.once('exit', (code) => reject(new Error(`tcpdump exited ${code}`)))
-  })
-  await traffic()
-  await new Promise((r) => setTimeout(r, 300))
-  const exited = new Promise((r) => dump.once('exit', r))
-  dump.kill('SIGINT')
-  await exited
-  const bytes = readFileSync(file)
-  rmSync(file)
-  return bytes
+function captureMesh(name: string, traffic: () => Promise<void>): Promise<Buffer> {
+  return captureBetweenNodes(cluster.tb.fabricNetnsPath, join(cluster.workDir, `${name}.pcap`), traffic)
 }
-
-const TLS_APPLICATION_DATA = Buffer.from([0x17, 0x03, 0x03])
 
 t.test('pod to pod across nodes is mutual TLS on the wire, and b sees a', async (t) => {
   let result: Awaited<ReturnType<typeof connectMany>> | undefined
-  const pcap = await captureBetweenNodes('mesh', async () => {
+  const pcap = await captureMesh('mesh', async () => {
     result = await connectMany(cluster.tb, a, `${b.ip}:8080`, { count: 20, concurrency: 5 })
   })
   t.equal(result!.ok, 20, `all connections echoed (errors ${JSON.stringify(result!.errors)})`)
@@ -56,7 +39,7 @@ t.test('pod to pod across nodes is mutual TLS on the wire, and b sees a', async 
 })
 
 t.test('the same capture sees plaintext from a legacy pod (the check can fail)', async (t) => {
-  const pcap = await captureBetweenNodes('legacy', async () => {
+  const pcap = await captureMesh('legacy', async () => {
     const result = await connectMany(cluster.tb, cluster.pod('legacy'), `${b.ip}:8080`, { count: 3, concurrency: 1 })
     t.equal(result.ok, 3, 'a legacy pod still reaches the enrolled pod (PERMISSIVE)')
   })
