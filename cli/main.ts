@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander'
 import { registerDatapathCommand } from './datapath.js'
 import { registerZtunnelCommand } from '../ztunnel/main.js'
 import { registerDemoCommand } from './demo.js'
+import { registerAuthzCommand } from './authz-check.js'
 
 export function buildProgram(): Command {
   const program = new Command('ambient')
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
   registerDatapathCommand(program)
   registerZtunnelCommand(program)
   registerDemoCommand(program)
+  registerAuthzCommand(program)
   return program
 }
 

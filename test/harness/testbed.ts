@@ -171,7 +171,7 @@ export class Testbed {
     ip(['-n', netns, 'addr', 'add', `${node.ip}/24`, 'dev', 'eth0'])
     ip(['-n', netns, 'link', 'set', 'eth0', 'up'])
     // The pods' gateway: a link-local address the node owns, answered by ARP on every pod veth.
-    ip(['-n', netns, 'addr', 'add', '169.254.1.1/32', 'dev', 'lo'])
+    ip(['-n', netns, 'addr', 'add', '198.18.255.254/32', 'dev', 'lo'])
     sysctl(netns, 'net.ipv4.ip_forward', '1')
     sysctl(netns, 'net.ipv4.conf.all.rp_filter', '0')
     sysctl(netns, 'net.ipv4.conf.default.rp_filter', '0')
@@ -201,12 +201,12 @@ export class Testbed {
     ip(['-n', netns, 'link', 'set', 'lo', 'up'])
     ip(['-n', netns, 'addr', 'add', `${pod.ip}/32`, 'dev', 'eth0'])
     ip(['-n', netns, 'link', 'set', 'eth0', 'up'])
-    // The node side has no address of its own: the pod's gateway is the node's 169.254.1.1.
+    // The node side has no address of its own: the pod's gateway is the node's 198.18.255.254.
     ip(['-n', node.netns, 'link', 'set', hostSide, 'up'])
     sysctl(node.netns, `net.ipv4.conf.${hostSide}.rp_filter`, '0')
     ip(['-n', node.netns, 'route', 'add', `${pod.ip}/32`, 'dev', hostSide])
-    ip(['-n', netns, 'route', 'add', '169.254.1.1/32', 'dev', 'eth0', 'scope', 'link'])
-    ip(['-n', netns, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0'])
+    ip(['-n', netns, 'route', 'add', '198.18.255.254/32', 'dev', 'eth0', 'scope', 'link'])
+    ip(['-n', netns, 'route', 'add', 'default', 'via', '198.18.255.254', 'dev', 'eth0'])
     mkdirSync(pod.cgroup, { recursive: true })
     return pod
   }

@@ -1,0 +1,451 @@
+// A fake Kubernetes API server for tests: LIST, WATCH, GET and PATCH of the kinds
+// the agent watches, behaving like the real one where @kubernetes/client-node's
+// informers look (one global resourceVersion as in etcd, 410 Gone for a compacted
+// resourceVersion, bookmarks, field and label selectors), plus knobs to make it
+// misbehave (latency, failures, dropped watches, compaction).
+import { randomUUID } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+export type FakeKind =
+  | 'Namespace'
+  | 'Pod'
+  | 'Service'
+  | 'ServiceAccount'
+  | 'EndpointSlice'
+  | 'AuthorizationPolicy'
+  | 'PeerAuthentication'
+
+interface ResourceType {
+  readonly kind: FakeKind
+  readonly group: string
+  readonly version: string
+  readonly plural: string
+  readonly namespaced: boolean
+  /** Custom resources keep kind/apiVersion on list items; built-in kinds do not. */
+  readonly custom: boolean
+}
+
+const TYPES: readonly ResourceType[] = [
+  { kind: 'Namespace', group: '', version: 'v1', plural: 'namespaces', namespaced: false, custom: false },
+  { kind: 'Pod', group: '', version: 'v1', plural: 'pods', namespaced: true, custom: false },
+  { kind: 'Service', group: '', version: 'v1', plural: 'services', namespaced: true, custom: false },
+  { kind: 'ServiceAccount', group: '', version: 'v1', plural: 'serviceaccounts', namespaced: true, custom: false },
+  { kind: 'EndpointSlice', group: 'discovery.k8s.io', version: 'v1', plural: 'endpointslices', namespaced: true, custom: false },
+  { kind: 'AuthorizationPolicy', group: 'security.istio.io', version: 'v1', plural: 'authorizationpolicies', namespaced: true, custom: true },
+  { kind: 'PeerAuthentication', group: 'security.istio.io', version: 'v1', plural: 'peerauthentications', namespaced: true, custom: true },
+]
+
+const typeOf = (kind: FakeKind): ResourceType => TYPES.find((t) => t.kind === kind) as ResourceType
+const apiVersionOf = (t: ResourceType): string => (t.group === '' ? t.version : `${t.group}/${t.version}`)
+
+export type KubeObject = Record<string, unknown> & { metadata?: Record<string, unknown> }
+type EventType = 'ADDED' | 'MODIFIED' | 'DELETED'
+
+interface HistoryEntry {
+  readonly rv: number
+  readonly kind: FakeKind
+  readonly type: EventType
+  readonly object: KubeObject
+  readonly previous?: KubeObject
+}
+
+interface Watcher {
+  readonly type: ResourceType
+  readonly namespace: string | undefined
+  readonly matches: (obj: KubeObject) => boolean
+  readonly res: ServerResponse
+  readonly bookmarks: boolean
+  timer?: NodeJS.Timeout
+}
+
+export interface RequestCounts {
+  list: number
+  watch: number
+  get: number
+  patch: number
+}
+
+export interface FakeKubeApiServerOptions {
+  /** Interval of BOOKMARK events to watchers that allow them; default 1000 ms. */
+  readonly bookmarkIntervalMs?: number
+  /** Events kept for watches to resume from; older resourceVersions get 410. Default 10000. */
+  readonly historyLimit?: number
+  /** When set, requests must carry `Authorization: Bearer <token>`. */
+  readonly token?: string
+}
+
+export class FakeKubeApiServer {
+  readonly #server: Server
+  readonly #objects = new Map<FakeKind, Map<string, KubeObject>>()
+  #history: HistoryEntry[] = []
+  #compactedRv = 0
+  #rv = 1
+  readonly #watchers = new Set<Watcher>()
+  readonly #counts = new Map<string, RequestCounts>()
+  readonly #failures = new Map<string, { status: number; remaining: number }>()
+  #latencyMs = 0
+  readonly #options: FakeKubeApiServerOptions
+  #bookmarkTimer: NodeJS.Timeout | undefined
+  #url = ''
+
+  private constructor(options: FakeKubeApiServerOptions) {
+    this.#options = options
+    for (const t of TYPES) this.#objects.set(t.kind, new Map())
+    this.#server = createServer((req, res) => {
+      this.#handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent) this.#status(res, 500, 'InternalError', String(err))
+        else res.destroy()
+      })
+    })
+  }
+
+  static async start(options: FakeKubeApiServerOptions = {}): Promise<FakeKubeApiServer> {
+    const fake = new FakeKubeApiServer(options)
+    await new Promise<void>((resolve, reject) => {
+      fake.#server.once('error', reject)
+      fake.#server.listen(0, '127.0.0.1', () => resolve())
+    })
+    fake.#url = `http://127.0.0.1:${(fake.#server.address() as AddressInfo).port}`
+    fake.#bookmarkTimer = setInterval(() => fake.#sendBookmarks(), options.bookmarkIntervalMs ?? 1000)
+    fake.#bookmarkTimer.unref()
+    return fake
+  }
+
+  get url(): string {
+    return this.#url
+  }
+
+  /** The current (latest) resourceVersion. */
+  get resourceVersion(): string {
+    return String(this.#rv)
+  }
+
+  async stop(): Promise<void> {
+    if (this.#bookmarkTimer) clearInterval(this.#bookmarkTimer)
+    for (const w of [...this.#watchers]) this.#endWatcher(w, false)
+    this.#server.closeAllConnections()
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()))
+  }
+
+  // ---- test controls ----
+
+  create(kind: FakeKind, obj: KubeObject): KubeObject {
+    const t = typeOf(kind)
+    const copy = structuredClone(obj)
+    const metadata = { ...(copy.metadata ?? {}) }
+    if (t.namespaced && typeof metadata.namespace !== 'string') metadata.namespace = 'default'
+    const key = keyOf(metadata)
+    if (this.#store(kind).has(key)) throw new Error(`fake: ${kind} ${key} already exists`)
+    metadata.uid ??= randomUUID()
+    metadata.creationTimestamp ??= new Date().toISOString()
+    copy.metadata = metadata
+    return this.#record(kind, 'ADDED', copy)
+  }
+
+  update(kind: FakeKind, obj: KubeObject): KubeObject {
+    const copy = structuredClone(obj)
+    const metadata = { ...(copy.metadata ?? {}) }
+    if (typeOf(kind).namespaced && typeof metadata.namespace !== 'string') metadata.namespace = 'default'
+    const previous = this.#store(kind).get(keyOf(metadata))
+    if (previous === undefined) throw new Error(`fake: ${kind} ${keyOf(metadata)} does not exist`)
+    metadata.uid = previous.metadata?.uid
+    metadata.creationTimestamp = previous.metadata?.creationTimestamp
+    copy.metadata = metadata
+    return this.#record(kind, 'MODIFIED', copy, previous)
+  }
+
+  /** Creates or updates. */
+  apply(kind: FakeKind, obj: KubeObject): KubeObject {
+    const metadata = obj.metadata ?? {}
+    const ns = typeOf(kind).namespaced ? ((metadata.namespace as string | undefined) ?? 'default') : undefined
+    const key = keyOf({ ...metadata, namespace: ns })
+    return this.#store(kind).has(key) ? this.update(kind, obj) : this.create(kind, obj)
+  }
+
+  /** Deletes by the object's metadata name/namespace; deleting what is gone is a no-op. */
+  delete(kind: FakeKind, obj: KubeObject): void {
+    const metadata = { ...(obj.metadata ?? {}) }
+    if (typeOf(kind).namespaced && typeof metadata.namespace !== 'string') metadata.namespace = 'default'
+    const previous = this.#store(kind).get(keyOf(metadata))
+    if (previous === undefined) return
+    this.#record(kind, 'DELETED', structuredClone(previous), previous)
+  }
+
+  get(kind: FakeKind, namespace: string, name: string): KubeObject | undefined {
+    const obj = this.#store(kind).get(keyOf({ namespace: namespace || undefined, name }))
+    return obj && structuredClone(obj)
+  }
+
+  /** Forgets the event history: every open watch gets 410 Gone and ends; resuming from an older version gets 410. */
+  compactHistory(): void {
+    this.#history = []
+    this.#compactedRv = this.#rv
+    for (const w of [...this.#watchers]) {
+      this.#write(w, { type: 'ERROR', object: expired(this.#rv) })
+      this.#endWatcher(w, true)
+    }
+  }
+
+  /** Ends every watch stream abruptly (socket destroyed); graceful: a clean end of the response. */
+  dropWatches(options: { readonly graceful?: boolean } = {}): number {
+    const n = this.#watchers.size
+    for (const w of [...this.#watchers]) this.#endWatcher(w, options.graceful ?? false)
+    return n
+  }
+
+  setLatency(ms: number): void {
+    this.#latencyMs = ms
+  }
+
+  /** The next `times` requests to exactly this path (no query) answer with this status. */
+  failNext(path: string, status: number, times = 1): void {
+    this.#failures.set(path, { status, remaining: times })
+  }
+
+  /** Request counters per resource plural (`pods`, `authorizationpolicies`...). */
+  counts(plural: string): RequestCounts {
+    return { ...(this.#counts.get(plural) ?? { list: 0, watch: 0, get: 0, patch: 0 }) }
+  }
+
+  activeWatches(plural?: string): number {
+    return [...this.#watchers].filter((w) => plural === undefined || w.type.plural === plural).length
+  }
+
+  // ---- internals ----
+
+  #store(kind: FakeKind): Map<string, KubeObject> {
+    return this.#objects.get(kind) as Map<string, KubeObject>
+  }
+
+  #record(kind: FakeKind, type: EventType, obj: KubeObject, previous?: KubeObject): KubeObject {
+    const t = typeOf(kind)
+    this.#rv += 1
+    const metadata = { ...(obj.metadata ?? {}), resourceVersion: String(this.#rv) }
+    const stored: KubeObject = { ...obj, apiVersion: apiVersionOf(t), kind, metadata }
+    const key = keyOf(metadata)
+    if (type === 'DELETED') this.#store(kind).delete(key)
+    else this.#store(kind).set(key, stored)
+    const entry: HistoryEntry = { rv: this.#rv, kind, type, object: stored, ...(previous && { previous }) }
+    this.#history.push(entry)
+    const limit = this.#options.historyLimit ?? 10000
+    if (this.#history.length > limit) {
+      const dropped = this.#history.splice(0, this.#history.length - limit)
+      this.#compactedRv = dropped[dropped.length - 1]?.rv ?? this.#compactedRv
+    }
+    for (const w of this.#watchers) if (w.type.kind === kind) this.#deliver(w, entry)
+    return structuredClone(stored)
+  }
+
+  #deliver(w: Watcher, entry: HistoryEntry): void {
+    const visible = (o: KubeObject | undefined): boolean =>
+      o !== undefined && (w.namespace === undefined || o.metadata?.namespace === w.namespace) && w.matches(o)
+    const now = entry.type !== 'DELETED' && visible(entry.object)
+    const before = entry.type === 'ADDED' ? false : visible(entry.previous)
+    let type: EventType | undefined
+    if (entry.type === 'DELETED') type = before ? 'DELETED' : undefined
+    else if (now && before) type = 'MODIFIED'
+    else if (now) type = 'ADDED'
+    else if (before) type = 'DELETED'
+    if (type !== undefined) this.#write(w, { type, object: entry.object })
+  }
+
+  #write(w: Watcher, event: unknown): void {
+    if (!w.res.destroyed && !w.res.writableEnded) w.res.write(`${JSON.stringify(event)}\n`)
+  }
+
+  #endWatcher(w: Watcher, graceful: boolean): void {
+    this.#watchers.delete(w)
+    if (w.timer) clearTimeout(w.timer)
+    if (graceful) w.res.end()
+    else w.res.socket?.destroy()
+  }
+
+  #sendBookmarks(): void {
+    for (const w of this.#watchers) {
+      if (!w.bookmarks) continue
+      this.#write(w, { type: 'BOOKMARK', object: { kind: w.type.kind, apiVersion: apiVersionOf(w.type), metadata: { resourceVersion: String(this.#rv) } } })
+    }
+  }
+
+  #count(plural: string, what: keyof RequestCounts): void {
+    const c = this.#counts.get(plural) ?? { list: 0, watch: 0, get: 0, patch: 0 }
+    c[what] += 1
+    this.#counts.set(plural, c)
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://fake')
+    const body = await readBody(req)
+    if (this.#latencyMs > 0) await new Promise((r) => setTimeout(r, this.#latencyMs))
+    if (this.#options.token !== undefined && req.headers.authorization !== `Bearer ${this.#options.token}`) {
+      return this.#status(res, 401, 'Unauthorized', 'unauthorized')
+    }
+    const failure = this.#failures.get(url.pathname)
+    if (failure !== undefined) {
+      failure.remaining -= 1
+      if (failure.remaining <= 0) this.#failures.delete(url.pathname)
+      return this.#status(res, failure.status, 'InjectedFailure', `injected failure ${failure.status} for ${url.pathname}`)
+    }
+    const route = parseRoute(url.pathname)
+    if (route === undefined) return this.#status(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`)
+    const { type, namespace, name } = route
+    if (name === undefined) {
+      if (req.method !== 'GET') return this.#status(res, 405, 'MethodNotAllowed', `${req.method} not supported on collections`)
+      const matches = selector(url.searchParams.get('fieldSelector'), url.searchParams.get('labelSelector'))
+      if (matches === undefined) return this.#status(res, 400, 'BadRequest', 'unsupported selector')
+      if (url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1') {
+        this.#count(type.plural, 'watch')
+        return this.#watch(url, res, type, namespace, matches)
+      }
+      this.#count(type.plural, 'list')
+      const items = [...this.#store(type.kind).values()]
+        .filter((o) => (namespace === undefined || o.metadata?.namespace === namespace) && matches(o))
+        .map((o) => (type.custom ? o : stripTypeMeta(o)))
+      return json(res, 200, { kind: `${type.kind}List`, apiVersion: apiVersionOf(type), metadata: { resourceVersion: String(this.#rv) }, items })
+    }
+    const key = keyOf({ namespace, name })
+    const current = this.#store(type.kind).get(key)
+    if (req.method === 'GET') {
+      this.#count(type.plural, 'get')
+      if (current === undefined) return this.#status(res, 404, 'NotFound', `${type.plural} "${name}" not found`)
+      return json(res, 200, current)
+    }
+    if (req.method === 'PATCH') {
+      this.#count(type.plural, 'patch')
+      const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim()
+      if (contentType !== 'application/merge-patch+json' && contentType !== 'application/strategic-merge-patch+json') {
+        return this.#status(res, 415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got ${contentType})`)
+      }
+      if (current === undefined) return this.#status(res, 404, 'NotFound', `${type.plural} "${name}" not found`)
+      let patch: unknown
+      try {
+        patch = JSON.parse(body)
+      } catch {
+        return this.#status(res, 400, 'BadRequest', 'patch body is not JSON')
+      }
+      const merged = mergePatch(structuredClone(current), patch) as KubeObject
+      const metadata = { ...(merged.metadata ?? {}), name: current.metadata?.name, namespace: current.metadata?.namespace, uid: current.metadata?.uid }
+      if (type.kind === 'Namespace') delete metadata.namespace
+      return json(res, 200, this.#record(type.kind, 'MODIFIED', { ...merged, metadata }, current))
+    }
+    return this.#status(res, 405, 'MethodNotAllowed', `${req.method} not supported`)
+  }
+
+  #watch(url: URL, res: ServerResponse, type: ResourceType, namespace: string | undefined, matches: (o: KubeObject) => boolean): void {
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' })
+    res.flushHeaders()
+    const w: Watcher = { type, namespace, matches, res, bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true' }
+    const rvParam = url.searchParams.get('resourceVersion') ?? ''
+    if (rvParam === '' || rvParam === '0') {
+      for (const o of this.#store(type.kind).values()) this.#deliver(w, { rv: this.#rv, kind: type.kind, type: 'ADDED', object: o })
+    } else {
+      const from = Number(rvParam)
+      if (!Number.isInteger(from) || from < this.#compactedRv) {
+        this.#write(w, { type: 'ERROR', object: expired(from) })
+        res.end()
+        return
+      }
+      for (const entry of this.#history) if (entry.rv > from && entry.kind === type.kind) this.#deliver(w, entry)
+    }
+    this.#watchers.add(w)
+    const timeoutSeconds = Number(url.searchParams.get('timeoutSeconds') ?? '0')
+    if (timeoutSeconds > 0) w.timer = setTimeout(() => this.#endWatcher(w, true), timeoutSeconds * 1000)
+    res.on('close', () => {
+      this.#watchers.delete(w)
+      if (w.timer) clearTimeout(w.timer)
+    })
+  }
+
+  #status(res: ServerResponse, code: number, reason: string, message: string): void {
+    json(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code })
+  }
+}
+
+function expired(rv: number): unknown {
+  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${rv}`, reason: 'Expired', code: 410 }
+}
+
+function keyOf(metadata: Record<string, unknown>): string {
+  const ns = typeof metadata.namespace === 'string' ? metadata.namespace : ''
+  return ns === '' ? String(metadata.name) : `${ns}/${String(metadata.name)}`
+}
+
+function stripTypeMeta(o: KubeObject): KubeObject {
+  const { kind: _kind, apiVersion: _apiVersion, ...rest } = o
+  return rest
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of req) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+/** RFC 7386 JSON merge patch (what strategic merge does for metadata maps too). */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch
+  const out: Record<string, unknown> =
+    target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {}
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k]
+    else out[k] = mergePatch(out[k], v)
+  }
+  return out
+}
+
+function parseRoute(pathname: string): { type: ResourceType; namespace?: string; name?: string } | undefined {
+  const seg = pathname.split('/').filter((s) => s !== '')
+  let group: string
+  let version: string
+  let rest: string[]
+  if (seg[0] === 'api') [group, version, rest] = ['', seg[1] ?? '', seg.slice(2)]
+  else if (seg[0] === 'apis') [group, version, rest] = [seg[1] ?? '', seg[2] ?? '', seg.slice(3)]
+  else return undefined
+  const find = (plural: string | undefined): ResourceType | undefined =>
+    TYPES.find((t) => t.group === group && t.version === version && t.plural === plural)
+  if (rest[0] === 'namespaces' && rest.length >= 3) {
+    const type = find(rest[2])
+    if (type === undefined || !type.namespaced || rest.length > 4) return undefined
+    return { type, namespace: rest[1], ...(rest[3] !== undefined && { name: rest[3] }) }
+  }
+  const type = find(rest[0])
+  if (type === undefined || rest.length > 2 || (type.namespaced && rest.length === 2)) return undefined
+  return { type, ...(rest[1] !== undefined && { name: rest[1] }) }
+}
+
+function valueAt(obj: KubeObject, path: string): string {
+  let cur: unknown = obj
+  for (const part of path.split('.')) cur = cur !== null && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined
+  return cur === undefined || cur === null ? '' : String(cur)
+}
+
+/** Equality-based field and label selectors (`a=b`, `a==b`, `a!=b`; labels also `k`, `!k`). */
+function selector(fieldSelector: string | null, labelSelector: string | null): ((o: KubeObject) => boolean) | undefined {
+  const tests: ((o: KubeObject) => boolean)[] = []
+  for (const term of (fieldSelector ?? '').split(',').filter((t) => t !== '')) {
+    const m = /^([A-Za-z.]+)\s*(==|=|!=)\s*(.*)$/.exec(term)
+    if (m === null) return undefined
+    const [, path, op, value] = m as unknown as [string, string, string, string]
+    tests.push((o) => (valueAt(o, path) === value) === (op !== '!='))
+  }
+  for (const term of (labelSelector ?? '').split(',').filter((t) => t !== '')) {
+    const labels = (o: KubeObject): Record<string, unknown> => (o.metadata?.labels as Record<string, unknown> | undefined) ?? {}
+    const m = /^([\w./-]+)\s*(==|=|!=)\s*([\w.-]*)$/.exec(term)
+    if (m !== null) {
+      const [, key, op, value] = m as unknown as [string, string, string, string]
+      tests.push((o) => (labels(o)[key] === value) === (op !== '!='))
+    } else if (/^!?[\w./-]+$/.test(term)) {
+      const negate = term.startsWith('!')
+      const key = negate ? term.slice(1) : term
+      tests.push((o) => Object.hasOwn(labels(o), key) !== negate)
+    } else return undefined
+  }
+  return (o) => tests.every((t) => t(o))
+}
