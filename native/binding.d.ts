@@ -1,6 +1,9 @@
 // The raw Node-API surface of native/src (ambient_native.node). Thin and generic:
 // validation, caching and typed helpers live in native/index.ts, never here.
-// Every function throws a NativeErrorShape on failure.
+// Every function throws a NativeErrorShape on failure (Promises reject with one).
+// libbpf's own warnings (e.g. the verifier log) are appended to the message of the
+// failing call, never printed. libbpf's non-errno failures (a file that is not a
+// BPF ELF object) have code 'ENOEXEC'.
 
 export interface NativeErrorShape extends Error {
   code: string // errno name, e.g. 'EPERM', 'ENOENT', 'EOPNOTSUPP'
@@ -38,14 +41,18 @@ export interface RawSocketOptions {
 export interface NativeBinding {
   /** bpf_object__open_file with pin_root_path (maps with LIBBPF_PIN_BY_NAME reuse pins there). */
   objectOpen(path: string, pinRoot: string | null): number
-  /** Overwrite a `const volatile` global (in .rodata) by its BTF name, before load. */
+  /** Overwrite a `const volatile` global (in .rodata) by its BTF name, before load.
+   *  EINVAL when value.length differs from the variable's size or the object was
+   *  already loaded; ENOENT when there is no such global. */
   objectSetGlobal(handle: number, name: string, value: Buffer): void
+  /** Once per handle (a second call throws EINVAL, as libbpf allows one load). */
   objectLoad(handle: number): void
   objectClose(handle: number): void
   objectPrograms(handle: number): RawProgramInfo[]
   objectMaps(handle: number): RawMapInfo[]
 
-  /** bpf_program__attach_cgroup; returns a link id owned by the addon. */
+  /** bpf_program__attach_cgroup; returns a link id owned by the addon. The attach
+   *  functions need a loaded object (EINVAL otherwise). */
   attachCgroup(handle: number, program: string, cgroupPath: string): number
   /** bpf_program__attach_netns (sk_lookup) on the netns at netnsPath. */
   attachNetns(handle: number, program: string, netnsPath: string): number
@@ -57,7 +64,7 @@ export interface NativeBinding {
 
   /** bpf_obj_get: fd of a pinned map/program/link. */
   pinnedOpen(path: string): number
-  /** Info of a map fd (bpf_obj_get_info_by_fd). */
+  /** Info of a map fd (bpf_obj_get_info_by_fd); EINVAL for a program or link fd. */
   mapInfo(fd: number): RawMapInfo
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void
   /** Returns null when the key is absent (ENOENT). valueSize must be the map's value size

@@ -2,15 +2,17 @@
 // validates arguments, caches map metadata, and turns every failure into a
 // NativeError. Map operations are synchronous single syscalls; work that must
 // enter another network namespace runs on a native thread and returns a Promise.
-import { existsSync } from 'node:fs'
+import { existsSync, statfsSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { NativeBinding, RawMapInfo, RawProgramInfo, RawSocketOptions } from './binding.js'
 import { NativeError } from './errors.js'
 
 export { NativeError }
-export type { RawSocketOptions as SocketOptions }
+export type { NativeErrorFields } from './errors.js'
+export type SocketOptions = RawSocketOptions
+export type ProgramInfo = RawProgramInfo
 
 export const BPF_ANY = 0
 export const BPF_NOEXIST = 1
@@ -28,27 +30,29 @@ export const MapType = {
   SOCKHASH: 18,
 } as const
 
-const ADDON_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'build', 'native', 'Release', 'ambient_native.node')
+export const ADDON_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'build', 'Release', 'ambient_native.node')
+const BPF_FS_MAGIC = 0xcafe4a11
 
 let binding: NativeBinding | null = null
 function native(): NativeBinding {
   if (binding) return binding
   if (!existsSync(ADDON_PATH)) {
-    throw new NativeError(`native addon not built: ${ADDON_PATH} is missing: run \`npm run build:native\` (or scripts/setup.sh)`, {
-      code: 'ENOENT',
-      errno: 2,
-      syscall: 'dlopen',
-    })
+    throw NativeError.of('ENOENT', 'dlopen', `native addon not built: ${ADDON_PATH} is missing: run \`npm run build:native\``)
   }
-  binding = createRequire(import.meta.url)(ADDON_PATH) as NativeBinding
+  try {
+    binding = createRequire(import.meta.url)(ADDON_PATH) as NativeBinding
+  } catch (err) {
+    throw new NativeError(`cannot load ${ADDON_PATH}: ${(err as Error).message}: rebuild it with \`npm run build:native\``,
+      { code: 'ENOEXEC', errno: 8, syscall: 'dlopen' }, { cause: err })
+  }
   return binding
 }
 
-function call<T>(fn: () => T): T {
+function call<T>(fn: () => T, context?: string): T {
   try {
     return fn()
   } catch (err) {
-    throw NativeError.from(err)
+    throw NativeError.from(err, context)
   }
 }
 
@@ -61,13 +65,32 @@ async function callAsync<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 let cpus: number | null = null
+/** Possible CPUs (not online ones): the number of slots of a per-CPU map value. */
 export function numPossibleCpus(): number {
   cpus ??= call(() => native().numPossibleCpus())
   return cpus
 }
 
-function isPerCpu(type: number): boolean {
+export function isPerCpu(type: number): boolean {
   return type === MapType.PERCPU_ARRAY || type === MapType.PERCPU_HASH || type === MapType.LRU_PERCPU_HASH
+}
+
+/** The error for a path whose nearest existing folder is not on a bpf filesystem, or null. */
+function bpffsError(path: string, what: string): NativeError | null {
+  let dir = resolve(path)
+  for (;;) {
+    try {
+      if (statfsSync(dir).type === BPF_FS_MAGIC) return null
+      break
+    } catch {
+      if (dir === '/') break
+      dir = dirname(dir)
+    }
+  }
+  const hint = dir === '/sys/fs/bpf' || dir === '/sys/fs' || dir === '/sys'
+    ? '/sys/fs/bpf is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf'
+    : `${dir} is not a bpf filesystem: use a folder under a bpffs mount such as /sys/fs/bpf`
+  return NativeError.of('EINVAL', 'statfs', `${what} ${path}: ${hint}`)
 }
 
 export interface MapInfo {
@@ -78,22 +101,32 @@ export interface MapInfo {
   readonly maxEntries: number
 }
 
-/** A map by fd. Owns the fd when it opened it (openPinned); closing an object's map does nothing. */
+/**
+ * A map by fd, with its metadata fetched once. Owns the fd when it opened it
+ * (openPinned); a map of a BpfObject is closed by its object.
+ */
 export class BpfMap {
   readonly info: MapInfo
-  /** Size of a lookup result: valueSize, or one 8-byte-aligned slot per possible CPU. */
-  readonly lookupSize: number
+  /** Bytes of a value as user space reads and writes it: valueSize, or one 8-byte-aligned slot per possible CPU. */
+  readonly valueBytes: number
   private closed = false
 
   constructor(readonly fd: number, info: MapInfo, private readonly ownsFd: boolean) {
-    this.info = Object.freeze({ ...info })
-    this.lookupSize = isPerCpu(info.type) ? Math.ceil(info.valueSize / 8) * 8 * numPossibleCpus() : info.valueSize
+    this.info = Object.freeze({ name: info.name, type: info.type, keySize: info.keySize, valueSize: info.valueSize, maxEntries: info.maxEntries })
+    this.valueBytes = isPerCpu(info.type) ? Math.ceil(info.valueSize / 8) * 8 * numPossibleCpus() : info.valueSize
   }
 
+  /** Same as valueBytes (the size of a lookup result). */
+  get lookupSize(): number {
+    return this.valueBytes
+  }
+
+  /** Opens a map pinned on bpffs; the BpfMap owns the new fd. */
   static openPinned(path: string): BpfMap {
+    if (typeof path !== 'string' || path === '') throw NativeError.invalid(`pin path must be a non-empty string, got ${String(path)}`)
     const fd = call(() => native().pinnedOpen(path))
     try {
-      const raw: RawMapInfo = call(() => native().mapInfo(fd))
+      const raw: RawMapInfo = call(() => native().mapInfo(fd), path)
       return new BpfMap(fd, raw, true)
     } catch (err) {
       native().closeFd(fd)
@@ -101,35 +134,51 @@ export class BpfMap {
     }
   }
 
-  private check(what: string, buf: Buffer, size: number): void {
-    if (!Buffer.isBuffer(buf)) throw NativeError.invalid(`${this.info.name}: ${what} must be a Buffer`)
+  private context(): string {
+    return `map ${this.info.name}`
+  }
+
+  private checkBuffer(what: string, buf: unknown, size: number): void {
+    if (!Buffer.isBuffer(buf)) throw NativeError.invalid(`${this.context()}: ${what} must be a Buffer, got ${typeof buf}`)
     if (buf.length !== size) {
-      throw NativeError.invalid(`${this.info.name}: ${what} must be ${size} bytes, got ${buf.length}`)
+      throw NativeError.invalid(`${this.context()}: ${what} must be ${size} bytes, got ${buf.length}`)
     }
   }
 
   private live(): void {
-    if (this.closed) throw NativeError.invalid(`${this.info.name}: map is closed`)
+    if (this.closed) throw NativeError.of('EBADF', 'validate', `${this.context()} is closed`)
   }
 
+  /** Per-CPU maps take one value slot per possible CPU (valueBytes); sockmaps take an fd as u32 or u64. */
   update(key: Buffer, value: Buffer, flags: number = BPF_ANY): void {
     this.live()
-    this.check('key', key, this.info.keySize)
-    // Per-CPU updates take one value per CPU, like lookups return.
-    this.check('value', value, isPerCpu(this.info.type) ? this.lookupSize : this.info.valueSize)
-    call(() => native().mapUpdate(this.fd, key, value, flags))
+    this.checkBuffer('key', key, this.info.keySize)
+    this.checkBuffer('value', value, this.valueBytes)
+    if (!Number.isInteger(flags) || flags < 0) throw NativeError.invalid(`${this.context()}: flags must be BPF_ANY, BPF_NOEXIST or BPF_EXIST, got ${flags}`)
+    call(() => native().mapUpdate(this.fd, key, value, flags), this.context())
   }
 
+  /** The value, or null when the key is absent. Sockmap lookups return the socket cookie (8-byte values only). */
   lookup(key: Buffer): Buffer | null {
     this.live()
-    this.check('key', key, this.info.keySize)
-    return call(() => native().mapLookup(this.fd, key, this.lookupSize))
+    this.checkBuffer('key', key, this.info.keySize)
+    if ((this.info.type === MapType.SOCKMAP || this.info.type === MapType.SOCKHASH) && this.info.valueSize !== 8) {
+      throw NativeError.of('EOPNOTSUPP', 'validate', `${this.context()}: a sockmap is only readable with 8-byte values (it has ${this.info.valueSize}): declare the value __u64`)
+    }
+    return call(() => native().mapLookup(this.fd, key, this.valueBytes), this.context())
   }
 
+  /** True when the key was there; deleting what is already gone is not an error. */
   delete(key: Buffer): boolean {
     this.live()
-    this.check('key', key, this.info.keySize)
-    return call(() => native().mapDelete(this.fd, key))
+    this.checkBuffer('key', key, this.info.keySize)
+    try {
+      return call(() => native().mapDelete(this.fd, key), this.context())
+    } catch (err) {
+      // A SOCKMAP says EINVAL, not ENOENT, for an empty slot (the index itself is in range: checked by size).
+      if (this.info.type === MapType.SOCKMAP && (err as NativeError).code === 'EINVAL' && key.readUInt32LE() < this.info.maxEntries) return false
+      throw err
+    }
   }
 
   *keys(): Generator<Buffer> {
@@ -137,7 +186,7 @@ export class BpfMap {
     let key: Buffer | null = null
     // Bounded: a map never has more than maxEntries keys (plus churn while iterating).
     for (let i = 0; i <= this.info.maxEntries * 2; i++) {
-      const next: Buffer | null = call(() => native().mapNextKey(this.fd, key, this.info.keySize))
+      const next: Buffer | null = call(() => native().mapNextKey(this.fd, key, this.info.keySize), this.context())
       if (next === null) return
       yield next
       key = next
@@ -151,18 +200,30 @@ export class BpfMap {
     }
   }
 
+  get isClosed(): boolean {
+    return this.closed
+  }
+
   close(): void {
     if (this.closed) return
     this.closed = true
     if (this.ownsFd) native().closeFd(this.fd)
   }
+
+  /** @internal the owning object closed the fd. */
+  markClosed(): void {
+    this.closed = true
+  }
 }
 
+/** An attachment (cgroup or netns link). Pin it to keep it after this process lets go. */
 export class BpfLink {
   private closed = false
-  constructor(private readonly id: number) {}
+  constructor(private readonly id: number, readonly description: string) {}
 
   pin(path: string): void {
+    if (this.closed) throw NativeError.of('EBADF', 'validate', `link ${this.description} is closed`)
+    if (typeof path !== 'string' || path === '') throw NativeError.invalid(`link pin path must be a non-empty string, got ${String(path)}`)
     call(() => native().linkPin(this.id, path))
   }
 
@@ -174,79 +235,152 @@ export class BpfLink {
   }
 }
 
+export interface OpenOptions {
+  /** Where maps declared with LIBBPF_PIN_BY_NAME are pinned (or reused); must be on bpffs. */
+  readonly pinRoot: string
+}
+
 export class BpfObject {
   private closed = false
+  private loaded = false
+  private mapCache: Map<string, BpfMap> | null = null
+
   private constructor(private readonly handle: number, readonly path: string) {}
 
   /**
-   * Opens an object file; maps declared with LIBBPF_PIN_BY_NAME reuse (or create)
-   * pins in pinRoot. Required, so that nothing is ever pinned in libbpf's default
-   * /sys/fs/bpf by accident.
+   * Opens an object file. pinRoot is required, so that nothing is ever pinned in
+   * libbpf's default /sys/fs/bpf by accident.
    */
-  static open(path: string, options: { readonly pinRoot: string }): BpfObject {
-    if (!existsSync(path)) {
-      throw new NativeError(`no BPF object at ${path}: run \`npm run build:bpf\``, { code: 'ENOENT', errno: 2, syscall: 'bpf_object__open_file' })
-    }
+  static open(path: string, options: OpenOptions): BpfObject {
+    if (typeof path !== 'string' || path === '') throw NativeError.invalid(`object path must be a non-empty string, got ${String(path)}`)
+    if (!existsSync(path)) throw NativeError.of('ENOENT', 'bpf_object__open_file', `no BPF object at ${path}: run \`npm run build:bpf\``)
+    if (typeof options?.pinRoot !== 'string' || options.pinRoot === '') throw NativeError.invalid(`pinRoot must be a folder on bpffs, got ${String(options?.pinRoot)}`)
+    const notBpffs = bpffsError(options.pinRoot, 'pinRoot')
+    if (notBpffs) throw notBpffs
     const handle = call(() => native().objectOpen(path, options.pinRoot))
     return new BpfObject(handle, path)
   }
 
+  private live(): void {
+    if (this.closed) throw NativeError.of('EBADF', 'validate', `BPF object ${this.path} is closed`)
+  }
+
+  /** Sets a `const volatile` global before load(); value must be exactly its size. */
   setGlobal(name: string, value: Buffer): void {
+    this.live()
+    if (!Buffer.isBuffer(value)) throw NativeError.invalid(`global ${name} of ${this.path}: value must be a Buffer`)
+    if (this.loaded) throw NativeError.invalid(`global ${name} of ${this.path} can only be set before load()`)
     call(() => native().objectSetGlobal(this.handle, name, value))
   }
 
+  /** Loads (and verifies) every program and creates or reuses the maps. Once per object. */
   load(): void {
+    this.live()
+    if (this.loaded) throw NativeError.invalid(`BPF object ${this.path} is already loaded`)
+    this.loaded = true
     call(() => native().objectLoad(this.handle))
   }
 
-  programs(): RawProgramInfo[] {
+  programs(): ProgramInfo[] {
+    this.live()
     return call(() => native().objectPrograms(this.handle))
   }
 
-  /** A map of the loaded object (the fd belongs to the object). */
+  /** Every map of the loaded object (fds owned by the object). */
+  maps(): BpfMap[] {
+    return [...this.mapTable().values()]
+  }
+
+  /** A map of the loaded object by name (the fd belongs to the object). */
   map(name: string): BpfMap {
-    const raw = call(() => native().objectMaps(this.handle)).find((m) => m.name === name)
-    if (!raw) throw new NativeError(`${this.path} has no map ${name}`, { code: 'ENOENT', errno: 2, syscall: 'objectMaps' })
-    if (raw.fd < 0) throw NativeError.invalid(`map ${name} of ${this.path} has no fd: load the object first`)
-    return new BpfMap(raw.fd, raw, false)
+    const map = this.mapTable().get(name)
+    if (!map) {
+      throw NativeError.of('ENOENT', 'objectMaps', `${this.path} has no map ${name} (it has: ${[...this.mapTable().keys()].join(', ')})`)
+    }
+    return map
+  }
+
+  private mapTable(): Map<string, BpfMap> {
+    this.live()
+    if (!this.loaded) throw NativeError.invalid(`maps of ${this.path} have no fd yet: call load() first`)
+    if (this.mapCache) return this.mapCache
+    const table = new Map<string, BpfMap>()
+    for (const raw of call(() => native().objectMaps(this.handle))) {
+      if (raw.fd >= 0) table.set(raw.name, new BpfMap(raw.fd, raw, false))
+    }
+    this.mapCache = table
+    return table
   }
 
   attachCgroup(program: string, cgroupPath: string): BpfLink {
-    return new BpfLink(call(() => native().attachCgroup(this.handle, program, cgroupPath)))
+    this.live()
+    return new BpfLink(call(() => native().attachCgroup(this.handle, program, cgroupPath)), `${program} on cgroup ${cgroupPath}`)
   }
 
   attachNetns(program: string, netnsPath: string): BpfLink {
-    return new BpfLink(call(() => native().attachNetns(this.handle, program, netnsPath)))
+    this.live()
+    return new BpfLink(call(() => native().attachNetns(this.handle, program, netnsPath)), `${program} on netns ${netnsPath}`)
   }
 
   attachToMap(program: string, map: BpfMap, attachType: 'sk_msg_verdict' | 'sk_skb_stream_verdict'): void {
+    this.live()
+    if (map.isClosed) throw NativeError.of('EBADF', 'validate', `map ${map.info.name} is closed`)
+    if (map.info.type !== MapType.SOCKMAP && map.info.type !== MapType.SOCKHASH) {
+      throw NativeError.invalid(`${program} can only attach to a SOCKMAP or SOCKHASH, and map ${map.info.name} is type ${map.info.type}`)
+    }
     call(() => native().attachToMap(this.handle, program, map.fd, attachType))
   }
 
+  /** Closes the object, its programs and its maps' fds (pinned maps and links stay). */
   close(): void {
     if (this.closed) return
     this.closed = true
+    for (const map of this.mapCache?.values() ?? []) map.markClosed()
+    this.mapCache = null
     native().objectClose(this.handle)
   }
 }
 
 /** The network-namespace cookie of the netns at `netnsPath` (e.g. /run/netns/x, /proc/PID/ns/net). */
 export function netnsCookie(netnsPath: string): Promise<bigint> {
+  if (typeof netnsPath !== 'string' || netnsPath === '') return Promise.reject(NativeError.invalid(`netnsPath must be a non-empty string, got ${String(netnsPath)}`))
   return callAsync(() => native().netnsCookie(netnsPath))
 }
 
-/** A TCP socket created inside another network namespace, returned as an fd for Node to adopt. */
-export function socketInNetns(netnsPath: string, options: RawSocketOptions): Promise<number> {
-  if (options.family !== 4 && options.family !== 6) return Promise.reject(NativeError.invalid(`family must be 4 or 6, got ${String(options.family)}`))
-  if (options.bindPort !== undefined && (!Number.isInteger(options.bindPort) || options.bindPort < 0 || options.bindPort > 65535)) {
-    return Promise.reject(NativeError.invalid(`bindPort must be 0-65535, got ${options.bindPort}`))
+function socketOptionsError(o: RawSocketOptions): NativeError | null {
+  if (o === null || typeof o !== 'object') return NativeError.invalid('socket options must be an object')
+  if (o.family !== 4 && o.family !== 6) return NativeError.invalid(`family must be 4 or 6, got ${String(o.family)}`)
+  if (o.bindPort !== undefined && (!Number.isInteger(o.bindPort) || o.bindPort < 0 || o.bindPort > 65535)) {
+    return NativeError.invalid(`bindPort must be 0-65535, got ${o.bindPort}`)
   }
-  if (options.mark !== undefined && (!Number.isInteger(options.mark) || options.mark < 0 || options.mark > 0xffffffff)) {
-    return Promise.reject(NativeError.invalid(`mark must be a 32-bit unsigned integer, got ${options.mark}`))
+  if (o.bindPort !== undefined && o.bindAddress === undefined) return NativeError.invalid('bindPort needs bindAddress')
+  if (o.mark !== undefined && (!Number.isInteger(o.mark) || o.mark < 0 || o.mark > 0xffffffff)) {
+    return NativeError.invalid(`mark must be a 32-bit unsigned integer, got ${o.mark}`)
   }
+  if (o.listenBacklog !== undefined && (!Number.isInteger(o.listenBacklog) || o.listenBacklog < 0)) {
+    return NativeError.invalid(`listenBacklog must be a non-negative integer, got ${o.listenBacklog}`)
+  }
+  if (o.bindToDevice !== undefined && (typeof o.bindToDevice !== 'string' || o.bindToDevice.length === 0 || o.bindToDevice.length > 15)) {
+    return NativeError.invalid(`bindToDevice must be an interface name of 1-15 characters, got ${String(o.bindToDevice)}`)
+  }
+  return null
+}
+
+/**
+ * A TCP socket created inside another network namespace (non-blocking,
+ * close-on-exec), configured, optionally bound and listening; resolves to the fd
+ * for Node to adopt: net.createServer().listen({ fd }) or new net.Socket({ fd })
+ * followed by .connect() in the same tick.
+ */
+export function socketInNetns(netnsPath: string, options: SocketOptions): Promise<number> {
+  if (typeof netnsPath !== 'string' || netnsPath === '') return Promise.reject(NativeError.invalid(`netnsPath must be a non-empty string, got ${String(netnsPath)}`))
+  const invalid = socketOptionsError(options)
+  if (invalid) return Promise.reject(invalid)
   return callAsync(() => native().socketInNetns(netnsPath, options))
 }
 
+/** Closes an fd from socketInNetns or the addon that Node never adopted. */
 export function closeFd(fd: number): void {
+  if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
   native().closeFd(fd)
 }

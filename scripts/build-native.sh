@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
-# Builds the native addon (build/native/Release/ambient_native.node) with cmake-js against
-# Node-API 8, statically linked with the pinned libbpf.
+# Builds the native addon build/Release/ambient_native.node (Node-API 8, cmake-js,
+# build tree in build/native) statically linked with the pinned libbpf that
+# scripts/build-libbpf.sh builds first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build-libbpf.sh
-npx cmake-js compile --directory native --out build/native --log-level error >/dev/null
-if ldd build/native/Release/ambient_native.node | grep -q libbpf; then
-  echo "build-native: the addon links a shared libbpf; it must be static" >&2
+
+fail() {
+  echo "build-native: $*" >&2
   exit 1
+}
+
+bash scripts/build-libbpf.sh
+command -v cmake >/dev/null || fail "cmake not found: apt-get install cmake"
+[ -d node_modules/cmake-js ] && [ -d node_modules/node-addon-api ] || fail "cmake-js or node-addon-api missing: run npm ci"
+
+out=build/Release/ambient_native.node
+mkdir -p build
+log=build/native-build.log
+if ! npx cmake-js compile --directory native --out build/native --log-level warn >"$log" 2>&1; then
+  tail -60 "$log" >&2
+  fail "compiling the addon failed (full log: $log)"
 fi
-echo "build-native: build/native/Release/ambient_native.node"
+[ -f "$out" ] || fail "cmake-js succeeded but $out is missing (see $log)"
+if ldd "$out" | grep -q libbpf; then
+  fail "$out links a shared libbpf; it must link third_party/libbpf/lib/libbpf.a statically"
+fi
+echo "build-native: $out"

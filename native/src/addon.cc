@@ -10,6 +10,7 @@ namespace ambient {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InstallLibbpfPrint();
   InitObjects(env, exports);
+  InitLinks(env, exports);
   InitMaps(env, exports);
   InitNetns(env, exports);
   return exports;

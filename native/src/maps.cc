@@ -1,13 +1,13 @@
 // Map operations over fds: generic, Buffers in and out. Sizes are validated in
-// native/index.ts, which caches each map's metadata.
+// native/index.ts, which caches each map's metadata; these functions trust them.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
-#include <vector>
 
 #include "errors.h"
 #include "objects.h"
@@ -15,23 +15,46 @@
 namespace ambient {
 
 namespace {
-int FdOf(const Napi::Value& v) { return v.As<Napi::Number>().Int32Value(); }
+std::string MapTarget(int fd) { return "map fd " + std::to_string(fd); }
+
+// The kernel fills bpf_map_info from a program or link fd too (with their own
+// layout): /proc/self/fdinfo tells the kinds apart.
+bool IsMapFd(int fd) {
+  std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
+  FILE* f = fopen(path.c_str(), "re");
+  if (!f) return true;  // no procfs: trust the caller
+  char line[256];
+  bool map = false;
+  while (fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "map_type:", 9) == 0) map = true;
+  }
+  fclose(f);
+  return map;
+}
 
 Napi::Value PinnedOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>();
+  std::string path = ArgString(info, 0, "path");
   int fd = bpf_obj_get(path.c_str());
-  if (fd < 0) ThrowErrno(env, errno, "bpf_obj_get", path);
+  if (fd < 0) {
+    int err = errno;
+    throw ErrnoError(env, err, "bpf_obj_get", PinMessage(err, "bpf_obj_get", path), false);
+  }
   return Napi::Number::New(env, fd);
 }
 
 Napi::Value MapInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = FdOf(info[0]);
+  int fd = ArgInt(info, 0, "fd");
   bpf_map_info map_info;
   memset(&map_info, 0, sizeof(map_info));
   uint32_t len = sizeof(map_info);
-  if (bpf_obj_get_info_by_fd(fd, &map_info, &len)) ThrowErrno(env, errno, "bpf_obj_get_info_by_fd", "map fd " + std::to_string(fd));
+  if (bpf_obj_get_info_by_fd(fd, &map_info, &len)) {
+    int err = errno;
+    if (err == EINVAL) ThrowErrno(env, err, "bpf_obj_get_info_by_fd", "fd " + std::to_string(fd) + " is not a BPF map", false);
+    ThrowCall(env, err, "bpf_obj_get_info_by_fd", MapTarget(fd));
+  }
+  if (!IsMapFd(fd)) ThrowErrno(env, EINVAL, "bpf_obj_get_info_by_fd", "fd " + std::to_string(fd) + " is not a BPF map (a program or link?)", false);
   Napi::Object m = Napi::Object::New(env);
   m.Set("name", map_info.name);
   m.Set("fd", fd);
@@ -44,59 +67,62 @@ Napi::Value MapInfo(const Napi::CallbackInfo& info) {
 
 Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = FdOf(info[0]);
-  auto key = info[1].As<Napi::Buffer<uint8_t>>();
-  auto value = info[2].As<Napi::Buffer<uint8_t>>();
+  int fd = ArgInt(info, 0, "fd");
+  auto key = ArgBuffer(info, 1, "key");
+  auto value = ArgBuffer(info, 2, "value");
+  if (!info[3].IsNumber()) ThrowInvalid(env, "flags must be a number");
   uint64_t flags = static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value());
-  if (bpf_map_update_elem(fd, key.Data(), value.Data(), flags)) ThrowErrno(env, errno, "bpf_map_update_elem", "map fd " + std::to_string(fd));
+  if (bpf_map_update_elem(fd, key.Data(), value.Data(), flags)) ThrowCall(env, errno, "bpf_map_update_elem", MapTarget(fd));
   return env.Undefined();
 }
 
 Napi::Value MapLookup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = FdOf(info[0]);
-  auto key = info[1].As<Napi::Buffer<uint8_t>>();
-  size_t size = info[2].As<Napi::Number>().Uint32Value();
-  auto out = Napi::Buffer<uint8_t>::New(env, size);
+  int fd = ArgInt(info, 0, "fd");
+  auto key = ArgBuffer(info, 1, "key");
+  int32_t size = ArgInt(info, 2, "valueSize");
+  if (size <= 0) ThrowInvalid(env, "valueSize must be positive, got " + std::to_string(size));
+  auto out = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(size));
   if (bpf_map_lookup_elem(fd, key.Data(), out.Data())) {
     if (errno == ENOENT) return env.Null();
-    ThrowErrno(env, errno, "bpf_map_lookup_elem", "map fd " + std::to_string(fd));
+    ThrowCall(env, errno, "bpf_map_lookup_elem", MapTarget(fd));
   }
   return out;
 }
 
 Napi::Value MapDelete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = FdOf(info[0]);
-  auto key = info[1].As<Napi::Buffer<uint8_t>>();
+  int fd = ArgInt(info, 0, "fd");
+  auto key = ArgBuffer(info, 1, "key");
   if (bpf_map_delete_elem(fd, key.Data())) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowErrno(env, errno, "bpf_map_delete_elem", "map fd " + std::to_string(fd));
+    ThrowCall(env, errno, "bpf_map_delete_elem", MapTarget(fd));
   }
   return Napi::Boolean::New(env, true);
 }
 
 Napi::Value MapNextKey(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = FdOf(info[0]);
-  size_t size = info[2].As<Napi::Number>().Uint32Value();
-  auto out = Napi::Buffer<uint8_t>::New(env, size);
-  const void* key = info[1].IsNull() ? nullptr : info[1].As<Napi::Buffer<uint8_t>>().Data();
+  int fd = ArgInt(info, 0, "fd");
+  const void* key = info[1].IsNull() ? nullptr : ArgBuffer(info, 1, "key").Data();
+  int32_t size = ArgInt(info, 2, "keySize");
+  if (size <= 0) ThrowInvalid(env, "keySize must be positive, got " + std::to_string(size));
+  auto out = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(size));
   if (bpf_map_get_next_key(fd, key, out.Data())) {
     if (errno == ENOENT) return env.Null();
-    ThrowErrno(env, errno, "bpf_map_get_next_key", "map fd " + std::to_string(fd));
+    ThrowCall(env, errno, "bpf_map_get_next_key", MapTarget(fd));
   }
   return out;
 }
 
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
-  close(FdOf(info[0]));
+  close(ArgInt(info, 0, "fd"));
   return info.Env().Undefined();
 }
 
 Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
   int n = libbpf_num_possible_cpus();
-  if (n < 0) ThrowErrno(info.Env(), n, "libbpf_num_possible_cpus", "/sys/devices/system/cpu/possible");
+  if (n <= 0) ThrowCall(info.Env(), n < 0 ? -n : EIO, "libbpf_num_possible_cpus", "/sys/devices/system/cpu/possible");
   return Napi::Number::New(info.Env(), n);
 }
 }  // namespace

@@ -1,11 +1,9 @@
-// Sockets and cookies of other network namespaces. The work runs on a dedicated
-// short-lived std::thread that enters the namespace with setns(CLONE_NEWNET) and
-// then ends, so neither the main thread nor a libuv pool thread ever changes
-// namespace. Results come back as Promises.
+// Sockets and cookies of other network namespaces. Each call runs on a libuv pool
+// thread (Napi::AsyncWorker) that starts a dedicated short-lived std::thread; only
+// that thread enters the namespace with setns(CLONE_NEWNET), and it ends right
+// after, so neither the main thread nor a pool thread ever changes namespace.
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <linux/netfilter_ipv4.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -14,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "errors.h"
@@ -28,7 +27,7 @@ namespace ambient {
 namespace {
 struct SocketOptions {
   int family = 4;
-  int mark = -1;
+  int64_t mark = -1;
   bool transparent = false;
   std::string bind_to_device;
   bool reuse_addr = false;
@@ -43,20 +42,24 @@ struct Failure {
   std::string syscall;
 };
 
-// Runs `work` on a fresh thread inside the netns at `path`.
+// Runs `work` on a fresh thread inside the netns at `path`; the thread then ends.
 template <typename Work>
 Failure InNetns(const std::string& path, Work work) {
-  Failure failure;
   int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (ns < 0) return {errno, "open netns"};
-  std::thread thread([&]() {
-    if (setns(ns, CLONE_NEWNET) != 0) {
-      failure = {errno, "setns"};
-      return;
-    }
-    failure = work();
-  });
-  thread.join();
+  if (ns < 0) return {errno, "open"};
+  Failure failure;
+  try {
+    std::thread thread([&]() {
+      if (setns(ns, CLONE_NEWNET) != 0) {
+        failure = {errno, "setns"};
+        return;
+      }
+      failure = work();
+    });
+    thread.join();
+  } catch (const std::system_error& e) {
+    failure = {e.code().value() ? e.code().value() : EAGAIN, "pthread_create"};
+  }
   close(ns);
   return failure;
 }
@@ -89,24 +92,23 @@ Failure MakeSocket(const SocketOptions& o, int* out) {
     sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));
     socklen_t len;
+    int parsed;
     if (o.family == 6) {
       auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
       a->sin6_family = AF_INET6;
-      a->sin6_port = htons(o.bind_port);
-      if (inet_pton(AF_INET6, o.bind_address.c_str(), &a->sin6_addr) != 1) {
-        errno = EINVAL;
-        return fail("inet_pton");
-      }
+      a->sin6_port = htons(static_cast<uint16_t>(o.bind_port));
+      parsed = inet_pton(AF_INET6, o.bind_address.c_str(), &a->sin6_addr);
       len = sizeof(*a);
     } else {
       auto* a = reinterpret_cast<sockaddr_in*>(&ss);
       a->sin_family = AF_INET;
-      a->sin_port = htons(o.bind_port);
-      if (inet_pton(AF_INET, o.bind_address.c_str(), &a->sin_addr) != 1) {
-        errno = EINVAL;
-        return fail("inet_pton");
-      }
+      a->sin_port = htons(static_cast<uint16_t>(o.bind_port));
+      parsed = inet_pton(AF_INET, o.bind_address.c_str(), &a->sin_addr);
       len = sizeof(*a);
+    }
+    if (parsed != 1) {
+      errno = EINVAL;
+      return fail("inet_pton");
     }
     if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len)) return fail("bind");
   }
@@ -115,10 +117,36 @@ Failure MakeSocket(const SocketOptions& o, int* out) {
   return {};
 }
 
+std::string FailureMessage(const Failure& f, const std::string& path, const SocketOptions& o) {
+  std::string at = " in network namespace " + path;
+  if (f.syscall == "open") {
+    if (f.err == ENOENT) return "no network namespace at " + path + ": is the pod still running?";
+    return "open(" + path + ") failed: " + Describe(f.err) + (f.err == EACCES ? ": run as root" : "");
+  }
+  if (f.syscall == "setns") {
+    if (f.err == EINVAL) return path + " is not a network namespace: pass /proc/PID/ns/net or /run/netns/NAME";
+    if (f.err == EPERM) return "setns(" + path + ") failed: operation not permitted: run as root or with CAP_SYS_ADMIN";
+    return "setns(" + path + ") failed: " + Describe(f.err);
+  }
+  std::string message = f.syscall + at + " failed: " + Describe(f.err);
+  if (f.err == EPERM || f.err == EACCES) return message + ": run as root or with CAP_NET_ADMIN";
+  if (f.syscall == "inet_pton") return "bindAddress " + o.bind_address + " is not a numeric IPv" + std::to_string(o.family) + " address";
+  if (f.syscall == "bind") {
+    std::string addr = o.bind_address + ":" + std::to_string(o.bind_port);
+    if (f.err == EADDRNOTAVAIL)
+      return "bind(" + addr + ")" + at + " failed: address not available there: use an address of that namespace, or transparent: true";
+    if (f.err == EADDRINUSE)
+      return "bind(" + addr + ")" + at + " failed: address already in use: pick another port, or reuseAddr/reusePort";
+    return "bind(" + addr + ")" + at + " failed: " + Describe(f.err);
+  }
+  if (f.syscall == "setsockopt(SO_BINDTODEVICE)" && f.err == ENODEV) return "no device " + o.bind_to_device + at;
+  return message;
+}
+
 class NetnsWorker : public Napi::AsyncWorker {
  public:
   NetnsWorker(Napi::Env env, std::string path, bool cookie, SocketOptions options)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)),
+      : Napi::AsyncWorker(env, "ambient:netns"), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)),
         cookie_mode_(cookie), options_(std::move(options)) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
@@ -139,13 +167,12 @@ class NetnsWorker : public Napi::AsyncWorker {
 
   void OnOK() override {
     Napi::Env env = Env();
+    Napi::HandleScope scope(env);
     if (failure_.err) {
-      std::string what = failure_.syscall == "open netns" ? path_ : "in netns " + path_;
-      if (failure_.syscall == "bind" && !options_.bind_address.empty())
-        what += " (" + options_.bind_address + ":" + std::to_string(options_.bind_port) + ")";
-      deferred_.Reject(MakeErrnoError(env, failure_.err, failure_.syscall, what).Value());
+      Napi::Error error = ErrnoError(env, failure_.err, failure_.syscall, FailureMessage(failure_, path_, options_), false);
+      deferred_.Reject(error.Value());
     } else if (cookie_mode_) {
-      deferred_.Resolve(Napi::BigInt::New(env, static_cast<uint64_t>(cookie_)));
+      deferred_.Resolve(Napi::BigInt::New(env, cookie_));
     } else {
       deferred_.Resolve(Napi::Number::New(env, fd_));
     }
@@ -161,26 +188,36 @@ class NetnsWorker : public Napi::AsyncWorker {
   uint64_t cookie_ = 0;
 };
 
+bool Flag(const Napi::Object& o, const char* name) { return o.Has(name) && o.Get(name).ToBoolean().Value(); }
+
 Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
-  auto* worker = new NetnsWorker(info.Env(), info[0].As<Napi::String>(), true, SocketOptions{});
+  auto* worker = new NetnsWorker(info.Env(), ArgString(info, 0, "netnsPath"), true, SocketOptions{});
   auto promise = worker->Promise();
   worker->Queue();
   return promise;
 }
 
 Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "netnsPath");
+  if (!info[1].IsObject()) ThrowInvalid(env, "options must be an object");
   Napi::Object o = info[1].As<Napi::Object>();
   SocketOptions options;
-  options.family = o.Get("family").As<Napi::Number>().Int32Value();
-  if (o.Has("mark") && o.Get("mark").IsNumber()) options.mark = static_cast<int>(o.Get("mark").As<Napi::Number>().Uint32Value());
-  if (o.Has("transparent")) options.transparent = o.Get("transparent").ToBoolean();
-  if (o.Has("bindToDevice") && o.Get("bindToDevice").IsString()) options.bind_to_device = o.Get("bindToDevice").As<Napi::String>();
-  if (o.Has("reuseAddr")) options.reuse_addr = o.Get("reuseAddr").ToBoolean();
-  if (o.Has("reusePort")) options.reuse_port = o.Get("reusePort").ToBoolean();
-  if (o.Has("bindAddress") && o.Get("bindAddress").IsString()) options.bind_address = o.Get("bindAddress").As<Napi::String>();
-  if (o.Has("bindPort") && o.Get("bindPort").IsNumber()) options.bind_port = o.Get("bindPort").As<Napi::Number>().Int32Value();
-  if (o.Has("listenBacklog") && o.Get("listenBacklog").IsNumber()) options.listen_backlog = o.Get("listenBacklog").As<Napi::Number>().Int32Value();
-  auto* worker = new NetnsWorker(info.Env(), info[0].As<Napi::String>(), false, options);
+  Napi::Value family = o.Get("family");
+  options.family = family.IsNumber() ? family.As<Napi::Number>().Int32Value() : 0;
+  if (options.family != 4 && options.family != 6) ThrowInvalid(env, "family must be 4 or 6");
+  Napi::Value v = o.Get("mark");
+  if (v.IsNumber()) options.mark = v.As<Napi::Number>().Int64Value();
+  if (options.mark > 0xffffffffLL) ThrowInvalid(env, "mark must be a 32-bit unsigned integer");
+  options.transparent = Flag(o, "transparent");
+  options.reuse_addr = Flag(o, "reuseAddr");
+  options.reuse_port = Flag(o, "reusePort");
+  if ((v = o.Get("bindToDevice")).IsString()) options.bind_to_device = v.As<Napi::String>().Utf8Value();
+  if ((v = o.Get("bindAddress")).IsString()) options.bind_address = v.As<Napi::String>().Utf8Value();
+  if ((v = o.Get("bindPort")).IsNumber()) options.bind_port = v.As<Napi::Number>().Int32Value();
+  if (options.bind_port < 0 || options.bind_port > 65535) ThrowInvalid(env, "bindPort must be 0-65535");
+  if ((v = o.Get("listenBacklog")).IsNumber()) options.listen_backlog = v.As<Napi::Number>().Int32Value();
+  auto* worker = new NetnsWorker(env, path, false, options);
   auto promise = worker->Promise();
   worker->Queue();
   return promise;

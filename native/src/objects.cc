@@ -1,119 +1,136 @@
-// BPF objects, programs and links: open/load/close, attach to a cgroup, a network
-// namespace or a sockmap, pin. Objects and links live in tables keyed by integer
-// handles owned by the JS side.
+// BPF objects: open, set load-time globals, load, close, list programs and maps.
+#include "objects.h"
+
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
-#include <fcntl.h>
-#include <linux/bpf.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
 #include <string>
 
 #include "errors.h"
-#include "objects.h"
 
 namespace ambient {
 
 namespace {
-std::map<int, bpf_object*> objects;
-std::map<int, bpf_link*> links;
-int next_object = 1;
-int next_link = 1;
+std::map<int32_t, ObjectEntry> objects;
+int32_t next_object = 1;
 
-bpf_object* ObjectOf(Napi::Env env, const Napi::Value& handle) {
-  auto it = objects.find(handle.As<Napi::Number>().Int32Value());
-  if (it == objects.end()) ThrowInvalid(env, "unknown or closed BPF object handle");
-  return it->second;
-}
-
-bpf_program* ProgramOf(Napi::Env env, bpf_object* obj, const std::string& name) {
-  bpf_program* prog = bpf_object__find_program_by_name(obj, name.c_str());
-  if (!prog) ThrowErrno(env, ENOENT, "bpf_object__find_program_by_name", "program " + name);
-  return prog;
-}
-
-int StoreLink(Napi::Env env, bpf_link* link, const std::string& syscall, const std::string& what) {
-  if (!link) ThrowErrno(env, errno, syscall, what);
-  int id = next_link++;
-  links[id] = link;
-  return id;
-}
-
-bpf_link* LinkOf(Napi::Env env, const Napi::Value& id) {
-  auto it = links.find(id.As<Napi::Number>().Int32Value());
-  if (it == links.end()) ThrowInvalid(env, "unknown or closed BPF link id");
-  return it->second;
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 Napi::Value ObjectOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>();
+  std::string path = ArgString(info, 0, "path");
   std::string pin_root;
   LIBBPF_OPTS(bpf_object_open_opts, opts);
   if (info[1].IsString()) {
     pin_root = info[1].As<Napi::String>().Utf8Value();
     opts.pin_root_path = pin_root.c_str();
+  } else if (!info[1].IsNull() && !info[1].IsUndefined()) {
+    ThrowInvalid(env, "pinRoot must be a string or null");
   }
+  if (access(path.c_str(), R_OK) != 0) {
+    int err = errno;
+    if (err == ENOENT) ThrowErrno(env, err, "bpf_object__open_file", "no BPF object file at " + path + ": build it (npm run build:bpf)");
+    ThrowCall(env, err, "bpf_object__open_file", path);
+  }
+  ResetLibbpfLog();
   bpf_object* obj = bpf_object__open_file(path.c_str(), &opts);
-  if (!obj) ThrowErrno(env, errno, "bpf_object__open_file", path);
-  int handle = next_object++;
-  objects[handle] = obj;
+  if (!obj) ThrowCall(env, errno, "bpf_object__open_file", path);
+  int32_t handle = next_object++;
+  objects[handle] = ObjectEntry{obj, path, false};
   return Napi::Number::New(env, handle);
 }
 
 Napi::Value ObjectSetGlobal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  bpf_object* obj = ObjectOf(env, info[0]);
-  std::string name = info[1].As<Napi::String>();
-  Napi::Buffer<uint8_t> value = info[2].As<Napi::Buffer<uint8_t>>();
-  const btf* btf = bpf_object__btf(obj);
-  if (!btf) ThrowErrno(env, ENOENT, "bpf_object__btf", "BTF of the object (compile with -g)");
+  ObjectEntry& entry = ObjectArg(info, 0);
+  std::string name = ArgString(info, 1, "name");
+  Napi::Buffer<uint8_t> value = ArgBuffer(info, 2, "value");
+  if (entry.load_attempted) {
+    ThrowInvalid(env, "global " + name + " of " + entry.path + " can only be set before load(): set it, then load");
+  }
+  const btf* btf = bpf_object__btf(entry.obj);
+  if (!btf) ThrowErrno(env, ENOENT, "btf__find_by_name_kind", entry.path + " has no BTF: compile it with clang -g");
   int sec_id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
-  if (sec_id < 0) ThrowErrno(env, ENOENT, "btf__find_by_name_kind", ".rodata section (no const volatile globals)");
+  if (sec_id < 0) {
+    ThrowErrno(env, ENOENT, "btf__find_by_name_kind",
+               "no global " + name + " in " + entry.path + ": it has no .rodata (declare it `const volatile`)", false);
+  }
   const btf_type* sec = btf__type_by_id(btf, sec_id);
   const btf_var_secinfo* vars = btf_var_secinfos(sec);
   for (int i = 0; i < btf_vlen(sec); i++) {
     const btf_type* var = btf__type_by_id(btf, vars[i].type);
-    if (name != btf__name_by_offset(btf, var->name_off)) continue;
+    if (!var || name != btf__name_by_offset(btf, var->name_off)) continue;
     if (vars[i].size != value.Length()) {
-      ThrowInvalid(env, "global " + name + " is " + std::to_string(vars[i].size) + " bytes, got " +
-                            std::to_string(value.Length()));
+      ThrowInvalid(env, "global " + name + " of " + entry.path + " is " + std::to_string(vars[i].size) +
+                            " bytes, got " + std::to_string(value.Length()) + ": encode it with its C type's size");
     }
     bpf_map* map = nullptr;
-    bpf_object__for_each_map(map, obj) {
-      const char* map_name = bpf_map__name(map);
-      size_t len = strlen(map_name);
-      if (len >= 7 && strcmp(map_name + len - 7, ".rodata") == 0) break;
+    bpf_map* rodata = nullptr;
+    bpf_object__for_each_map(map, entry.obj) {
+      if (bpf_map__is_internal(map) && EndsWith(bpf_map__name(map), ".rodata")) rodata = map;
     }
-    if (!map) ThrowErrno(env, ENOENT, "bpf_object__for_each_map", ".rodata map");
+    if (!rodata) ThrowErrno(env, ENOENT, "bpf_map__initial_value", "no .rodata map in " + entry.path, false);
     size_t size = 0;
-    // libbpf 1.1 returns const, but before load this is the object's own writable copy.
-    void* data = const_cast<void*>(bpf_map__initial_value(map, &size));
-    if (!data || vars[i].offset + vars[i].size > size) ThrowErrno(env, EINVAL, "bpf_map__initial_value", ".rodata");
+    // Before load this is libbpf's own writable copy of the section (const in the 1.1 API).
+    void* data = const_cast<void*>(bpf_map__initial_value(rodata, &size));
+    if (!data || static_cast<size_t>(vars[i].offset) + vars[i].size > size) {
+      ThrowErrno(env, EINVAL, "bpf_map__initial_value", "global " + name + " lies outside .rodata of " + entry.path, false);
+    }
     memcpy(static_cast<uint8_t*>(data) + vars[i].offset, value.Data(), value.Length());
     return env.Undefined();
   }
-  ThrowErrno(env, ENOENT, "objectSetGlobal", "global " + name);
+  ThrowErrno(env, ENOENT, "btf__find_by_name_kind",
+             "no global " + name + " in .rodata of " + entry.path + ": check the name (a `const volatile` global)", false);
+}
+
+// Why a load failed beyond the errno: program types the kernel lacks.
+std::string MissingProgramTypes(bpf_object* obj) {
+  std::string out;
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, obj) {
+    bpf_prog_type type = bpf_program__type(prog);
+    if (libbpf_probe_bpf_prog_type(type, nullptr) != 0) continue;  // 1: supported; <0: cannot tell
+    const char* type_name = libbpf_bpf_prog_type_str(type);
+    std::string t = type_name ? type_name : std::to_string(type);
+    out += "; kernel lacks " + t + (type == BPF_PROG_TYPE_SK_LOOKUP ? " (needs Linux >= 5.9)" : " programs") +
+           " (program " + bpf_program__name(prog) + ")";
+  }
+  return out;
 }
 
 Napi::Value ObjectLoad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  bpf_object* obj = ObjectOf(env, info[0]);
-  TakeLibbpfLog();
-  int err = bpf_object__load(obj);
-  if (err) ThrowErrno(env, err, "bpf_object__load", bpf_object__name(obj));
-  return env.Undefined();
+  ObjectEntry& entry = ObjectArg(info, 0);
+  if (entry.load_attempted) ThrowInvalid(env, entry.path + " was already loaded (or failed to): open it again");
+  entry.load_attempted = true;
+  ResetLibbpfLog();
+  int err = bpf_object__load(entry.obj);
+  if (!err) return env.Undefined();
+  err = -err;
+  std::string log = TakeLibbpfLog();
+  std::string message = "bpf_object__load(" + entry.path + ") failed: " + Describe(err);
+  if (err == EACCES && geteuid() == 0) {
+    message += ": the verifier rejected a program (see its log below)";
+  } else {
+    message += Advice(err);
+  }
+  if (err == EINVAL || err == EOPNOTSUPP || err == 524) message += MissingProgramTypes(entry.obj);
+  if (!log.empty()) message += "\n" + log;
+  throw ErrnoError(env, err, "bpf_object__load", message, false);
 }
 
 Napi::Value ObjectClose(const Napi::CallbackInfo& info) {
-  int handle = info[0].As<Napi::Number>().Int32Value();
-  auto it = objects.find(handle);
+  auto it = objects.find(ArgInt(info, 0, "handle"));
   if (it != objects.end()) {
-    bpf_object__close(it->second);
+    bpf_object__close(it->second.obj);
     objects.erase(it);
   }
   return info.Env().Undefined();
@@ -121,15 +138,15 @@ Napi::Value ObjectClose(const Napi::CallbackInfo& info) {
 
 Napi::Value ObjectPrograms(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  bpf_object* obj = ObjectOf(env, info[0]);
+  ObjectEntry& entry = ObjectArg(info, 0);
   Napi::Array out = Napi::Array::New(env);
   bpf_program* prog = nullptr;
   uint32_t i = 0;
-  bpf_object__for_each_program(prog, obj) {
+  bpf_object__for_each_program(prog, entry.obj) {
     Napi::Object p = Napi::Object::New(env);
     p.Set("name", bpf_program__name(prog));
     p.Set("section", bpf_program__section_name(prog));
-    p.Set("fd", bpf_program__fd(prog));
+    p.Set("fd", std::max(bpf_program__fd(prog), -1));  // -1 before load
     out.Set(i++, p);
   }
   return out;
@@ -137,14 +154,14 @@ Napi::Value ObjectPrograms(const Napi::CallbackInfo& info) {
 
 Napi::Value ObjectMaps(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  bpf_object* obj = ObjectOf(env, info[0]);
+  ObjectEntry& entry = ObjectArg(info, 0);
   Napi::Array out = Napi::Array::New(env);
   bpf_map* map = nullptr;
   uint32_t i = 0;
-  bpf_object__for_each_map(map, obj) {
+  bpf_object__for_each_map(map, entry.obj) {
     Napi::Object m = Napi::Object::New(env);
     m.Set("name", bpf_map__name(map));
-    m.Set("fd", bpf_map__fd(map));
+    m.Set("fd", std::max(bpf_map__fd(map), -1));
     m.Set("type", static_cast<double>(bpf_map__type(map)));
     m.Set("keySize", bpf_map__key_size(map));
     m.Set("valueSize", bpf_map__value_size(map));
@@ -153,77 +170,28 @@ Napi::Value ObjectMaps(const Napi::CallbackInfo& info) {
   }
   return out;
 }
-
-Napi::Value AttachCgroup(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  bpf_object* obj = ObjectOf(env, info[0]);
-  std::string name = info[1].As<Napi::String>();
-  std::string path = info[2].As<Napi::String>();
-  bpf_program* prog = ProgramOf(env, obj, name);
-  int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) ThrowErrno(env, errno, "open cgroup", path);
-  bpf_link* link = bpf_program__attach_cgroup(prog, fd);
-  int saved = errno;
-  close(fd);
-  errno = saved;
-  return Napi::Number::New(env, StoreLink(env, link, "bpf_program__attach_cgroup", name + " to " + path));
-}
-
-Napi::Value AttachNetns(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  bpf_object* obj = ObjectOf(env, info[0]);
-  std::string name = info[1].As<Napi::String>();
-  std::string path = info[2].As<Napi::String>();
-  bpf_program* prog = ProgramOf(env, obj, name);
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) ThrowErrno(env, errno, "open netns", path);
-  bpf_link* link = bpf_program__attach_netns(prog, fd);
-  int saved = errno;
-  close(fd);
-  errno = saved;
-  if (!link && (saved == EINVAL || saved == EOPNOTSUPP)) {
-    ThrowErrno(env, saved, "bpf_program__attach_netns",
-               name + " to " + path + " (does the kernel support sk_lookup? it needs Linux >= 5.9)");
-  }
-  return Napi::Number::New(env, StoreLink(env, link, "bpf_program__attach_netns", name + " to " + path));
-}
-
-Napi::Value AttachToMap(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  bpf_object* obj = ObjectOf(env, info[0]);
-  std::string name = info[1].As<Napi::String>();
-  int map_fd = info[2].As<Napi::Number>().Int32Value();
-  std::string kind = info[3].As<Napi::String>();
-  bpf_attach_type type;
-  if (kind == "sk_msg_verdict") type = BPF_SK_MSG_VERDICT;
-  else if (kind == "sk_skb_stream_verdict") type = BPF_SK_SKB_STREAM_VERDICT;
-  else ThrowInvalid(env, "attach type must be sk_msg_verdict or sk_skb_stream_verdict, got " + kind);
-  bpf_program* prog = ProgramOf(env, obj, name);
-  int err = bpf_prog_attach(bpf_program__fd(prog), map_fd, type, 0);
-  if (err) ThrowErrno(env, errno, "bpf_prog_attach", name);
-  return env.Undefined();
-}
-
-Napi::Value LinkPin(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  bpf_link* link = LinkOf(env, info[0]);
-  std::string path = info[1].As<Napi::String>();
-  int err = bpf_link__pin(link, path.c_str());
-  if (err) ThrowErrno(env, err, "bpf_link__pin", path);
-  return env.Undefined();
-}
-
-Napi::Value LinkClose(const Napi::CallbackInfo& info) {
-  int id = info[0].As<Napi::Number>().Int32Value();
-  auto it = links.find(id);
-  if (it != links.end()) {
-    // For fd-based links this closes our fd; a pinned link stays attached.
-    bpf_link__destroy(it->second);
-    links.erase(it);
-  }
-  return info.Env().Undefined();
-}
 }  // namespace
+
+ObjectEntry& ObjectArg(const Napi::CallbackInfo& info, size_t index) {
+  auto it = objects.find(ArgInt(info, index, "handle"));
+  if (it == objects.end()) ThrowInvalid(info.Env(), "unknown or closed BPF object handle: open the object again");
+  return it->second;
+}
+
+bpf_program* ProgramOf(Napi::Env env, ObjectEntry& entry, const std::string& name) {
+  bpf_program* prog = bpf_object__find_program_by_name(entry.obj, name.c_str());
+  if (prog) return prog;
+  std::string names;
+  bpf_object__for_each_program(prog, entry.obj) names += std::string(names.empty() ? "" : ", ") + bpf_program__name(prog);
+  ThrowErrno(env, ENOENT, "bpf_object__find_program_by_name",
+             "no program " + name + " in " + entry.path + " (it has: " + names + ")", false);
+}
+
+bpf_program* LoadedProgramOf(Napi::Env env, ObjectEntry& entry, const std::string& name) {
+  bpf_program* prog = ProgramOf(env, entry, name);
+  if (bpf_program__fd(prog) < 0) ThrowInvalid(env, "program " + name + " of " + entry.path + " is not loaded: call load() first");
+  return prog;
+}
 
 void InitObjects(Napi::Env env, Napi::Object exports) {
   exports.Set("objectOpen", Napi::Function::New(env, ObjectOpen));
@@ -232,11 +200,6 @@ void InitObjects(Napi::Env env, Napi::Object exports) {
   exports.Set("objectClose", Napi::Function::New(env, ObjectClose));
   exports.Set("objectPrograms", Napi::Function::New(env, ObjectPrograms));
   exports.Set("objectMaps", Napi::Function::New(env, ObjectMaps));
-  exports.Set("attachCgroup", Napi::Function::New(env, AttachCgroup));
-  exports.Set("attachNetns", Napi::Function::New(env, AttachNetns));
-  exports.Set("attachToMap", Napi::Function::New(env, AttachToMap));
-  exports.Set("linkPin", Napi::Function::New(env, LinkPin));
-  exports.Set("linkClose", Napi::Function::New(env, LinkClose));
 }
 
 }  // namespace ambient

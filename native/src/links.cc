@@ -1,0 +1,152 @@
+// Attachments: a program to a cgroup (BPF link), to a network namespace (sk_lookup
+// link), or to a sockmap (bpf_prog_attach; libbpf 1.1 has no sockmap link). Links
+// live in a table keyed by integer ids owned by the JS side.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <map>
+#include <string>
+
+#include "errors.h"
+#include "objects.h"
+
+namespace ambient {
+
+namespace {
+std::map<int32_t, bpf_link*> links;
+int32_t next_link = 1;
+
+int32_t StoreLink(bpf_link* link) {
+  int32_t id = next_link++;
+  links[id] = link;
+  return id;
+}
+
+bpf_link* LinkArg(const Napi::CallbackInfo& info, size_t index) {
+  auto it = links.find(ArgInt(info, index, "linkId"));
+  if (it == links.end()) ThrowInvalid(info.Env(), "unknown or closed BPF link id");
+  return it->second;
+}
+
+Napi::Value AttachCgroup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ObjectEntry& entry = ObjectArg(info, 0);
+  std::string name = ArgString(info, 1, "program");
+  std::string path = ArgString(info, 2, "cgroupPath");
+  bpf_program* prog = LoadedProgramOf(env, entry, name);
+  int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) ThrowErrno(env, err, "open", "no cgroup at " + path + ": create it under the cgroup v2 mount first", false);
+    if (err == ENOTDIR) ThrowErrno(env, err, "open", path + " is not a cgroup directory", false);
+    ThrowCall(env, err, "open", path);
+  }
+  ResetLibbpfLog();
+  bpf_link* link = bpf_program__attach_cgroup(prog, fd);
+  int err = errno;
+  close(fd);
+  if (!link) {
+    if (err == EBADF) {
+      ThrowErrno(env, err, "bpf_program__attach_cgroup",
+                 path + " is not a cgroup v2 directory: use the cgroup2 mount (e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified)");
+    }
+    ThrowCall(env, err, "bpf_program__attach_cgroup", name + " to " + path);
+  }
+  return Napi::Number::New(env, StoreLink(link));
+}
+
+Napi::Value AttachNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ObjectEntry& entry = ObjectArg(info, 0);
+  std::string name = ArgString(info, 1, "program");
+  std::string path = ArgString(info, 2, "netnsPath");
+  bpf_program* prog = LoadedProgramOf(env, entry, name);
+  if (bpf_program__type(prog) != BPF_PROG_TYPE_SK_LOOKUP) {
+    ThrowInvalid(env, "program " + name + " (SEC(\"" + bpf_program__section_name(prog) +
+                          "\")) cannot attach to a network namespace: use an SEC(\"sk_lookup\") program");
+  }
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) ThrowErrno(env, err, "open", "no network namespace at " + path + ": is the pod still running?", false);
+    ThrowCall(env, err, "open", path);
+  }
+  if (!OnNsfs(path)) {
+    close(fd);
+    ThrowErrno(env, EINVAL, "bpf_program__attach_netns",
+               path + " is not a network namespace: pass /proc/PID/ns/net or /run/netns/NAME", false);
+  }
+  ResetLibbpfLog();
+  bpf_link* link = bpf_program__attach_netns(prog, fd);
+  int err = errno;
+  close(fd);
+  if (!link) {
+    if ((err == EINVAL || err == EOPNOTSUPP) && libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_LOOKUP, nullptr) == 0) {
+      ThrowErrno(env, err, "bpf_program__attach_netns", "kernel lacks sk_lookup (needs Linux >= 5.9)");
+    }
+    if (err == EINVAL) {
+      ThrowErrno(env, err, "bpf_program__attach_netns",
+                 "attaching " + name + " to " + path + " failed: invalid argument: is it a network namespace (not another kind)?");
+    }
+    if (err == E2BIG) {
+      ThrowErrno(env, err, "bpf_program__attach_netns", "too many sk_lookup programs attached to " + path + " already");
+    }
+    ThrowCall(env, err, "bpf_program__attach_netns", name + " to " + path);
+  }
+  return Napi::Number::New(env, StoreLink(link));
+}
+
+Napi::Value AttachToMap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ObjectEntry& entry = ObjectArg(info, 0);
+  std::string name = ArgString(info, 1, "program");
+  int map_fd = ArgInt(info, 2, "mapFd");
+  std::string kind = ArgString(info, 3, "attachType");
+  bpf_attach_type type;
+  if (kind == "sk_msg_verdict") {
+    type = BPF_SK_MSG_VERDICT;
+  } else if (kind == "sk_skb_stream_verdict") {
+    type = BPF_SK_SKB_STREAM_VERDICT;
+  } else {
+    ThrowInvalid(env, "attachType must be sk_msg_verdict or sk_skb_stream_verdict, got " + kind);
+  }
+  bpf_program* prog = LoadedProgramOf(env, entry, name);
+  if (bpf_prog_attach(bpf_program__fd(prog), map_fd, type, 0)) {
+    ThrowCall(env, errno, "bpf_prog_attach", name + " to map fd " + std::to_string(map_fd) + " as " + kind);
+  }
+  return env.Undefined();
+}
+
+Napi::Value LinkPin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bpf_link* link = LinkArg(info, 0);
+  std::string path = ArgString(info, 1, "path");
+  ResetLibbpfLog();
+  int err = bpf_link__pin(link, path.c_str());
+  if (err) throw ErrnoError(env, err, "bpf_link__pin", PinMessage(err, "bpf_link__pin", path), false);
+  return env.Undefined();
+}
+
+Napi::Value LinkClose(const Napi::CallbackInfo& info) {
+  auto it = links.find(ArgInt(info, 0, "linkId"));
+  if (it != links.end()) {
+    // Closes this process's fd of the link; a pinned link stays attached.
+    bpf_link__destroy(it->second);
+    links.erase(it);
+  }
+  return info.Env().Undefined();
+}
+}  // namespace
+
+void InitLinks(Napi::Env env, Napi::Object exports) {
+  exports.Set("attachCgroup", Napi::Function::New(env, AttachCgroup));
+  exports.Set("attachNetns", Napi::Function::New(env, AttachNetns));
+  exports.Set("attachToMap", Napi::Function::New(env, AttachToMap));
+  exports.Set("linkPin", Napi::Function::New(env, LinkPin));
+  exports.Set("linkClose", Napi::Function::New(env, LinkClose));
+}
+
+}  // namespace ambient
