@@ -112,8 +112,8 @@ export function registerDemoCommand(program: Command): void {
         while (!stopping && Date.now() < deadline) {
           if (!checked && Date.now() + 4000 < deadline) {
             checked = true
-            const pcap = await captureBetweenNodes(cluster.tb.fabricNetnsPath, join(cluster.workDir, 'demo.pcap'), () => new Promise((r) => setTimeout(r, 2000)))
-            console.log(`\nbetween the nodes (2 s capture on the fabric bridge): ${pcap.length} bytes, TLS 1.3 records: ${pcap.indexOf(TLS_APPLICATION_DATA) >= 0 ? 'yes' : 'no'}, ` +
+            const pcap = await captureBetweenNodes(cluster.tb.node(cluster.spec(server.name).node).netnsPath, join(cluster.workDir, 'demo.pcap'), () => new Promise((r) => setTimeout(r, 2000)))
+            console.log(`\nbetween the nodes (2 s capture on ${cluster.spec(server.name).node}'s uplink): ${pcap.length} bytes, TLS 1.3 records: ${pcap.indexOf(TLS_APPLICATION_DATA) >= 0 ? 'yes' : 'no'}, ` +
               `plaintext payload: ${pcap.indexOf('ping-') >= 0 ? 'yes (legacy / opted-out pods, outside the mesh)' : 'none'}`)
           }
           await showStatus(cluster, topology)

@@ -1,12 +1,14 @@
-// Captures the traffic that crosses between testbed nodes (on the fabric bridge)
-// while `traffic` runs, and says what it saw.
+// Captures what crosses between testbed nodes while `traffic` runs: on a node's
+// uplink (eth0 in the node's netns), where every packet to or from that node's
+// pods passes. (On the fabric bridge device itself, forwarded frames show up only
+// while the bridge is promiscuous, which proved unreliable.)
 import { spawn } from 'node:child_process'
 import { readFileSync, rmSync } from 'node:fs'
 
 export const TLS_APPLICATION_DATA = Buffer.from([0x17, 0x03, 0x03])
 
-export async function captureBetweenNodes(fabricNetnsPath: string, file: string, traffic: () => Promise<void>): Promise<Buffer> {
-  const dump = spawn('nsenter', [`--net=${fabricNetnsPath}`, '--', 'tcpdump', '-i', 'br0', '-U', '-s', '0', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] })
+export async function captureBetweenNodes(nodeNetnsPath: string, file: string, traffic: () => Promise<void>): Promise<Buffer> {
+  const dump = spawn('nsenter', [`--net=${nodeNetnsPath}`, '--', 'tcpdump', '--immediate-mode', '-Z', 'root', '-i', 'eth0', '-U', '-s', '0', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] })
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('tcpdump did not start within 10 s')), 10_000)
     dump.stderr.on('data', (d) => {
@@ -21,8 +23,10 @@ export async function captureBetweenNodes(fabricNetnsPath: string, file: string,
     })
   })
   try {
+    // "listening on" comes as the capture opens; give it a moment before traffic.
+    await new Promise((r) => setTimeout(r, 500))
     await traffic()
-    await new Promise((r) => setTimeout(r, 300))
+    await new Promise((r) => setTimeout(r, 500))
   } finally {
     const exited = new Promise((r) => dump.once('exit', r))
     dump.kill('SIGINT')
