@@ -3,7 +3,7 @@
 // TCP, so both the stream window and the connection window are raised.
 
 /** Stream and connection receive window, bytes (bench/hbone-throughput.ts measures the choice). */
-export const DEFAULT_WINDOW = 8 * 1024 * 1024
+export const DEFAULT_WINDOW = 4 * 1024 * 1024
 
 /** nghttp2's session memory cap (MB): room for a full window on several streams. */
 export function sessionMemoryMb(windowSize: number): number {

@@ -14,6 +14,17 @@ export interface PipeResult {
   readonly error: Error | null
 }
 
+/**
+ * Closes the socket with a TCP RST. libuv refuses a reset once a FIN was queued
+ * (Node then emits 'error' and never 'close'), so a socket already ended is
+ * destroyed plainly.
+ */
+function abort(socket: net.Socket): void {
+  if (socket.destroyed) return
+  if (socket.writableEnded) socket.destroy()
+  else socket.resetAndDestroy()
+}
+
 export function pipeStream(stream: http2.Http2Stream, socket: net.Socket): Promise<PipeResult> {
   return new Promise((resolve) => {
     let received = 0
@@ -46,11 +57,11 @@ export function pipeStream(stream: http2.Http2Stream, socket: net.Socket): Promi
     // emits 'aborted' before it ends the readable side, so reset before a FIN goes out.
     stream.on('aborted', () => {
       error ??= new Error(`hbone stream reset by the client (code ${stream.rstCode})`)
-      if (!socket.destroyed) socket.resetAndDestroy()
+      abort(socket)
     })
     stream.on('close', () => {
       const clean = stream.rstCode === NGHTTP2_NO_ERROR && stream.readableEnded
-      if (!clean && !socket.destroyed) socket.resetAndDestroy()
+      if (!clean) abort(socket)
       onClosed()
     })
   })
