@@ -6,11 +6,9 @@ import { join } from 'node:path'
 import type { Command } from 'commander'
 import { parseAllDocuments } from 'yaml'
 import { ConfigError, parsePort } from '../common/config.js'
-import type { PolicyWarning, WorkloadAuthorization } from '../agent/model/authorization.js'
-import { DEFAULT_ROOT_NAMESPACE, convertAuthorizationPolicy } from '../agent/model/convert/authorization-policy.js'
-import { convertPeerAuthentication } from '../agent/model/convert/peer-authentication.js'
+import { DEFAULT_ROOT_NAMESPACE } from '../agent/model/convert/authorization-policy.js'
+import { convertPolicies, kindOf, type PolicyProblem } from '../agent/model/convert/policies.js'
 import { parseLabelList, parseLabelMap } from '../agent/model/convert/labels.js'
-import type { PeerAuthentication } from '../agent/model/peer-authentication.js'
 import type { Labels } from '../agent/model/workload.js'
 import { isRecord } from '../agent/model/convert/object-fields.js'
 import { parseIp } from '../ztunnel/rbac/ip.js'
@@ -45,12 +43,7 @@ export interface AuthzCheckOptions {
   readonly sourceIp?: string
 }
 
-export interface PolicyProblem {
-  readonly policy: string
-  readonly field: string
-  readonly code: string
-  readonly message: string
-}
+export type { PolicyProblem }
 
 export interface AuthzCheckResult {
   readonly decision: 'allow' | 'deny'
@@ -72,47 +65,13 @@ export interface AuthzCheckResult {
   readonly notes: readonly string[]
 }
 
-const kindOf = (o: unknown): string => (isRecord(o) && typeof o['kind'] === 'string' ? o['kind'] : '')
 const metaOf = (o: unknown): Readonly<Record<string, unknown>> => (isRecord(o) && isRecord(o['metadata']) ? o['metadata'] : {})
-const problem = (w: PolicyWarning): PolicyProblem => ({ policy: `${w.policy.namespace}/${w.policy.name}`, field: w.field, code: w.code, message: w.message })
 
 /** Parses a `td/ns/NS/sa/SA` principal (optionally `spiffe://`-prefixed). */
 export function parsePrincipal(text: string): SourceIdentity {
   const m = /^(?:spiffe:\/\/)?([^/]+)\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(text)
   if (m === null) throw new ConfigError('--source-principal', `${JSON.stringify(text)} is not TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT (e.g. cluster.local/ns/default/sa/sleep)`)
   return { trustDomain: m[1]!, namespace: m[2]!, serviceAccount: m[3]! }
-}
-
-interface Loaded {
-  readonly authorizations: WorkloadAuthorization[]
-  readonly peerAuthentications: PeerAuthentication[]
-  readonly warnings: PolicyProblem[]
-  readonly invalid: PolicyProblem[]
-  readonly ignored: PolicyProblem[]
-}
-
-function convertAll(objects: readonly ManifestObject[], rootNamespace: string): Loaded {
-  const out: Loaded = { authorizations: [], peerAuthentications: [], warnings: [], invalid: [], ignored: [] }
-  for (const { object } of objects) {
-    const kind = kindOf(object)
-    if (kind === 'AuthorizationPolicy') {
-      const r = convertAuthorizationPolicy(object, { rootNamespace })
-      if (r.kind === 'invalid') out.invalid.push({ policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
-      else if (r.kind === 'ignored') out.ignored.push(...r.warnings.map(problem))
-      else {
-        out.authorizations.push(r.policy)
-        out.warnings.push(...r.warnings.map(problem))
-      }
-    } else if (kind === 'PeerAuthentication') {
-      const r = convertPeerAuthentication(object)
-      if (r.kind === 'invalid') out.invalid.push({ policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
-      else {
-        out.peerAuthentications.push(r.policy)
-        out.warnings.push(...r.warnings.map(problem))
-      }
-    }
-  }
-  return out
 }
 
 interface Destination {
@@ -158,7 +117,7 @@ export function runAuthzCheck(options: AuthzCheckOptions): AuthzCheckResult {
   if (parseIp(options.destIp) === undefined) throw new ConfigError('--dest-ip', `${JSON.stringify(options.destIp)} is not an IP address`)
   if (options.sourceIp !== undefined && parseIp(options.sourceIp) === undefined) throw new ConfigError('--source-ip', `${JSON.stringify(options.sourceIp)} is not an IP address`)
   const identity = options.sourcePrincipal === undefined ? undefined : parsePrincipal(options.sourcePrincipal)
-  const loaded = convertAll(options.objects, rootNamespace)
+  const loaded = convertPolicies(options.objects.map((o) => o.object), rootNamespace)
   const dest = resolveDestination(options)
   const set = PolicySet.build({ authorizations: loaded.authorizations, peerAuthentications: loaded.peerAuthentications, rootNamespace })
   const decision = evaluate(set, {

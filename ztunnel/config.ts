@@ -13,6 +13,7 @@ export interface ZtunnelConfig {
   readonly deliveryMark: number
   readonly hbonePort: number
   readonly trustDomain: string
+  readonly rootNamespace: string
   readonly cacertsDir: string
   readonly certTtlMs: number
   readonly metrics: Address
@@ -29,6 +30,7 @@ export interface ZtunnelFlags {
   readonly deliveryMark: string
   readonly hbonePort: string
   readonly trustDomain: string
+  readonly rootNamespace: string
   readonly cacerts?: string
   readonly certTtl: string
   readonly metricsAddr: string
@@ -63,6 +65,7 @@ export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv):
     deliveryMark: parseInteger('--delivery-mark', flags.deliveryMark, 1, 0xffffffff),
     hbonePort: parsePort('--hbone-port', flags.hbonePort),
     trustDomain: requireString('--trust-domain', flags.trustDomain),
+    rootNamespace: requireString('--root-namespace', flags.rootNamespace),
     cacertsDir: requireString('--cacerts', flags.cacerts),
     certTtlMs: parseDuration('--cert-ttl', flags.certTtl),
     metrics: parseAddress('--metrics-addr', flags.metricsAddr),
@@ -78,6 +81,7 @@ export const ZTUNNEL_DEFAULTS = {
   deliveryMark: String(DEFAULT_DELIVERY_MARK),
   hbonePort: String(DEFAULT_HBONE_PORT),
   trustDomain: 'cluster.local',
+  rootNamespace: 'istio-system',
   certTtl: '24h',
   metricsAddr: '127.0.0.1:15020',
   readinessAddr: '127.0.0.1:15021',

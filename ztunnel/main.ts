@@ -15,6 +15,7 @@ import { ZtunnelMetrics } from './metrics.js'
 import { NodeProxy } from './node-proxy.js'
 import { readLocalConfig } from './state/local-config.js'
 import { WorkloadStore } from './state/workloads.js'
+import { PolicyStore } from './state/policies.js'
 
 function readCacerts(dir: string): { certPem: string; keyPem: string } {
   try {
@@ -35,12 +36,16 @@ export class Ztunnel {
     const { config, log } = this
     try {
       const store = new WorkloadStore()
+      const policies = new PolicyStore(config.rootNamespace)
       const load = (): void => {
         const local = readLocalConfig(config.localConfig, { trustDomain: config.trustDomain })
         for (const error of local.errors) log.error({ error }, 'workload rejected')
         const result = store.replaceAll(local.workloads)
         for (const r of result.rejected) log.error({ uid: r.uid, error: r.error }, 'workload rejected')
-        log.info({ workloads: result.applied }, 'workloads applied')
+        const update = policies.replaceAll(local.policies)
+        for (const p of update.invalid) log.error({ policy: p.policy, field: p.field, code: p.code }, `policy rejected: ${p.message}`)
+        for (const p of [...update.warnings, ...update.ignored]) log.warn({ policy: p.policy, field: p.field, code: p.code }, p.message)
+        log.info({ workloads: result.applied, authorizations: update.authorizations, peerAuthentications: update.peerAuthentications }, 'local config applied')
       }
       load()
       watchFile(config.localConfig, { interval: 500 }, () => {
@@ -55,13 +60,13 @@ export class Ztunnel {
       const datapath = Datapath.open({ pinRoot: config.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: config.proxyMark, deliveryMark: config.deliveryMark, hbonePort: config.hbonePort })
       this.stops.push(() => datapath.close())
       const metrics = new ZtunnelMetrics()
-      const proxy = new NodeProxy({ node: config.node, datapath, store, identities, trustDomain: config.trustDomain, metrics, log: log.child({ component: 'proxy' }) })
+      const proxy = new NodeProxy({ node: config.node, datapath, store, identities, policies, trustDomain: config.trustDomain, metrics, log: log.child({ component: 'proxy' }) })
       await proxy.start()
       this.stops.push(() => proxy.stop())
       this.admin = new AdminServers({
         registry: metrics.registry,
         ready: () => this.ready,
-        configDump: () => ({ node: config.node, workloads: store.all(), localPods: proxy.status(), certificates: identities.describe(), datapath: { dir: datapath.dir, maps: datapath.occupancy() } }),
+        configDump: () => ({ node: config.node, workloads: store.all(), policies: policies.lastUpdate, localPods: proxy.status(), certificates: identities.describe(), datapath: { dir: datapath.dir, maps: datapath.occupancy() } }),
       })
       await this.admin.start({ metrics: config.metrics, readiness: config.readiness, admin: config.admin })
       this.stops.push(() => this.admin!.stop())
@@ -98,6 +103,7 @@ export function registerZtunnelCommand(program: Command): void {
     .option('--delivery-mark <n>', 'SO_MARK of delivery sockets into pods', ZTUNNEL_DEFAULTS.deliveryMark)
     .option('--hbone-port <port>', 'HBONE port inside each pod', ZTUNNEL_DEFAULTS.hbonePort)
     .option('--trust-domain <td>', 'SPIFFE trust domain of the mesh', ZTUNNEL_DEFAULTS.trustDomain)
+    .option('--root-namespace <ns>', "Istio's root namespace: its policies without a selector apply mesh-wide", ZTUNNEL_DEFAULTS.rootNamespace)
     .option('--cert-ttl <duration>', 'workload certificate lifetime (renewed at half-life)', ZTUNNEL_DEFAULTS.certTtl)
     .option('--metrics-addr <ip:port>', 'Prometheus metrics endpoint (/metrics)', ZTUNNEL_DEFAULTS.metricsAddr)
     .option('--readiness-addr <ip:port>', 'readiness endpoint (/healthz/ready)', ZTUNNEL_DEFAULTS.readinessAddr)

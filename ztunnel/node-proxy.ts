@@ -19,12 +19,15 @@ import { dialFromPod } from './proxy/inpod.js'
 import { dialDelivery, HBONE_PORT, PodProxy, type CapturedConnection, type ConnectionHandler } from './proxy/pod-proxy.js'
 import { relay } from './proxy/relay.js'
 import { identityOf, type Workload, type WorkloadStore } from './state/workloads.js'
+import type { InboundAttributes, PolicyStore } from './state/policies.js'
+import type { Decision } from './rbac/matcher.js'
 
 export interface NodeProxyOptions {
   readonly node: string
   readonly datapath: Datapath
   readonly store: WorkloadStore
   readonly identities: IdentityProvider
+  readonly policies: PolicyStore
   readonly trustDomain: string
   readonly metrics: ZtunnelMetrics
   readonly log: Logger
@@ -50,6 +53,10 @@ export class NodeProxy {
   private readonly pods = new Map<string, PodRuntime>()
   private readonly pool: HbonePool
   private unsubscribe: (() => void) | null = null
+  private unsubscribePolicies: (() => void) | null = null
+  /** Open inbound connections with what they were authorized on: re-checked when policy changes. */
+  private readonly openInbound = new Map<number, { readonly attrs: InboundAttributes; readonly close: () => void }>()
+  private nextInbound = 1
   private reconciling: Promise<void> = Promise.resolve()
 
   constructor(private readonly options: NodeProxyOptions) {
@@ -66,11 +73,13 @@ export class NodeProxy {
 
   async start(): Promise<void> {
     this.unsubscribe = this.options.store.onChange(() => void this.reconcile())
+    this.unsubscribePolicies = this.options.policies.onChange(() => this.reevaluateOpenConnections())
     await this.reconcile()
   }
 
   async stop(): Promise<void> {
     this.unsubscribe?.()
+    this.unsubscribePolicies?.()
     await this.reconciling
     for (const uid of [...this.pods.keys()]) await this.removePod(uid)
     await this.pool.stop()
@@ -126,13 +135,26 @@ export class NodeProxy {
         if (destination.ip !== ip) throw new HboneNotLocalError(formatAuthority(destination))
         return w
       },
-      connectUpstream: (_target, info) => dialDelivery({ netnsPath, ip }, info.destination, { ip: info.sourceIp, port: 0 }, deliveryMark),
+      authorize: (info) => {
+        const decision = this.authorize({ peerIdentity: info.peerIdentity, sourceIp: info.sourceIp, destination: w, destinationIp: info.destination.ip, destinationPort: info.destination.port }, 'hbone')
+        return { allowed: decision.allowed, policy: decision.policy ? `${decision.policy.namespace}/${decision.policy.name}` : undefined }
+      },
+      connectUpstream: async (_target, info) => {
+        const upstream = await dialDelivery({ netnsPath, ip }, info.destination, { ip: info.sourceIp, port: 0 }, deliveryMark)
+        this.track({ peerIdentity: info.peerIdentity, sourceIp: info.sourceIp, destination: w, destinationIp: info.destination.ip, destinationPort: info.destination.port }, upstream, () => upstream.destroy(new Error('denied by a policy change')))
+        return upstream
+      },
       observer: {
         streamOpened: (info) => {
           const labels = this.inboundLabels(w, info.peerIdentity, 'mutual_tls', info.sourceIp)
           this.options.metrics.connectionOpened(labels, 'inbound')
         },
         streamClosed: (record) => {
+          if (record.status === 401) {
+            const labels = tcpLabels({ ...this.inboundLabels(w, record.peerIdentity, 'mutual_tls', record.info?.sourceIp), response_flags: 'DENY' })
+            this.options.metrics.connectionOpened(labels, 'inbound')
+            this.options.metrics.connectionClosed(labels, 'inbound', { received: 0, sent: 0 })
+          }
           if (record.status !== 200) return
           const labels = this.inboundLabels(w, record.peerIdentity, 'mutual_tls', record.info?.sourceIp)
           this.options.metrics.connectionClosed(labels, 'inbound', { received: record.received, sent: record.sent })
@@ -159,6 +181,35 @@ export class NodeProxy {
     await pod.proxy.stop()
     await pod.hbone.stop()
     this.options.log.info({ workload: `${pod.workload.namespace}/${pod.workload.name}` }, 'workload released')
+  }
+
+  /** Evaluates an inbound connection; a denial is logged with the deciding policy. */
+  private authorize(attrs: InboundAttributes, via: 'hbone' | 'plaintext'): Decision {
+    const decision = this.options.policies.evaluate(attrs)
+    const policy = decision.policy ? `${decision.policy.namespace}/${decision.policy.name}` : null
+    for (const dry of decision.dryRun) this.options.log.info({ policy: `${dry.policy.namespace}/${dry.policy.name}`, action: dry.action, source: attrs.peerIdentity ?? attrs.sourceIp }, 'dry-run policy matched')
+    if (!decision.allowed) {
+      this.options.log.info({ via, source: attrs.peerIdentity ?? attrs.sourceIp, destination: `${attrs.destinationIp}:${attrs.destinationPort}`, policy, rule: decision.rule, reason: decision.reason }, 'connection denied by policy')
+    }
+    return decision
+  }
+
+  private track(attrs: InboundAttributes, socket: net.Socket, close: () => void): void {
+    const id = this.nextInbound++
+    this.openInbound.set(id, { attrs, close })
+    socket.once('close', () => this.openInbound.delete(id))
+  }
+
+  /** Policy changed: close every open inbound connection the new policy denies. */
+  private reevaluateOpenConnections(): void {
+    let closed = 0
+    for (const [id, open] of this.openInbound) {
+      if (this.authorize(open.attrs, open.attrs.peerIdentity ? 'hbone' : 'plaintext').allowed) continue
+      this.openInbound.delete(id)
+      open.close()
+      closed++
+    }
+    this.options.log.info({ open: this.openInbound.size, closed }, 'policy changed: open inbound connections re-evaluated')
   }
 
   private inboundLabels(w: Workload, peerIdentity: string | null, security: string, sourceIp?: string): TcpLabels {
@@ -207,6 +258,15 @@ export class NodeProxy {
     return async (conn: CapturedConnection) => {
       const source = this.options.store.findByIp(conn.source.ip)
       const labels = tcpLabels({ reporter: 'destination', ...workloadLabels('source', source), ...workloadLabels('destination', w), source_principal: 'unknown', connection_security_policy: 'unknown' })
+      const attrs: InboundAttributes = { peerIdentity: null, sourceIp: conn.source.ip, destination: w, destinationIp: conn.destination.ip, destinationPort: conn.destination.port }
+      if (!this.authorize(attrs, 'plaintext').allowed) {
+        const denied = tcpLabels({ ...labels, response_flags: 'DENY' })
+        this.options.metrics.connectionOpened(denied, 'inbound')
+        this.options.metrics.connectionClosed(denied, 'inbound', { received: 0, sent: 0 })
+        conn.socket.resetAndDestroy()
+        return
+      }
+      this.track(attrs, conn.socket, () => conn.socket.resetAndDestroy())
       const { deliveryMark } = this.options.datapath.settings
       const upstream = await dialDelivery(conn.pod, conn.destination, conn.source, deliveryMark)
       this.options.metrics.connectionOpened(labels, 'inbound')

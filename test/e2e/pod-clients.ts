@@ -64,12 +64,22 @@ export async function connectMany(tb: Testbed, pod: TestPod, to: string, options
 
 export interface HeldConnection {
   stop(): Promise<{ sent: number; echoed: number }>
+  /** Resolves when the connection ends by itself (reset or closed), with what it saw. */
+  ended(timeoutMs: number): Promise<{ sent: number; echoed: number; error?: string }>
 }
 
 export async function holdConnection(tb: Testbed, pod: TestPod, to: string): Promise<HeldConnection> {
   const child = tb.spawnNode(pod, join(FIXTURES, 'tcp-client.ts'), ['hold', '--to', to, '--timeout-ms', '120000'])
   await firstLine(child, `holder in ${pod.name}`)
+  let out = ''
+  child.stdout?.on('data', (d) => (out += d))
+  const exit = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   return {
+    async ended(timeoutMs) {
+      const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the held connection from ${pod.name} did not end within ${timeoutMs} ms`)), timeoutMs))
+      await Promise.race([exit, timer])
+      return JSON.parse(out.trim().split('\n').pop() ?? '{}') as { sent: number; echoed: number; error?: string }
+    },
     async stop() {
       const result = new Promise<string>((resolve, reject) => {
         let out = ''

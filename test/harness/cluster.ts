@@ -48,6 +48,7 @@ export class MeshCluster {
   readonly ztunnels = new Map<string, ZtunnelHandle>()
   readonly datapaths = new Map<string, Datapath>()
   private readonly specs = new Map<string, MeshPodSpec & { node: string }>()
+  private policies: readonly unknown[] = []
   readonly workDir: string
 
   private constructor(readonly tb: Testbed, nodes: readonly MeshNodeSpec[]) {
@@ -55,7 +56,7 @@ export class MeshCluster {
     for (const node of nodes) for (const pod of node.pods) this.specs.set(pod.name, { ...pod, node: node.name })
   }
 
-  static async start(options: { readonly name: string; readonly nodes: readonly MeshNodeSpec[] }): Promise<MeshCluster> {
+  static async start(options: { readonly name: string; readonly nodes: readonly MeshNodeSpec[]; readonly logLevel?: 'debug' | 'info' }): Promise<MeshCluster> {
     const tb = await Testbed.create({ name: options.name, nodes: options.nodes.map((n) => ({ name: n.name, pods: n.pods.map((p) => p.name) })) })
     const cluster = new MeshCluster(tb, options.nodes)
     try {
@@ -68,7 +69,7 @@ export class MeshCluster {
         cluster.writeLocalConfig(node.name)
         for (const pod of node.pods) if (pod.enrolled) await cluster.enrollInDatapath(pod.name)
       }
-      for (const node of options.nodes) cluster.ztunnels.set(node.name, await cluster.startZtunnel(node.name))
+      for (const node of options.nodes) cluster.ztunnels.set(node.name, await cluster.startZtunnel(node.name, options.logLevel ?? 'info'))
     } catch (err) {
       await cluster.stop()
       throw err
@@ -112,7 +113,13 @@ export class MeshCluster {
       labels: s.labels ?? {},
       ...(s.enrolled && s.node === node ? { netns: this.tb.pod(s.name).netnsPath } : {}),
     }))
-    writeFileSync(this.localConfigPath(node), stringify({ workloads }))
+    writeFileSync(this.localConfigPath(node), stringify({ workloads, policies: this.policies }))
+  }
+
+  /** Replaces the AuthorizationPolicy/PeerAuthentication manifests every ztunnel enforces. */
+  setPolicies(objects: readonly unknown[]): void {
+    this.policies = objects
+    for (const node of this.datapaths.keys()) this.writeLocalConfig(node)
   }
 
   private async enrollInDatapath(name: string): Promise<void> {
@@ -135,11 +142,11 @@ export class MeshCluster {
     for (const node of this.datapaths.keys()) this.writeLocalConfig(node)
   }
 
-  private startZtunnel(node: string): Promise<ZtunnelHandle> {
+  private startZtunnel(node: string, logLevel: string): Promise<ZtunnelHandle> {
     const settings = this.settings(node)
     const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
       join(REPO_ROOT, 'bin', 'ambient.js'), 'ztunnel', '--node', node, '--local-config', this.localConfigPath(node), '--cacerts', this.workDir,
-      '--pin-root', settings.pinRoot, '--metrics-addr', '127.0.0.1:0', '--readiness-addr', '127.0.0.1:0', '--admin-addr', '127.0.0.1:0',
+      '--pin-root', settings.pinRoot, '--log-level', logLevel, '--metrics-addr', '127.0.0.1:0', '--readiness-addr', '127.0.0.1:0', '--admin-addr', '127.0.0.1:0',
     ])
     let logs = ''
     return new Promise((resolve, reject) => {

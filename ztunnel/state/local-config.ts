@@ -1,7 +1,9 @@
 // `ambient ztunnel --local-config FILE`: workloads from a static YAML file, in the
 // shape of Istio ztunnel's LOCAL_XDS_PATH file (workloads: [{uid, name,
 // namespace, serviceAccount, workloadIps, protocol, node, trustDomain}]), plus a
-// node-local `netns` for this node's pods (what Istio's ZDS hands ztunnel).
+// node-local `netns` for this node's pods (what Istio's ZDS hands ztunnel), and
+// `policies`: security.istio.io/v1 AuthorizationPolicy and PeerAuthentication
+// manifests as users write them (Istio's file carries them pre-converted).
 import { readFileSync } from 'node:fs'
 import { parse } from 'yaml'
 import type { Workload } from './workloads.js'
@@ -12,6 +14,8 @@ export class LocalConfigError extends Error {
 
 export interface LocalConfig {
   readonly workloads: readonly Workload[]
+  /** AuthorizationPolicy and PeerAuthentication manifests, as written (converted by PolicyStore). */
+  readonly policies: readonly unknown[]
   /** Entries that could not be read, each naming the entry and the bad field. */
   readonly errors: readonly string[]
 }
@@ -42,6 +46,8 @@ export function parseLocalConfig(text: string, source: string, defaults: { reado
   }
   const workloads: Workload[] = []
   const errors: string[] = []
+  const rawPolicies = (doc as { policies?: unknown }).policies ?? []
+  if (!Array.isArray(rawPolicies)) throw new LocalConfigError(`${source}: 'policies' must be a list of AuthorizationPolicy and PeerAuthentication manifests`)
   ;((doc as { workloads: unknown[] }).workloads).forEach((raw, i) => {
     const where = `${source}: workloads[${i}]`
     try {
@@ -68,7 +74,7 @@ export function parseLocalConfig(text: string, source: string, defaults: { reado
       errors.push((err as Error).message)
     }
   })
-  return { workloads, errors }
+  return { workloads, policies: rawPolicies, errors }
 }
 
 export function readLocalConfig(path: string, defaults: { readonly trustDomain: string }): LocalConfig {
