@@ -37,6 +37,7 @@ export class Ztunnel {
     try {
       const store = new WorkloadStore()
       const policies = new PolicyStore(config.rootNamespace)
+      const metrics = new ZtunnelMetrics()
       const load = (): void => {
         const local = readLocalConfig(config.localConfig, { trustDomain: config.trustDomain })
         for (const error of local.errors) log.error({ error }, 'workload rejected')
@@ -45,6 +46,11 @@ export class Ztunnel {
         const update = policies.replaceAll(local.policies)
         for (const p of update.invalid) log.error({ policy: p.policy, field: p.field, code: p.code }, `policy rejected: ${p.message}`)
         for (const p of [...update.warnings, ...update.ignored]) log.warn({ policy: p.policy, field: p.field, code: p.code }, p.message)
+        metrics.setPolicyProblems([
+          ...update.invalid.map((p) => ({ ...p, kind: 'invalid' as const })),
+          ...update.ignored.map((p) => ({ ...p, kind: 'ignored' as const })),
+          ...update.warnings.map((p) => ({ ...p, kind: 'warning' as const })),
+        ])
         log.info({ workloads: result.applied, authorizations: update.authorizations, peerAuthentications: update.peerAuthentications }, 'local config applied')
       }
       load()
@@ -59,7 +65,6 @@ export class Ztunnel {
       const identities = new LocalCaIdentities(readCacerts(config.cacertsDir), config.certTtlMs)
       const datapath = Datapath.open({ pinRoot: config.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: config.proxyMark, deliveryMark: config.deliveryMark, hbonePort: config.hbonePort })
       this.stops.push(() => datapath.close())
-      const metrics = new ZtunnelMetrics()
       const proxy = new NodeProxy({ node: config.node, datapath, store, identities, policies, trustDomain: config.trustDomain, metrics, log: log.child({ component: 'proxy' }) })
       await proxy.start()
       this.stops.push(() => proxy.stop())

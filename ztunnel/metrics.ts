@@ -41,6 +41,7 @@ export class ZtunnelMetrics {
   readonly activeConnections: Gauge<'direction'>
   readonly hboneSessions: Gauge
   readonly certificateExpiry: Gauge<'identity'>
+  readonly policyProblems: Gauge<'policy' | 'kind' | 'field' | 'code'>
 
   constructor(options: { readonly defaultMetrics?: boolean } = {}) {
     const registers = [this.registry]
@@ -52,7 +53,19 @@ export class ZtunnelMetrics {
     this.activeConnections = new Gauge({ name: 'ambient_ztunnel_active_connections', help: 'Connections open through this ztunnel', labelNames: ['direction'], registers })
     this.hboneSessions = new Gauge({ name: 'ambient_ztunnel_hbone_pool_sessions', help: 'Pooled outbound HBONE HTTP/2 sessions', registers })
     this.certificateExpiry = new Gauge({ name: 'ambient_ztunnel_certificate_expiry_seconds', help: 'Unix time at which a workload certificate expires', labelNames: ['identity'], registers })
+    this.policyProblems = new Gauge({
+      name: 'ambient_ztunnel_policy_problems',
+      help: 'Policies ztunnel could not apply as written: kind=invalid (rejected), ignored (not enforced at L4) or warning (an attribute ignored at L4)',
+      labelNames: ['policy', 'kind', 'field', 'code'],
+      registers,
+    })
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+  }
+
+  /** Replaces the policy problems of the last update. */
+  setPolicyProblems(problems: readonly { readonly kind: 'invalid' | 'ignored' | 'warning'; readonly policy: string; readonly field: string; readonly code: string }[]): void {
+    this.policyProblems.reset()
+    for (const p of problems) this.policyProblems.inc({ policy: p.policy, kind: p.kind, field: p.field, code: p.code })
   }
 
   connectionOpened(labels: TcpLabels, direction: 'inbound' | 'outbound'): void {

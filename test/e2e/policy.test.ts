@@ -129,6 +129,8 @@ t.test('a malformed policy is reported by name and field; the others still apply
   t.equal(update.invalid[0]!.policy, 'shop/broken', 'named')
   t.match(update.invalid[0]!.field, /ports/, `with its bad field (${update.invalid[0]!.field})`)
   t.match(cluster.ztunnels.get('n2')!.logs(), /"policy":"shop\/broken".*policy rejected/, 'logged by name')
+  const metrics = await (await fetch(`http://127.0.0.1:${cluster.ztunnels.get('n2')!.metrics.port}/metrics`)).text()
+  t.match(metrics, /ambient_ztunnel_policy_problems\{policy="shop\/broken",kind="invalid",field="spec\.rules\[0\]\.to\[0\]\.operation\.ports\[0\]",code="AMBIENT_ERR_POLICY_BAD_VALUE"\} 1/, 'and counted in a metric')
   t.equal((await connectMany(cluster.tb, cluster.pod('a'), target, { count: 2, concurrency: 1 })).ok, 2, 'the valid ALLOW still lets shop/client in')
   t.equal((await connectMany(cluster.tb, cluster.pod('c'), target, { count: 2, concurrency: 1 })).ok, 0, 'and still refuses shop/other')
 })
