@@ -4,6 +4,7 @@ import { registerDatapathCommand } from './datapath.js'
 import { registerZtunnelCommand } from '../ztunnel/main.js'
 import { registerDemoCommand } from './demo.js'
 import { registerAuthzCommand } from './authz-check.js'
+import { registerCaCommand } from '../ca/main.js'
 
 export function buildProgram(): Command {
   const program = new Command('ambient')
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
   registerZtunnelCommand(program)
   registerDemoCommand(program)
   registerAuthzCommand(program)
+  registerCaCommand(program)
   return program
 }
 

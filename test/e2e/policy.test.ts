@@ -46,15 +46,19 @@ const denyClient = {
   spec: { action: 'DENY', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/client'] } }] }] },
 }
 
-/** Applies policies to every ztunnel and waits until node 2's has them. */
+/** Applies policies to every ztunnel and waits until node 2's has loaded them (its policy generation moved on). */
 async function applyPolicies(objects: unknown[], expected: { authorizations: number; peerAuthentications: number; invalid?: number }): Promise<{ invalid: { policy: string; field: string }[] }> {
+  type Dump = { policies: { generation: number; authorizations: number; peerAuthentications: number; invalid: { policy: string; field: string }[] } }
+  const dump = async (): Promise<Dump> => (await fetch(`http://127.0.0.1:${cluster.ztunnels.get('n2')!.admin.port}/config_dump`)).json() as Promise<Dump>
+  const before = (await dump()).policies.generation
   cluster.setPolicies(objects)
-  let dump: { policies: { authorizations: number; peerAuthentications: number; invalid: { policy: string; field: string }[] } } | undefined
-  await waitFor(async () => {
-    dump = await (await fetch(`http://127.0.0.1:${cluster.ztunnels.get('n2')!.admin.port}/config_dump`)).json()
-    return dump!.policies.authorizations === expected.authorizations && dump!.policies.peerAuthentications === expected.peerAuthentications && dump!.policies.invalid.length === (expected.invalid ?? 0)
-  }, 'ztunnel applied the policies')
-  return dump!.policies
+  let after: Dump | undefined
+  await waitFor(async () => (after = await dump()).policies.generation > before, 'ztunnel reloaded its policies')
+  const p = after!.policies
+  if (p.authorizations !== expected.authorizations || p.peerAuthentications !== expected.peerAuthentications || p.invalid.length !== (expected.invalid ?? 0)) {
+    throw new Error(`ztunnel applied ${JSON.stringify(p)}, expected ${JSON.stringify(expected)}`)
+  }
+  return p
 }
 
 /** A raw HBONE CONNECT from pod c's namespace with c's own certificate. */

@@ -3,7 +3,7 @@
 // `ambient ztunnel` process (in the node's system cgroup, metrics on loopback);
 // workloads written to each ztunnel's local config; enrolled pods captured.
 // Until the agent drives it, this module plays the agent's part in-process.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
@@ -113,7 +113,10 @@ export class MeshCluster {
       labels: s.labels ?? {},
       ...(s.enrolled && s.node === node ? { netns: this.tb.pod(s.name).netnsPath } : {}),
     }))
-    writeFileSync(this.localConfigPath(node), stringify({ workloads, policies: this.policies }))
+    // Atomic: ztunnel polls the file and must never read half of it.
+    const path = this.localConfigPath(node)
+    writeFileSync(`${path}.tmp`, stringify({ workloads, policies: this.policies }))
+    renameSync(`${path}.tmp`, path)
   }
 
   /** Replaces the AuthorizationPolicy/PeerAuthentication manifests every ztunnel enforces. */

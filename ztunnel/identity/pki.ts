@@ -4,6 +4,9 @@
 // encoding is ours; every certificate is checked by OpenSSL in the tests.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, X509Certificate, type KeyObject } from 'node:crypto'
 import * as der from './der.js'
+import { IdentityError } from './errors.js'
+
+export { IdentityError }
 
 const OID = {
   ecPublicKey: '1.2.840.10045.2.1',
@@ -21,13 +24,6 @@ const OID = {
   clientAuth: '1.3.6.1.5.5.7.3.2',
   extensionRequest: '1.2.840.113549.1.9.14',
 } as const
-
-export class IdentityError extends Error {
-  constructor(readonly code: 'AMBIENT_ERR_IDENTITY_BAD_SPIFFE_ID' | 'AMBIENT_ERR_IDENTITY_BAD_CSR' | 'AMBIENT_ERR_IDENTITY_NOT_ALLOWED', message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'IdentityError'
-  }
-}
 
 export interface SpiffeId {
   readonly trustDomain: string
@@ -64,11 +60,10 @@ export interface KeyPair {
 }
 
 export function generateKeyPair(): KeyPair {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
-  return {
-    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-    publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-  }
+  const { privateKey: key, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+  const privateKeyPem = key.export({ type: 'pkcs8', format: 'pem' }).toString()
+  remember(freshKeys, privateKeyPem, key, 64)
+  return { privateKeyPem, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() }
 }
 
 const sigAlg = (): Buffer => der.seq(der.oid(OID.ecdsaWithSha256))
@@ -92,16 +87,26 @@ function extension(id: string, critical: boolean, value: Buffer): Buffer {
 
 const uriSan = (uri: string): Buffer => der.seq(der.tlv(0x86, Buffer.from(uri, 'ascii')))
 
-// OpenSSL 3 parses a PEM key slowly (~1 ms): keep the few signing keys in use (CA keys).
+// OpenSSL 3 parses a PEM private key slowly (~1 ms): keep the few signing keys in
+// use (CA keys), and the keys generateKeyPair just made (their CSR follows).
 const parsedKeys = new Map<string, KeyObject>()
+const freshKeys = new Map<string, KeyObject>()
+function remember<V>(cache: Map<string, V>, pem: string, value: V, max: number): V {
+  if (cache.size >= max) cache.delete(cache.keys().next().value!)
+  cache.set(pem, value)
+  return value
+}
 function privateKey(pem: string): KeyObject {
-  let key = parsedKeys.get(pem)
-  if (!key) {
-    key = createPrivateKey(pem)
-    if (parsedKeys.size >= 16) parsedKeys.delete(parsedKeys.keys().next().value!)
-    parsedKeys.set(pem, key)
-  }
-  return key
+  return parsedKeys.get(pem) ?? freshKeys.get(pem) ?? remember(parsedKeys, pem, createPrivateKey(pem), 16)
+}
+
+/** An issuing CA's parsed certificate: subject and key, parsed once per PEM. */
+const issuers = new Map<string, { readonly subject: Buffer; readonly spki: Buffer }>()
+function issuer(certPem: string): { readonly subject: Buffer; readonly spki: Buffer } {
+  const known = issuers.get(certPem)
+  if (known) return known
+  const cert = new X509Certificate(certPem)
+  return remember(issuers, certPem, { subject: subjectOf(cert), spki: cert.publicKey.export({ type: 'spki', format: 'der' }) }, 16)
 }
 
 function signed(tbs: Buffer, keyPem: string | KeyObject): Buffer {
@@ -113,7 +118,7 @@ const pem = (label: string, body: Buffer): string => `-----BEGIN ${label}-----\n
 
 function fromPem(text: string, label: string): Buffer {
   const m = new RegExp(`-----BEGIN ${label}-----([\\s\\S]*?)-----END ${label}-----`).exec(text)
-  if (!m) throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_CSR', `no ${label} PEM block found`)
+  if (!m) throw new IdentityError(label === 'CERTIFICATE REQUEST' ? 'AMBIENT_ERR_IDENTITY_BAD_CSR' : 'AMBIENT_ERR_IDENTITY_BAD_PEM', `no ${label} PEM block found`)
   return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')
 }
 
@@ -173,22 +178,49 @@ export function createRootCa(options: { readonly commonName?: string; readonly o
   return { certPem, keyPem: keys.privateKeyPem }
 }
 
+/** An intermediate CA signed by `parent` (for Istio's plugged-in cacerts layout). */
+export function createIntermediateCa(options: { readonly parent: CertifiedKey; readonly commonName?: string; readonly organization?: string; readonly ttlMs?: number }): CertifiedKey {
+  const keys = generateKeyPair()
+  const parent = new X509Certificate(options.parent.certPem)
+  const now = Date.now()
+  const certPem = certificate({
+    subject: name([[OID.organization, options.organization ?? 'ambient'], [OID.commonName, options.commonName ?? 'ambient intermediate CA']]),
+    issuer: subjectOf(parent),
+    subjectSpki: spki(keys.publicKeyPem),
+    issuerSpki: parent.publicKey.export({ type: 'spki', format: 'der' }),
+    notBefore: new Date(now - 5 * 60_000),
+    notAfter: new Date(now + (options.ttlMs ?? 365 * 24 * 3600_000)),
+    extensions: [
+      extension(OID.basicConstraints, true, der.seq(der.bool(true), der.integer(Buffer.from([0])))), // pathLen 0
+      extension(OID.keyUsage, true, der.bitString(Buffer.from([0x86]), 1)),
+    ],
+  }, options.parent.keyPem)
+  return { certPem, keyPem: keys.privateKeyPem }
+}
+
 /** A PKCS#10 request for `spiffeId`, signed with the workload's own key. */
 export function createCsr(options: { readonly spiffeId: string; readonly privateKeyPem: string; readonly publicKeyPem: string }): string {
   parseSpiffeId(options.spiffeId)
+  const fresh = freshKeys.get(options.privateKeyPem)
+  freshKeys.delete(options.privateKeyPem)
+  const key = fresh ?? createPrivateKey(options.privateKeyPem)
+  // A fresh key's public half is derived without parsing PEM; otherwise the given PEM is used.
+  const publicKey = fresh ? createPublicKey(fresh).export({ type: 'spki', format: 'der' }) : spki(options.publicKeyPem)
   const extensions = der.seq(extension(OID.subjectAltName, true, uriSan(options.spiffeId)))
   const info = der.seq(
     der.integer(Buffer.from([0])),
     der.seq(),
-    spki(options.publicKeyPem),
+    publicKey,
     der.tlv(0xa0, der.seq(der.oid(OID.extensionRequest), der.set(extensions))),
   )
-  return pem('CERTIFICATE REQUEST', signed(info, createPrivateKey(options.privateKeyPem)))
+  return pem('CERTIFICATE REQUEST', signed(info, key))
 }
 
 export interface ParsedCsr {
   readonly spiffeId: string
   readonly publicKeyPem: string
+  /** The SubjectPublicKeyInfo, DER. */
+  readonly spkiDer: Buffer
 }
 
 /** Parses a CSR and verifies its self-signature; throws BAD_CSR naming what is wrong. */
@@ -216,7 +248,7 @@ export function parseCsr(csrPem: string): ParsedCsr {
     }
     if (!spiffeId) throw new Error('no URI subjectAltName')
     parseSpiffeId(spiffeId)
-    return { spiffeId, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() }
+    return { spiffeId, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(), spkiDer: Buffer.from(spkiDer) }
   } catch (err) {
     if (err instanceof IdentityError && err.code === 'AMBIENT_ERR_IDENTITY_BAD_SPIFFE_ID') throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_CSR', `malformed CSR: ${err.message}`, { cause: err })
     throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_CSR', `malformed CSR: ${(err as Error).message}`, { cause: err })
@@ -229,28 +261,55 @@ function subjectOf(cert: X509Certificate): Buffer {
   return der.children(tbs)[5]!.raw
 }
 
+/** What a leaf certificate may be used for: workloads (HBONE) are TLS clients and servers. */
+export type LeafUsage = 'client-and-server' | 'client'
+
+export interface LeafSpec {
+  readonly publicKeyPem: string
+  /** The same key as DER SubjectPublicKeyInfo, when at hand (saves a parse). */
+  readonly spkiDer?: Buffer
+  /** URI SANs (SPIFFE ids); the subject is empty, so SANs are critical (RFC 5280). */
+  readonly uris: readonly string[]
+  readonly dnsNames?: readonly string[]
+  readonly ca: CertifiedKey
+  readonly ttlMs: number
+  readonly usage?: LeafUsage
+  /** Defaults to one minute ago (clock skew); set in the past to issue an expired certificate. */
+  readonly notBefore?: Date
+}
+
+/** Signs a leaf certificate for a public key: SANs only, not a CA. */
+export function issueLeaf(spec: LeafSpec): string {
+  const ca = issuer(spec.ca.certPem)
+  const notBefore = spec.notBefore ?? new Date(Date.now() - 60_000)
+  const sans = [
+    ...spec.uris.map((uri) => der.tlv(0x86, Buffer.from(uri, 'ascii'))),
+    ...(spec.dnsNames ?? []).map((dns) => der.tlv(0x82, Buffer.from(dns, 'ascii'))),
+  ]
+  const usages = spec.usage === 'client' ? [der.oid(OID.clientAuth)] : [der.oid(OID.serverAuth), der.oid(OID.clientAuth)]
+  return certificate({
+    subject: der.seq(),
+    issuer: ca.subject,
+    subjectSpki: spec.spkiDer ?? spki(spec.publicKeyPem),
+    issuerSpki: ca.spki,
+    notBefore,
+    notAfter: new Date(notBefore.getTime() + spec.ttlMs + 60_000),
+    extensions: [
+      extension(OID.basicConstraints, true, der.seq()),
+      extension(OID.keyUsage, true, der.bitString(Buffer.from([0xa0]), 5)), // digitalSignature, keyEncipherment
+      extension(OID.extKeyUsage, false, der.seq(...usages)),
+      extension(OID.subjectAltName, true, der.seq(...sans)),
+    ],
+  }, spec.ca.keyPem)
+}
+
 /** Issues a workload certificate for a verified CSR: URI SAN only, client+server auth, not a CA. */
 export function signCsr(options: { readonly csrPem: string; readonly ca: CertifiedKey; readonly ttlMs: number; readonly allowedSpiffeIds?: ReadonlySet<string>; readonly notBefore?: Date }): string {
   const csr = parseCsr(options.csrPem)
   if (options.allowedSpiffeIds && !options.allowedSpiffeIds.has(csr.spiffeId)) {
     throw new IdentityError('AMBIENT_ERR_IDENTITY_NOT_ALLOWED', `identity ${csr.spiffeId} is not allowed for this caller`)
   }
-  const caCert = new X509Certificate(options.ca.certPem)
-  const notBefore = options.notBefore ?? new Date(Date.now() - 60_000)
-  return certificate({
-    subject: der.seq(),
-    issuer: subjectOf(caCert),
-    subjectSpki: spki(csr.publicKeyPem),
-    issuerSpki: spki(caCert.publicKey.export({ type: 'spki', format: 'pem' }).toString()),
-    notBefore,
-    notAfter: new Date(notBefore.getTime() + options.ttlMs + 60_000),
-    extensions: [
-      extension(OID.basicConstraints, true, der.seq()),
-      extension(OID.keyUsage, true, der.bitString(Buffer.from([0xa0]), 5)), // digitalSignature, keyEncipherment
-      extension(OID.extKeyUsage, false, der.seq(der.oid(OID.serverAuth), der.oid(OID.clientAuth))),
-      extension(OID.subjectAltName, true, uriSan(csr.spiffeId)),
-    ],
-  }, options.ca.keyPem)
+  return issueLeaf({ publicKeyPem: csr.publicKeyPem, spkiDer: csr.spkiDer, uris: [csr.spiffeId], ca: options.ca, ttlMs: options.ttlMs, notBefore: options.notBefore })
 }
 
 export interface WorkloadCertificate {

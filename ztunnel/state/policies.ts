@@ -8,6 +8,8 @@ import { PolicySet } from '../rbac/policy-set.js'
 import type { Workload } from './workloads.js'
 
 export interface PolicyUpdate {
+  /** Counts the updates applied since start (admin /config_dump; tests wait on it). */
+  readonly generation: number
   readonly authorizations: number
   readonly peerAuthentications: number
   readonly warnings: readonly PolicyProblem[]
@@ -28,7 +30,7 @@ export class PolicyStore {
   private set: PolicySet
   private readonly listeners = new Set<() => void>()
   /** What the last update applied and left out (admin /config_dump). */
-  lastUpdate: PolicyUpdate = { authorizations: 0, peerAuthentications: 0, warnings: [], invalid: [], ignored: [] }
+  lastUpdate: PolicyUpdate = { generation: 0, authorizations: 0, peerAuthentications: 0, warnings: [], invalid: [], ignored: [] }
 
   constructor(readonly rootNamespace: string) {
     this.set = PolicySet.build({ authorizations: [], peerAuthentications: [], rootNamespace })
@@ -39,6 +41,7 @@ export class PolicyStore {
     const converted = convertPolicies(objects, this.rootNamespace)
     this.set = PolicySet.build({ authorizations: converted.authorizations, peerAuthentications: converted.peerAuthentications, rootNamespace: this.rootNamespace })
     this.lastUpdate = {
+      generation: this.lastUpdate.generation + 1,
       authorizations: converted.authorizations.length,
       peerAuthentications: converted.peerAuthentications.length,
       warnings: converted.warnings,
