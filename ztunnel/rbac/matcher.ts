@@ -12,7 +12,7 @@
 import type { Action, Match, PolicySource } from '../../agent/model/authorization.js'
 import type { EffectiveMtls } from '../../agent/model/peer-authentication.js'
 import { type ConnectionAttributes, type FieldTest, type L4Facts, type MatchProfile, L4_PROFILE } from './fields.js'
-import type { PolicySet } from './policy-set.js'
+import type { NamespaceIndex, PolicySet } from './policy-set.js'
 
 /** The structural shape of istio.security.Authorization over any match type. */
 export interface GenericAuthorization<M> {
@@ -125,6 +125,18 @@ export interface Decision {
 const nameOf = (p: { readonly namespace: string; readonly name: string }): PolicyName => ({ namespace: p.namespace, name: p.name })
 const keyOf = (p: PolicyName): string => `${p.namespace}/${p.name}`
 
+/** The policies that may match this peer, in evaluation order: its namespace's and the unbounded ones. */
+function* candidates(index: NamespaceIndex, facts: L4Facts): Generator<CompiledPolicy<L4Facts>> {
+  const scoped = facts.identity ? index.byNamespace.get(facts.identity.namespace) ?? [] : []
+  const rest = index.unbounded
+  let i = 0
+  let j = 0
+  while (i < scoped.length || j < rest.length) {
+    if (j >= rest.length || (i < scoped.length && index.order.get(scoped[i]!)! < index.order.get(rest[j]!)!)) yield scoped[i++]!
+    else yield rest[j++]!
+  }
+}
+
 /** Evaluates one inbound connection against the policies selecting its destination. */
 export function evaluate(set: PolicySet, conn: ConnectionAttributes): Decision {
   const facts = L4_PROFILE.prepare(conn)
@@ -138,7 +150,7 @@ export function evaluate(set: PolicySet, conn: ConnectionAttributes): Decision {
     const from = pa === null ? 'the mesh default' : `PeerAuthentication ${keyOf(pa)} (${mtls.level} level)`
     return { ...base, allowed: false, policy: pa, rule: 'mtls-strict', reason: `plaintext refused: mTLS is STRICT on port ${conn.destination.port} by ${from}`, dryRunWouldDeny: false }
   }
-  for (const p of dest.deny) {
+  for (const p of candidates(dest.denyIndex, facts)) {
     if (policyMatches(p, facts)) {
       return { ...base, allowed: false, policy: nameOf(p), rule: 'deny-policy', reason: `denied by DENY policy ${keyOf(p)}`, dryRunWouldDeny: false }
     }
@@ -154,7 +166,7 @@ export function evaluate(set: PolicySet, conn: ConnectionAttributes): Decision {
     const wouldDeny = dest.allowDryRun.length > 0 && !dryAllowMatched
     return { ...base, allowed: true, policy: null, rule: 'no-allow-policies', reason: 'allowed: no ALLOW policy selects the destination', dryRunWouldDeny: wouldDeny }
   }
-  for (const p of dest.allow) {
+  for (const p of candidates(dest.allowIndex, facts)) {
     if (policyMatches(p, facts)) {
       return { ...base, allowed: true, policy: nameOf(p), rule: 'allow-policy', reason: `allowed by ALLOW policy ${keyOf(p)}`, dryRunWouldDeny: false }
     }

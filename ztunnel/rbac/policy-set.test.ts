@@ -5,7 +5,7 @@ import { convertPeerAuthentication } from '../../agent/model/convert/peer-authen
 import type { PeerAuthentication } from '../../agent/model/peer-authentication.js'
 import type { ConnectionAttributes } from './fields.js'
 import { type DecisionRule, evaluate } from './matcher.js'
-import { PolicySet } from './policy-set.js'
+import { PolicySet, sourceNamespaceBound } from './policy-set.js'
 
 const ROOT = 'istio-system'
 
@@ -281,4 +281,36 @@ t.test('policy set indexes and caches', async (t) => {
   const d = set.forDestination('app', { app: 'svc-42', other: 'x' })
   t.same(d.allow.map((p) => p.name), ['sel-42'])
   t.equal(set.forDestination('app', { other: 'x', app: 'svc-42' }), d, 'same label set, same cached entry')
+})
+
+t.test('namespace index: only policies that can match the peer are scanned, same answers as a linear scan', async (t) => {
+  const mk = (name: string, spec: unknown) => {
+    const r = convertAuthorizationPolicy({ kind: 'AuthorizationPolicy', metadata: { namespace: 'app', name }, spec }, { rootNamespace: 'istio-system' })
+    if (r.kind !== 'converted') throw new Error(`${name} did not convert`)
+    return r.policy
+  }
+  const byNs = mk('by-ns', { rules: [{ from: [{ source: { namespaces: ['a', 'b'] } }] }] })
+  const bySa = mk('by-sa', { rules: [{ from: [{ source: { serviceAccounts: ['c/x'] } }] }] })
+  const wildcard = mk('wildcard', { rules: [{ from: [{ source: { namespaces: ['d*'] } }] }] })
+  const portsOnly = mk('ports', { rules: [{ to: [{ operation: { ports: ['9090'] } }] }] })
+  const twoRules = mk('two-rules', { rules: [{ from: [{ source: { namespaces: ['e'] } }] }, { to: [{ operation: { ports: ['1'] } }] }] })
+  t.same([...sourceNamespaceBound(byNs.authorization)!].sort(), ['a', 'b'])
+  t.same([...sourceNamespaceBound(bySa.authorization)!], ['c'])
+  t.equal(sourceNamespaceBound(wildcard.authorization), null, 'a prefix match bounds nothing')
+  t.equal(sourceNamespaceBound(portsOnly.authorization), null, 'no source condition bounds nothing')
+  t.equal(sourceNamespaceBound(twoRules.authorization), null, 'one unbounded rule (group) makes the policy unbounded')
+  const set = PolicySet.build({ authorizations: [byNs, bySa, wildcard, portsOnly, twoRules], peerAuthentications: [], rootNamespace: 'istio-system' })
+  const decide = (ns: string | undefined, port = 8080) => evaluate(set, {
+    sourceIdentity: ns === undefined ? undefined : { trustDomain: 'cluster.local', namespace: ns, serviceAccount: 'x' },
+    sourceIp: '10.0.0.1',
+    destination: { ip: '10.0.0.2', port, namespace: 'app', labels: {} },
+  })
+  t.equal(decide('a').policy?.name, 'by-ns')
+  t.equal(decide('b').policy?.name, 'by-ns')
+  t.equal(decide('c').policy?.name, 'by-sa')
+  t.equal(decide('dx').policy?.name, 'wildcard')
+  t.equal(decide('e').policy?.name, 'two-rules')
+  t.equal(decide('zz').allowed, false, 'a namespace no policy names is refused')
+  t.equal(decide('zz', 9090).policy?.name, 'ports', 'but an unbounded policy still applies to it')
+  t.equal(decide(undefined).allowed, false, 'plaintext matches no namespace-bound policy')
 })

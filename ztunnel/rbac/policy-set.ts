@@ -16,6 +16,7 @@ import {
 } from '../../agent/model/peer-authentication.js'
 import type { Labels } from '../../agent/model/workload.js'
 import type { L4Facts } from './fields.js'
+import type { Authorization } from '../../agent/model/authorization.js'
 import { type CompiledPolicy, compileL4 } from './matcher.js'
 
 export interface PolicySetInput {
@@ -25,12 +26,29 @@ export interface PolicySetInput {
   readonly rootNamespace: string
 }
 
+/**
+ * Enforced policies of one action, indexed by the source namespaces they can
+ * match: a policy every group of which has a rule whose matches all demand an
+ * exact source namespace (`namespaces` values or `serviceAccounts`) can only match
+ * a peer from one of those namespaces; the rest are `unbounded`. Both lists keep
+ * the (namespace, name) order, so the first match is the same one a linear scan
+ * finds.
+ */
+export interface NamespaceIndex {
+  readonly byNamespace: ReadonlyMap<string, readonly CompiledPolicy<L4Facts>[]>
+  readonly unbounded: readonly CompiledPolicy<L4Facts>[]
+  /** Each policy's position in the full list, to merge the two in evaluation order. */
+  readonly order: ReadonlyMap<CompiledPolicy<L4Facts>, number>
+}
+
 /** The policies that bear on one destination workload, split as ztunnel evaluates them. */
 export interface DestinationPolicies {
   readonly allow: readonly CompiledPolicy<L4Facts>[]
   readonly deny: readonly CompiledPolicy<L4Facts>[]
   readonly allowDryRun: readonly CompiledPolicy<L4Facts>[]
   readonly denyDryRun: readonly CompiledPolicy<L4Facts>[]
+  readonly allowIndex: NamespaceIndex
+  readonly denyIndex: NamespaceIndex
   /** The workload's PeerAuthentications. */
   readonly peerAuthentications: SelectedPeerAuthentications
   /** The DENY Authorization that enforces them (Istio's converted form); null when plaintext is accepted everywhere. */
@@ -58,6 +76,8 @@ export class PolicySet {
   private readonly cache = new Map<string, DestinationPolicies>()
   /** Fast path: the same (usually frozen, shared) labels object seen again. */
   private readonly byLabelsObject = new WeakMap<Labels, Map<string, DestinationPolicies>>()
+  /** The source namespaces each policy can match (null: any). */
+  private readonly sourceNamespaces = new Map<CompiledPolicy<L4Facts>, ReadonlySet<string> | null>()
 
   private constructor(input: PolicySetInput) {
     this.rootNamespace = input.rootNamespace
@@ -68,6 +88,7 @@ export class PolicySet {
     for (const wa of input.authorizations) {
       const compiled = compileL4(wa.authorization, wa.source)
       const a = wa.authorization
+      this.sourceNamespaces.set(compiled, sourceNamespaceBound(a))
       if (a.scope === 'GLOBAL') global.push(compiled)
       else if (a.scope === 'NAMESPACE') pushTo(byNamespace, a.namespace, compiled)
       else if (wa.selector !== null && Object.keys(wa.selector).length > 0) {
@@ -127,15 +148,32 @@ export class PolicySet {
     const selected = selectPeerAuthentications(candidates, this.rootNamespace, namespace, labels)
     const mtls = mtlsAuthorization(selected, this.rootNamespace)
     const mtlsSource = selected.workload ?? selected.namespace ?? selected.mesh
+    const allow = all.filter((p) => p.action === 'ALLOW' && !p.dryRun)
+    const deny = all.filter((p) => p.action === 'DENY' && !p.dryRun)
     return {
-      allow: all.filter((p) => p.action === 'ALLOW' && !p.dryRun),
-      deny: all.filter((p) => p.action === 'DENY' && !p.dryRun),
+      allow,
+      deny,
+      allowIndex: this.index(allow),
+      denyIndex: this.index(deny),
       allowDryRun: all.filter((p) => p.action === 'ALLOW' && p.dryRun),
       denyDryRun: all.filter((p) => p.action === 'DENY' && p.dryRun),
       peerAuthentications: selected,
       mtls: mtls === null ? null : compileL4(mtls, { kind: 'PeerAuthentication', namespace: mtlsSource?.namespace ?? mtls.namespace, name: mtlsSource?.name ?? mtls.name }),
       mtlsFor: (port: number) => effectiveMtls(selected, port),
     }
+  }
+
+  private index(policies: readonly CompiledPolicy<L4Facts>[]): NamespaceIndex {
+    const byNamespace = new Map<string, CompiledPolicy<L4Facts>[]>()
+    const unbounded: CompiledPolicy<L4Facts>[] = []
+    const order = new Map<CompiledPolicy<L4Facts>, number>()
+    policies.forEach((p, i) => order.set(p, i))
+    for (const p of policies) {
+      const bound = this.sourceNamespaces.get(p)
+      if (bound === undefined || bound === null) unbounded.push(p)
+      else for (const ns of bound) pushTo(byNamespace, ns, p)
+    }
+    return { byNamespace, unbounded, order }
   }
 
   private selected(namespace: string, labels: Labels): CompiledPolicy<L4Facts>[] {
@@ -155,4 +193,41 @@ function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
   const list = map.get(key)
   if (list === undefined) map.set(key, [value])
   else list.push(value)
+}
+
+/**
+ * The source namespaces a policy can match, or null when any. A Match bounds the
+ * namespace when its `namespaces` are all exact values or it lists
+ * `serviceAccounts` (an identity's namespace must then be one of theirs); a Rules
+ * bounds it when all its matches do (the union); a group when one of its Rules does
+ * (every Rules must match); the policy when all its groups do (the union). No
+ * groups: it matches nothing (the empty set).
+ */
+export function sourceNamespaceBound(a: Authorization): ReadonlySet<string> | null {
+  const out = new Set<string>()
+  for (const group of a.groups) {
+    let groupBound: Set<string> | null = null
+    for (const rules of group.rules) {
+      if (rules.matches.length === 0) continue
+      const union = new Set<string>()
+      let bounded = true
+      for (const m of rules.matches) {
+        if (m.namespaces.length > 0 && m.namespaces.every((v) => v.kind === 'exact')) {
+          for (const v of m.namespaces) union.add((v as { value: string }).value)
+        } else if (m.serviceAccounts.length > 0) {
+          for (const sa of m.serviceAccounts) union.add(sa.namespace)
+        } else {
+          bounded = false
+          break
+        }
+      }
+      if (bounded) {
+        groupBound = union
+        break
+      }
+    }
+    if (groupBound === null) return null
+    for (const ns of groupBound) out.add(ns)
+  }
+  return out
 }
