@@ -14,7 +14,10 @@ export interface ZtunnelConfig {
   readonly hbonePort: number
   readonly trustDomain: string
   readonly rootNamespace: string
-  readonly cacertsDir: string
+  /** `ambient ca` address; null in local mode (cacertsDir). */
+  readonly caAddress: string | null
+  readonly nodeCertDir: string | null
+  readonly cacertsDir: string | null
   readonly certTtlMs: number
   readonly metrics: Address
   readonly readiness: Address
@@ -32,6 +35,8 @@ export interface ZtunnelFlags {
   readonly trustDomain: string
   readonly rootNamespace: string
   readonly cacerts?: string
+  readonly caAddress?: string
+  readonly nodeCertDir?: string
   readonly certTtl: string
   readonly metricsAddr: string
   readonly readinessAddr: string
@@ -66,7 +71,7 @@ export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv):
     hbonePort: parsePort('--hbone-port', flags.hbonePort),
     trustDomain: requireString('--trust-domain', flags.trustDomain),
     rootNamespace: requireString('--root-namespace', flags.rootNamespace),
-    cacertsDir: requireString('--cacerts', flags.cacerts),
+    ...certificateSource(flags),
     certTtlMs: parseDuration('--cert-ttl', flags.certTtl),
     metrics: parseAddress('--metrics-addr', flags.metricsAddr),
     readiness: parseAddress('--readiness-addr', flags.readinessAddr),
@@ -88,3 +93,13 @@ export const ZTUNNEL_DEFAULTS = {
   adminAddr: '127.0.0.1:15000',
   logLevel: 'info',
 } as const
+
+function certificateSource(flags: ZtunnelFlags): { caAddress: string | null; nodeCertDir: string | null; cacertsDir: string | null } {
+  if (flags.caAddress !== undefined && flags.cacerts !== undefined) throw new ConfigError('--ca-address', 'give either --ca-address (with --node-cert-dir) or --cacerts (local mode), not both')
+  if (flags.caAddress !== undefined) {
+    if (!/^[^\s:]+:\d+$/.test(flags.caAddress)) throw new ConfigError('--ca-address', `${JSON.stringify(flags.caAddress)} is not host:port`)
+    return { caAddress: flags.caAddress, nodeCertDir: requireString('--node-cert-dir', flags.nodeCertDir), cacertsDir: null }
+  }
+  if (flags.cacerts === undefined) throw new ConfigError('--ca-address', 'workload certificates need --ca-address with --node-cert-dir, or --cacerts for local mode')
+  return { caAddress: null, nodeCertDir: null, cacertsDir: flags.cacerts }
+}

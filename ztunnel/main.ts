@@ -10,19 +10,38 @@ import { Datapath } from '../agent/dataplane/datapath.js'
 import { BPF_OBJECTS_DIR } from '../cli/paths.js'
 import { AdminServers } from './admin.js'
 import { parseZtunnelConfig, ZTUNNEL_DEFAULTS, type ZtunnelConfig, type ZtunnelFlags } from './config.js'
-import { LocalCaIdentities } from './identity/local-identities.js'
+import { IdentityManager } from './identity/manager.js'
+import { InProcessCertificateSource } from './identity/certificate-source.js'
+import { CaClient } from '../ca/client.js'
 import { ZtunnelMetrics } from './metrics.js'
 import { NodeProxy } from './node-proxy.js'
 import { readLocalConfig } from './state/local-config.js'
 import { WorkloadStore } from './state/workloads.js'
 import { PolicyStore } from './state/policies.js'
 
-function readCacerts(dir: string): { certPem: string; keyPem: string } {
+function readPems(setting: string, dir: string, files: readonly string[]): string[] {
   try {
-    return { certPem: readFileSync(join(dir, 'ca-cert.pem'), 'utf8'), keyPem: readFileSync(join(dir, 'ca-key.pem'), 'utf8') }
+    return files.map((f) => readFileSync(join(dir, f), 'utf8'))
   } catch (err) {
-    throw new ConfigError('--cacerts', `cannot read ca-cert.pem and ca-key.pem in ${dir}: ${(err as Error).message}`)
+    throw new ConfigError(setting, `cannot read ${files.join(', ')} in ${dir}: ${(err as Error).message}`)
   }
+}
+
+/**
+ * Where workload certificates come from: `ambient ca` over gRPC, as this node
+ * (--ca-address with --node-cert-dir), or, in local mode, signed in-process from
+ * cacerts this ztunnel holds (--cacerts). Either way the IdentityManager renews
+ * them at half-life and rotates contexts with the trust bundle.
+ */
+function identitiesFor(config: ZtunnelConfig, log: Logger): IdentityManager {
+  if (config.caAddress !== null) {
+    const [certPem, keyPem, chainPem, rootPem] = readPems('--node-cert-dir', config.nodeCertDir!, ['node-cert.pem', 'node-key.pem', 'node-chain.pem', 'root-cert.pem'])
+    const source = new CaClient({ address: config.caAddress, trustDomain: config.trustDomain, node: { certPem: certPem!, keyPem: keyPem!, chainPem: chainPem! }, trustBundlePem: rootPem! })
+    return new IdentityManager({ source, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) })
+  }
+  const [certPem, keyPem] = readPems('--cacerts', config.cacertsDir!, ['ca-cert.pem', 'ca-key.pem'])
+  const source = new InProcessCertificateSource({ ca: { certPem: certPem!, keyPem: keyPem! }, trustDomain: config.trustDomain })
+  return new IdentityManager({ source, trustBundlePem: certPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) })
 }
 
 export class Ztunnel {
@@ -62,7 +81,9 @@ export class Ztunnel {
         }
       })
       this.stops.push(() => unwatchFile(config.localConfig))
-      const identities = new LocalCaIdentities(readCacerts(config.cacertsDir), config.certTtlMs)
+      const identities = identitiesFor(config, log)
+      await identities.start()
+      this.stops.push(() => identities.stop())
       const datapath = Datapath.open({ pinRoot: config.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: config.proxyMark, deliveryMark: config.deliveryMark, hbonePort: config.hbonePort })
       this.stops.push(() => datapath.close())
       const proxy = new NodeProxy({ node: config.node, datapath, store, identities, policies, trustDomain: config.trustDomain, metrics, log: log.child({ component: 'proxy' }) })
@@ -102,7 +123,9 @@ export function registerZtunnelCommand(program: Command): void {
     .description("the node's shared L4 proxy: carries enrolled pods' traffic in HBONE mutual-TLS tunnels")
     .option('--node <name>', 'this node (default: $AMBIENT_NODE_NAME)')
     .option('--local-config <file>', "workloads from a YAML file (Istio ztunnel's LOCAL_XDS_PATH shape, plus a netns path for this node's pods)")
-    .option('--cacerts <dir>', "local mode: issue workload certificates from ca-cert.pem and ca-key.pem in DIR (Istio's cacerts layout)")
+    .option('--ca-address <host:port>', 'get workload certificates from `ambient ca` at this address (with --node-cert-dir)')
+    .option('--node-cert-dir <dir>', "this node's CA credentials: node-cert.pem, node-key.pem, node-chain.pem, root-cert.pem (from `ambient ca node-cert`)")
+    .option('--cacerts <dir>', "local mode instead of --ca-address: sign workload certificates from ca-cert.pem and ca-key.pem in DIR (Istio's cacerts layout)")
     .option('--pin-root <dir>', 'bpffs folder of the datapath pins', ZTUNNEL_DEFAULTS.pinRoot)
     .option('--proxy-mark <n>', "SO_MARK of ztunnel's own outgoing sockets", ZTUNNEL_DEFAULTS.proxyMark)
     .option('--delivery-mark <n>', 'SO_MARK of delivery sockets into pods', ZTUNNEL_DEFAULTS.deliveryMark)

@@ -13,7 +13,8 @@ import { HbonePool } from './hbone/pool.js'
 import { HboneServer } from './hbone/server.js'
 import { HboneNotLocalError } from './hbone/errors.js'
 import { formatAuthority, formatForwarded } from './hbone/headers.js'
-import type { IdentityProvider } from './identity/local-identities.js'
+import type { IdentityManager, ManagedCertificate, RotationReason } from './identity/manager.js'
+import type { IdentityCredentials } from './hbone/tls.js'
 import { tcpLabels, type TcpLabels, type ZtunnelMetrics } from './metrics.js'
 import { dialFromPod } from './proxy/inpod.js'
 import { dialDelivery, HBONE_PORT, PodProxy, type CapturedConnection, type ConnectionHandler } from './proxy/pod-proxy.js'
@@ -26,7 +27,8 @@ export interface NodeProxyOptions {
   readonly node: string
   readonly datapath: Datapath
   readonly store: WorkloadStore
-  readonly identities: IdentityProvider
+  /** Workload certificates: issued, renewed at half-life, rotated with the trust bundle. */
+  readonly identities: IdentityManager
   readonly policies: PolicyStore
   readonly trustDomain: string
   readonly metrics: ZtunnelMetrics
@@ -61,7 +63,7 @@ export class NodeProxy {
 
   constructor(private readonly options: NodeProxyOptions) {
     this.pool = new HbonePool({
-      contextFor: (identity) => options.identities.context(identity),
+      contextFor: async (identity) => (await options.identities.getCertificate(identity)).secureContext,
       dial: ({ nextHop, sourceIp }) => this.dialFromSource(nextHop, sourceIp),
       observer: {
         sessionOpened: () => options.metrics.hboneSessions.inc(),
@@ -74,15 +76,25 @@ export class NodeProxy {
   async start(): Promise<void> {
     this.unsubscribe = this.options.store.onChange(() => void this.reconcile())
     this.unsubscribePolicies = this.options.policies.onChange(() => this.reevaluateOpenConnections())
+    this.options.identities.on('certificate', this.onCertificate)
     await this.reconcile()
   }
 
   async stop(): Promise<void> {
     this.unsubscribe?.()
     this.unsubscribePolicies?.()
+    this.options.identities.off('certificate', this.onCertificate)
     await this.reconciling
     for (const uid of [...this.pods.keys()]) await this.removePod(uid)
     await this.pool.stop()
+  }
+
+  /** A renewed or re-chained certificate: new HBONE handshakes use it; open ones keep theirs. */
+  private readonly onCertificate = (cert: ManagedCertificate, reason: RotationReason): void => {
+    if (reason === 'issued') return
+    for (const pod of this.pods.values()) if (identityOf(pod.workload) === cert.identity) pod.hbone.updateCredentials(credentialsOf(cert))
+    this.pool.invalidateIdentity(cert.identity)
+    this.options.log.info({ identity: cert.identity, serial: cert.serialNumber, notAfter: cert.notAfter.toISOString(), reason }, 'workload certificate rotated')
   }
 
   /** Local workloads and whether their listeners are up (readiness, admin). */
@@ -129,7 +141,7 @@ export class NodeProxy {
       inbound: this.inboundPlaintext(w),
     })
     const hbone = new HboneServer<Workload>({
-      credentials: this.options.identities.credentials(identityOf(w)),
+      credentials: credentialsOf(await this.options.identities.getCertificate(identityOf(w))),
       trustDomain: this.options.trustDomain,
       resolveTarget: (destination) => {
         if (destination.ip !== ip) throw new HboneNotLocalError(formatAuthority(destination))
@@ -275,4 +287,8 @@ export class NodeProxy {
       return result
     }
   }
+}
+
+function credentialsOf(cert: ManagedCertificate): IdentityCredentials {
+  return { keyPem: cert.keyPem, certPem: cert.certPem, chainPem: cert.chainPem || undefined, trustBundlePem: cert.trustBundlePem }
 }

@@ -3,7 +3,7 @@
 // `ambient ztunnel` process (in the node's system cgroup, metrics on loopback);
 // workloads written to each ztunnel's local config; enrolled pods captured.
 // Until the agent drives it, this module plays the agent's part in-process.
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
@@ -56,13 +56,26 @@ export class MeshCluster {
     for (const node of nodes) for (const pod of node.pods) this.specs.set(pod.name, { ...pod, node: node.name })
   }
 
-  static async start(options: { readonly name: string; readonly nodes: readonly MeshNodeSpec[]; readonly logLevel?: 'debug' | 'info' }): Promise<MeshCluster> {
+  /** `ambient ca` when started with `ca`: its address and process. */
+  ca: { readonly address: string; readonly child: ChildProcess } | null = null
+  private certTtl = '24h'
+
+  /**
+   * `ca` runs an `ambient ca` process that the ztunnels get their workload
+   * certificates from (each node with its own node certificate); without it each
+   * ztunnel signs locally from the cluster's cacerts.
+   */
+  static async start(options: { readonly name: string; readonly nodes: readonly MeshNodeSpec[]; readonly logLevel?: 'debug' | 'info'; readonly ca?: { readonly certTtl: string } }): Promise<MeshCluster> {
     const tb = await Testbed.create({ name: options.name, nodes: options.nodes.map((n) => ({ name: n.name, pods: n.pods.map((p) => p.name) })) })
     const cluster = new MeshCluster(tb, options.nodes)
     try {
       const ca = createRootCa({ commonName: `${options.name} mesh root` })
       writeFileSync(join(cluster.workDir, 'ca-cert.pem'), ca.certPem)
       writeFileSync(join(cluster.workDir, 'ca-key.pem'), ca.keyPem, { mode: 0o600 })
+      if (options.ca) {
+        cluster.certTtl = options.ca.certTtl
+        await cluster.startCa(options.nodes)
+      }
       for (const node of options.nodes) {
         const datapath = Datapath.load(cluster.settings(node.name), tb.node(node.name).podsCgroup)
         cluster.datapaths.set(node.name, datapath)
@@ -145,10 +158,32 @@ export class MeshCluster {
     for (const node of this.datapaths.keys()) this.writeLocalConfig(node)
   }
 
+  /** The CA (in the first node's system cgroup, so the testbed reaps it) and each node's credentials. */
+  private async startCa(nodes: readonly MeshNodeSpec[]): Promise<void> {
+    const cli = join(REPO_ROOT, 'bin', 'ambient.js')
+    const cacerts = join(this.workDir, 'ca')
+    mkdirSync(cacerts, { mode: 0o700 })
+    const identities = Object.fromEntries(nodes.map((n) => [n.name, n.pods.filter((p) => p.enrolled).map((p) => this.identity(p.name))]))
+    writeFileSync(join(this.workDir, 'node-identities.yaml'), stringify(identities))
+    const child = this.tb.spawnInCgroup(this.tb.node(nodes[0]!.name).systemCgroup, process.execPath, [
+      cli, 'ca', '--listen', '127.0.0.1:0', '--cacerts', cacerts, '--node-identities', join(this.workDir, 'node-identities.yaml'),
+    ])
+    const ready = await waitForLog(child, '"ca listening"', 'ambient ca')
+    this.ca = { address: (ready as { address: string }).address, child }
+    for (const node of nodes) {
+      const out = join(this.workDir, `node-${node.name}`)
+      const issued = await this.tb.execHost(process.execPath, [cli, 'ca', '--cacerts', cacerts, 'node-cert', '--node', node.name, '--out', out])
+      if (issued.code !== 0) throw new Error(`ambient ca node-cert for ${node.name} failed: ${issued.stderr}`)
+    }
+  }
+
   private startZtunnel(node: string, logLevel: string): Promise<ZtunnelHandle> {
     const settings = this.settings(node)
+    const certificates = this.ca
+      ? ['--ca-address', this.ca.address, '--node-cert-dir', join(this.workDir, `node-${node}`), '--cert-ttl', this.certTtl]
+      : ['--cacerts', this.workDir]
     const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
-      join(REPO_ROOT, 'bin', 'ambient.js'), 'ztunnel', '--node', node, '--local-config', this.localConfigPath(node), '--cacerts', this.workDir,
+      join(REPO_ROOT, 'bin', 'ambient.js'), 'ztunnel', '--node', node, '--local-config', this.localConfigPath(node), ...certificates,
       '--pin-root', settings.pinRoot, '--log-level', logLevel, '--metrics-addr', '127.0.0.1:0', '--readiness-addr', '127.0.0.1:0', '--admin-addr', '127.0.0.1:0',
     ])
     let logs = ''
@@ -172,7 +207,8 @@ export class MeshCluster {
   }
 
   async stop(): Promise<void> {
-    for (const z of this.ztunnels.values()) {
+    const daemons = [...this.ztunnels.values(), ...(this.ca ? [this.ca] : [])]
+    for (const z of daemons) {
       if (z.child.exitCode === null) {
         const exited = new Promise((r) => z.child.once('exit', r))
         z.child.kill('SIGTERM')
@@ -184,4 +220,26 @@ export class MeshCluster {
     await this.tb.destroy()
     rmSync(this.workDir, { recursive: true, force: true })
   }
+}
+
+/** Resolves with the first JSON log line containing `marker`; rejects if the process exits or stays silent 20 s. */
+function waitForLog(child: ChildProcess, marker: string, what: string): Promise<unknown> {
+  let logs = ''
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} not ready within 20 s:\n${logs}`)), 20_000)
+    const onData = (d: Buffer): void => {
+      logs += d
+      for (const line of String(d).split('\n')) {
+        if (!line.includes(marker)) continue
+        clearTimeout(timer)
+        resolve(JSON.parse(line))
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${what} exited ${code}:\n${logs}`))
+    })
+  })
 }

@@ -1,0 +1,40 @@
+// Workload certificates from `ambient ca` over gRPC, renewed at half-life by each
+// ztunnel: a connection opened with the first certificates keeps flowing past
+// their expiry and new connections get renewed ones. (Node authorization at the
+// CA is covered by ca/server.test.ts.)
+import t from 'tap'
+import { MeshCluster } from '../harness/cluster.js'
+import { connectMany, holdConnection, startServer } from './pod-clients.js'
+
+const cluster = await MeshCluster.start({
+  name: 'rotation',
+  ca: { certTtl: '6s' },
+  nodes: [
+    { name: 'n1', pods: [{ name: 'a', namespace: 'shop', serviceAccount: 'client', enrolled: true }] },
+    { name: 'n2', pods: [{ name: 'b', namespace: 'shop', serviceAccount: 'web', enrolled: true }] },
+  ],
+})
+t.teardown(() => cluster.stop())
+await startServer(cluster.tb, cluster.pod('b'), 8080)
+const target = `${cluster.pod('b').ip}:8080`
+
+interface Dump { certificates: { identity: string; serialNumber: string; notAfter: string }[] }
+const certificateOf = async (node: string, identity: string) =>
+  ((await (await fetch(`http://127.0.0.1:${cluster.ztunnels.get(node)!.admin.port}/config_dump`)).json()) as Dump).certificates.find((c) => c.identity === identity)
+
+t.test('a long-lived connection survives renewals and the expiry of its first certificate', async (t) => {
+  const first = await certificateOf('n2', cluster.identity('b'))
+  t.ok(first?.serialNumber, 'node 2 holds a certificate for b from the CA')
+  const held = await holdConnection(cluster.tb, cluster.pod('a'), target)
+  // 6 s certificates renew at about 3 s; wait past the first one's expiry.
+  const until = new Date(first!.notAfter).getTime() + 1500
+  await new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())))
+  const renewed = await certificateOf('n2', cluster.identity('b'))
+  t.not(renewed?.serialNumber, first!.serialNumber, 'b got a new certificate')
+  t.ok(new Date(renewed!.notAfter).getTime() > Date.now(), 'which is still valid')
+  const fresh = await connectMany(cluster.tb, cluster.pod('a'), target, { count: 5, concurrency: 1 })
+  t.equal(fresh.ok, 5, `new connections work with renewed certificates (${JSON.stringify(fresh.errors)})`)
+  const result = await held.stop()
+  t.ok(result.sent > 20 && result.sent === result.echoed, `the old connection kept flowing (${result.echoed} lines echoed)`)
+  t.match(cluster.ztunnels.get('n2')!.logs(), /"identity":"spiffe:\/\/cluster.local\/ns\/shop\/sa\/web".*"reason":"renewed".*"msg":"workload certificate rotated"/, 'ztunnel logged the rotation')
+})
