@@ -1,8 +1,6 @@
 // `ambient ca`'s configuration: flags parsed once into a frozen object; a bad
 // value throws ConfigError naming the flag.
-import { ConfigError, requireString } from '../common/config.js'
-import { parseAddress, parseDuration } from '../ztunnel/config.js'
-import type { Address } from '../ztunnel/admin.js'
+import { ConfigError, parseAddress, parseDuration, requireString, type Address } from '../common/config.js'
 
 export interface CaConfig {
   readonly listen: Address

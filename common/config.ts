@@ -42,3 +42,21 @@ export function fromEnv(env: NodeJS.ProcessEnv, name: string, fallback: string):
   const value = env[name]
   return value === undefined || value === '' ? fallback : value
 }
+
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+export function parseAddress(setting: string, value: string): Address {
+  const i = value.lastIndexOf(':')
+  const host = value.slice(0, i)
+  if (i < 0 || !isIPv4(host)) throw new ConfigError(setting, `${JSON.stringify(value)} is not an IPv4 ip:port`)
+  return { host, port: value.slice(i + 1) === '0' ? 0 : parsePort(setting, value.slice(i + 1)) }
+}
+
+export function parseDuration(setting: string, value: string): number {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(value)
+  if (!m) throw new ConfigError(setting, `${JSON.stringify(value)} is not a duration like 30s, 10m or 24h`)
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h']
+}

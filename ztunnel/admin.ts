@@ -4,10 +4,9 @@
 import http from 'node:http'
 import type { Registry } from 'prom-client'
 
-export interface Address {
-  readonly host: string
-  readonly port: number
-}
+import type { Address } from '../common/config.js'
+
+export type { Address }
 
 export interface AdminSources {
   readonly registry: Registry

@@ -1,9 +1,7 @@
 // ztunnel's configuration, read once from flags and named environment variables
 // into a frozen object. A bad value throws ConfigError naming the setting.
-import { isIPv4 } from 'node:net'
-import { ConfigError, fromEnv, parseInteger, parsePort, requireString } from '../common/config.js'
+import { ConfigError, fromEnv, parseAddress, parseDuration, parseInteger, parsePort, requireString, type Address } from '../common/config.js'
 import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../agent/dataplane/abi.js'
-import type { Address } from './admin.js'
 
 export interface ZtunnelConfig {
   readonly node: string
@@ -42,19 +40,6 @@ export interface ZtunnelFlags {
   readonly readinessAddr: string
   readonly adminAddr: string
   readonly logLevel: string
-}
-
-export function parseAddress(setting: string, value: string): Address {
-  const i = value.lastIndexOf(':')
-  const host = value.slice(0, i)
-  if (i < 0 || !isIPv4(host)) throw new ConfigError(setting, `${JSON.stringify(value)} is not an IPv4 ip:port`)
-  return { host, port: value.slice(i + 1) === '0' ? 0 : parsePort(setting, value.slice(i + 1)) }
-}
-
-export function parseDuration(setting: string, value: string): number {
-  const m = /^(\d+)(ms|s|m|h)$/.exec(value)
-  if (!m) throw new ConfigError(setting, `${JSON.stringify(value)} is not a duration like 30s, 10m or 24h`)
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h']
 }
 
 export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv): ZtunnelConfig {
