@@ -47,7 +47,7 @@ function workloadLabels(prefix: 'source' | 'destination', w: Workload | undefine
     [`${prefix}_workload`]: w.name,
     [`${prefix}_workload_namespace`]: w.namespace,
     [`${prefix}_principal`]: identityOf(w),
-    [`${prefix}_app`]: w.labels.app ?? 'unknown',
+    [`${prefix}_app`]: w.canonicalName || 'unknown',
   }
 }
 

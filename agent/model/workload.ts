@@ -32,20 +32,80 @@ export interface Pod {
   readonly containerIDs: readonly string[]
 }
 
-/** What ztunnel needs to know about one pod. */
+/** enum istio.workload.TunnelProtocol: HBONE through its node's ztunnel, NONE outside the mesh (plain TCP). */
+export type TunnelProtocol = 'NONE' | 'HBONE'
+export const TUNNEL_PROTOCOL_NUMBER: Readonly<Record<TunnelProtocol, number>> = { NONE: 0, HBONE: 1 }
+/** enum istio.workload.WorkloadType. */
+export type WorkloadType = 'DEPLOYMENT' | 'CRONJOB' | 'POD' | 'JOB'
+export const WORKLOAD_TYPE_NUMBER: Readonly<Record<WorkloadType, number>> = { DEPLOYMENT: 0, CRONJOB: 1, POD: 2, JOB: 3 }
+/** enum istio.workload.WorkloadStatus. */
+export type WorkloadStatus = 'HEALTHY' | 'UNHEALTHY'
+export const WORKLOAD_STATUS_NUMBER: Readonly<Record<WorkloadStatus, number>> = { HEALTHY: 0, UNHEALTHY: 1 }
+
+/** message istio.workload.Port: service_port (1), target_port (2). */
+export interface PortMapping {
+  readonly servicePort: number
+  readonly targetPort: number
+}
+
+/**
+ * One pod as ztunnel knows it: Istio's workload API message `istio.workload.Workload`
+ * (pkg/workloadapi/workload.proto), the fields L4 uses, with their field numbers,
+ * plus two node-local fields that are not part of that message (`labels`,
+ * `netnsPath`). The agent builds it, streams it (common/xds) and ztunnel reads it;
+ * ztunnel's local config builds the same type from YAML.
+ */
 export interface Workload {
-  /** Istio's workload uid: `Kubernetes//Pod/<ns>/<name>`. */
+  /** 20: Istio's uid, `<cluster>//Pod/<ns>/<name>`. */
   readonly uid: string
-  readonly name: string
-  readonly namespace: string
-  readonly ip: string
+  /** 1 */ readonly name: string
+  /** 2 */ readonly namespace: string
+  /** 3 `addresses`: the pod IPs, as text (raw 4 or 16 bytes on the wire). */
   readonly ips: readonly string[]
-  readonly serviceAccount: string
-  readonly node: string
-  /** `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`. */
-  readonly identity: string
+  /** 4: empty for the default network. */
+  readonly network: string
+  /** 5 */ readonly tunnelProtocol: TunnelProtocol
+  /** 6 */ readonly trustDomain: string
+  /** 7 */ readonly serviceAccount: string
+  /** 9 */ readonly node: string
+  /** 10: telemetry's app (`service.istio.io/canonical-name`, `app.kubernetes.io/name`, `app`, else the workload name). */
+  readonly canonicalName: string
+  /** 11: `service.istio.io/canonical-revision`, `app.kubernetes.io/version`, `version`, else `latest`. */
+  readonly canonicalRevision: string
+  /** 12 */ readonly workloadType: WorkloadType
+  /** 13: the owning Deployment/Job/CronJob name, else the pod name. */
+  readonly workloadName: string
+  /** 22: services selecting it, keyed by `<namespace>/<hostname>`, with their ports. */
+  readonly services: Readonly<Record<string, readonly PortMapping[]>>
+  /**
+   * 16: the WORKLOAD_SELECTOR Authorizations (`<namespace>/<name>`) that select it,
+   * resolved by the control plane. null when ztunnel resolves selectors itself from
+   * `labels` (its local config, which carries policies as manifests).
+   */
+  readonly authorizationPolicies: readonly string[] | null
+  /** 17 */ readonly status: WorkloadStatus
+  /** 18 */ readonly clusterId: string
+  /** Not in the workload API: pod labels, for ztunnel's local config only ({} when streamed). */
   readonly labels: Labels
-  readonly enrolled: boolean
+  /** Not in the workload API: this node's pods only, the pod's network namespace (what Istio's ZDS hands ztunnel). */
+  readonly netnsPath?: string
+}
+
+/** message istio.workload.NetworkAddress: network (1), address (2). */
+export interface NetworkAddress {
+  readonly network: string
+  readonly address: string
+}
+
+/** message istio.workload.Service, the fields L4 uses; the resource is named `<namespace>/<hostname>`. */
+export interface MeshService {
+  /** 1 */ readonly name: string
+  /** 2 */ readonly namespace: string
+  /** 3: `<name>.<namespace>.svc.<cluster domain>`. */
+  readonly hostname: string
+  /** 4 */ readonly addresses: readonly NetworkAddress[]
+  /** 5 */ readonly ports: readonly PortMapping[]
+  /** 6 */ readonly subjectAltNames: readonly string[]
 }
 
 export type ServiceProtocol = 'TCP' | 'UDP' | 'SCTP'
@@ -116,19 +176,4 @@ export function spiffeIdentity(trustDomain: string, namespace: string, serviceAc
 /** Istio's workload uid for a pod (`Kubernetes//Pod/<ns>/<name>`). */
 export function workloadUid(namespace: string, name: string): string {
   return `Kubernetes//Pod/${namespace}/${name}`
-}
-
-export function toWorkload(pod: Pod, options: { readonly trustDomain: string; readonly enrolled: boolean }): Workload {
-  return {
-    uid: workloadUid(pod.namespace, pod.name),
-    name: pod.name,
-    namespace: pod.namespace,
-    ip: pod.podIP,
-    ips: pod.podIPs,
-    serviceAccount: pod.serviceAccount,
-    node: pod.nodeName,
-    identity: spiffeIdentity(options.trustDomain, pod.namespace, pod.serviceAccount),
-    labels: pod.labels,
-    enrolled: options.enrolled,
-  }
 }

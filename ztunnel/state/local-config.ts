@@ -58,6 +58,7 @@ export function parseLocalConfig(text: string, source: string, defaults: { reado
       const ips = e.workloadIps
       if (!Array.isArray(ips) || ips.some((ip) => typeof ip !== 'string')) throw new LocalConfigError(`${where} (${namespace}/${name}): workloadIps must be a list of strings`)
       const protocol = str(e, 'protocol', where, 'HBONE').toUpperCase()
+      const podLabels = labels(e, where)
       workloads.push({
         uid: str(e, 'uid', where, `${namespace}/${name}`),
         name,
@@ -67,7 +68,16 @@ export function parseLocalConfig(text: string, source: string, defaults: { reado
         ips: ips as string[],
         tunnelProtocol: protocol === 'TCP' ? 'NONE' : (protocol as 'HBONE' | 'NONE'),
         node: str(e, 'node', where, ''),
-        labels: labels(e, where),
+        network: '',
+        canonicalName: str(e, 'canonicalName', where, podLabels['service.istio.io/canonical-name'] ?? podLabels['app.kubernetes.io/name'] ?? podLabels['app'] ?? name),
+        canonicalRevision: str(e, 'canonicalRevision', where, podLabels['service.istio.io/canonical-revision'] ?? podLabels['app.kubernetes.io/version'] ?? podLabels['version'] ?? 'latest'),
+        workloadType: 'POD',
+        workloadName: str(e, 'workloadName', where, name),
+        services: {},
+        authorizationPolicies: null,
+        status: 'HEALTHY',
+        clusterId: '',
+        labels: podLabels,
         netnsPath: e.netns === undefined ? undefined : str(e, 'netns', where),
       })
     } catch (err) {

@@ -1,24 +1,10 @@
 // ztunnel's view of the mesh's workloads (Istio's istio.workload.Workload, the
-// fields L4 needs), indexed by IP. Updates are converted first and applied as
+// fields L4 needs: agent/model/workload.ts), indexed by IP. Updates are converted first and applied as
 // one batch; a bad entry rejects only itself. Proxies read it, never write it.
 import { isIPv4 } from 'node:net'
+import type { Workload } from '../../agent/model/workload.js'
 
-export type TunnelProtocol = 'HBONE' | 'NONE'
-
-export interface Workload {
-  readonly uid: string
-  readonly name: string
-  readonly namespace: string
-  readonly serviceAccount: string
-  readonly trustDomain: string
-  readonly ips: readonly string[]
-  /** HBONE: reached through its node's ztunnel; NONE: outside the mesh, plain TCP. */
-  readonly tunnelProtocol: TunnelProtocol
-  readonly node: string
-  readonly labels: Readonly<Record<string, string>>
-  /** Node-local only: the pod's network namespace, for ztunnel's in-pod sockets (Istio's ZDS). */
-  readonly netnsPath?: string
-}
+export type { Workload, TunnelProtocol } from '../../agent/model/workload.js'
 
 export class WorkloadError extends Error {
   readonly code = 'AMBIENT_ERR_WORKLOAD'
