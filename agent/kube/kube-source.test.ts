@@ -63,12 +63,12 @@ async function seededFake(t: any): Promise<FakeKubeApiServer> {
   return fake
 }
 
-t.test('initial sync, then ready with every kind, pods of this node only', async (t) => {
+t.test('initial sync, then ready with every kind; every pod is known, only this node\'s enroll', async (t) => {
   const fake = await seededFake(t)
   const { source, snapshots } = await startSource(t, fake)
   const snap = await source.ready()
   t.equal(snapshots.length, 1, 'one full snapshot is emitted at ready')
-  t.same([...snap.pods.keys()].sort(), ['plain/tool', 'shop/api', 'shop/web'])
+  t.same([...snap.pods.keys()].sort(), ['plain/tool', 'shop/api', 'shop/far', 'shop/web'])
   t.same(names(enrolledPods(snap, NODE)), ['shop/api', 'shop/web'])
   t.match(snap.pods.get('shop/web'), { serviceAccount: 'web', podIP: '198.18.1.10', phase: 'Running', containerIDs: ['containerd://web'] })
   t.match(snap.services.get('shop/web'), { clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] })

@@ -16,7 +16,11 @@ export type { SnapshotListener }
 
 export interface KubeSourceOptions {
   readonly connection: KubeConnection
-  /** This node's name: only its pods are watched (field selector spec.nodeName). */
+  /**
+   * This node's name. Every pod of the cluster is watched, not only this node's:
+   * ztunnel needs remote pods' identities and enrollment to reach them in HBONE
+   * (Istio's ztunnel gets every workload from istiod, too).
+   */
   readonly nodeName: string
   readonly logger: Logger
   /** Events arriving within this window are applied as one batch; default 10 ms. */
@@ -33,10 +37,10 @@ export interface KubeSourceStats {
   readonly resources: readonly InformerStats[]
 }
 
-export function resourceSpecs(nodeName: string): readonly ResourceSpec[] {
+export function resourceSpecs(): readonly ResourceSpec[] {
   return [
     { kind: 'Namespace', path: '/api/v1/namespaces' },
-    { kind: 'Pod', path: '/api/v1/pods', fieldSelector: `spec.nodeName=${nodeName}` },
+    { kind: 'Pod', path: '/api/v1/pods' },
     { kind: 'Service', path: '/api/v1/services' },
     { kind: 'ServiceAccount', path: '/api/v1/serviceaccounts' },
     { kind: 'EndpointSlice', path: '/apis/discovery.k8s.io/v1/endpointslices' },
@@ -78,7 +82,7 @@ export class KubeSource {
     if (this.#stopped) throw new SourceError('AMBIENT_ERR_SOURCE_STOPPED', 'kube source was stopped; create a new one')
     if (this.#client !== undefined) return
     this.#client = new KubeClient(resolveEndpoint(this.#o.connection), { ...(this.#o.requestTimeoutMs !== undefined && { timeoutMs: this.#o.requestTimeoutMs }) })
-    for (const spec of resourceSpecs(this.#o.nodeName)) {
+    for (const spec of resourceSpecs()) {
       this.#informers.push(
         new Reflector({
           spec,

@@ -52,8 +52,12 @@ export interface SelectedPeerAuthentications {
 export interface EffectiveMtls {
   readonly mode: 'STRICT' | 'PERMISSIVE'
   readonly policy: { readonly namespace: string; readonly name: string } | null
-  /** `port` when a portLevelMtls entry decided; `default` when no policy did. */
-  readonly level: PeerAuthenticationLevel | 'port' | 'default'
+  /**
+   * `port` when a portLevelMtls entry decided; `default` when no policy did;
+   * `converted` when the control plane sent the requirement in Istio's converted
+   * form (a DENY Authorization), which no longer names the PeerAuthentication.
+   */
+  readonly level: PeerAuthenticationLevel | 'port' | 'default' | 'converted'
 }
 
 function hasSelector(pa: PeerAuthentication): boolean {

@@ -45,6 +45,12 @@ export interface ConnectionAttributes {
     readonly port: number
     readonly namespace: string
     readonly labels: Labels
+    /**
+     * The WORKLOAD_SELECTOR policies (`ns/name`) the control plane attached to the
+     * destination (istio.workload.Workload.authorization_policies); when absent,
+     * selectors are matched against `labels` here.
+     */
+    readonly authorizationPolicies?: readonly string[] | null
   }
 }
 

@@ -140,7 +140,8 @@ function* candidates(index: NamespaceIndex, facts: L4Facts): Generator<CompiledP
 /** Evaluates one inbound connection against the policies selecting its destination. */
 export function evaluate(set: PolicySet, conn: ConnectionAttributes): Decision {
   const facts = L4_PROFILE.prepare(conn)
-  const dest = set.forDestination(conn.destination.namespace, conn.destination.labels)
+  const attached = conn.destination.authorizationPolicies
+  const dest = attached === undefined || attached === null ? set.forDestination(conn.destination.namespace, conn.destination.labels) : set.forAttached(conn.destination.namespace, attached)
   const mtls = dest.mtlsFor(conn.destination.port)
   const dryRun: DryRunMatch[] = []
   for (const p of dest.denyDryRun) if (policyMatches(p, facts)) dryRun.push({ policy: nameOf(p), action: 'DENY' })

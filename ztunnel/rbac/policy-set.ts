@@ -3,10 +3,13 @@
 // everywhere, NAMESPACE policies to their namespace, WORKLOAD_SELECTOR policies to
 // workloads of their own namespace or (root namespace) of any namespace whose
 // labels they select; an empty selector selects nothing (Istio attaches only
-// policies with a non-nil label selector).
+// policies with a non-nil label selector). When the control plane resolved the
+// selectors (the workload API's Workload.authorization_policies), WORKLOAD_SELECTOR
+// policies are attached by name instead, and the PeerAuthentication arrives in its
+// converted form (a DENY Authorization named by Istio's convention).
 import type { WorkloadAuthorization } from '../../agent/model/authorization.js'
 import { labelsKey, selectorMatches } from '../../agent/model/convert/labels.js'
-import { mtlsAuthorization } from '../../agent/model/convert/peer-authentication.js'
+import { CONVERTED_PEER_AUTHENTICATION_PREFIX, STATIC_STRICT_POLICY_NAME, mtlsAuthorization } from '../../agent/model/convert/peer-authentication.js'
 import {
   type EffectiveMtls,
   type PeerAuthentication,
@@ -15,9 +18,9 @@ import {
   selectPeerAuthentications,
 } from '../../agent/model/peer-authentication.js'
 import type { Labels } from '../../agent/model/workload.js'
-import type { L4Facts } from './fields.js'
+import { type L4Facts, prepareL4 } from './fields.js'
 import type { Authorization } from '../../agent/model/authorization.js'
-import { type CompiledPolicy, compileL4 } from './matcher.js'
+import { type CompiledPolicy, compileL4, policyMatches } from './matcher.js'
 
 export interface PolicySetInput {
   readonly authorizations: readonly WorkloadAuthorization[]
@@ -73,6 +76,9 @@ export class PolicySet {
   /** namespace -> one `k=v` pair of each selector -> policies whose selector has it. */
   private readonly bySelectorPair: ReadonlyMap<string, ReadonlyMap<string, readonly SelectorEntry[]>>
   private readonly peerAuthentications: ReadonlyMap<string, readonly PeerAuthentication[]>
+  /** WORKLOAD_SELECTOR policies by `ns/name`, for workloads that name theirs. */
+  private readonly byName = new Map<string, CompiledPolicy<L4Facts>>()
+  private readonly attachedCache = new Map<string, DestinationPolicies>()
   private readonly cache = new Map<string, DestinationPolicies>()
   /** Fast path: the same (usually frozen, shared) labels object seen again. */
   private readonly byLabelsObject = new WeakMap<Labels, Map<string, DestinationPolicies>>()
@@ -91,7 +97,9 @@ export class PolicySet {
       this.sourceNamespaces.set(compiled, sourceNamespaceBound(a))
       if (a.scope === 'GLOBAL') global.push(compiled)
       else if (a.scope === 'NAMESPACE') pushTo(byNamespace, a.namespace, compiled)
-      else if (wa.selector !== null && Object.keys(wa.selector).length > 0) {
+      else this.byName.set(`${a.namespace}/${a.name}`, compiled)
+      if (a.scope !== 'WORKLOAD_SELECTOR') continue
+      if (wa.selector !== null && Object.keys(wa.selector).length > 0) {
         const pair = labelsKey(wa.selector).split(',')[0]!
         let pairs = bySelectorPair.get(a.namespace)
         if (pairs === undefined) bySelectorPair.set(a.namespace, (pairs = new Map()))
@@ -137,6 +145,33 @@ export class PolicySet {
     return found
   }
 
+  /**
+   * The policies of a workload whose WORKLOAD_SELECTOR policies the control plane
+   * named (`ns/name`); names not (yet) known are skipped, as Istio's ztunnel does.
+   * A converted PeerAuthentication among them is the workload's mTLS requirement.
+   */
+  forAttached(namespace: string, attached: readonly string[]): DestinationPolicies {
+    const key = `${namespace}\u0000${attached.join(',')}`
+    let found = this.attachedCache.get(key)
+    if (found === undefined) {
+      found = this.selectAttached(namespace, attached)
+      if (this.attachedCache.size >= CACHE_LIMIT) this.attachedCache.clear()
+      this.attachedCache.set(key, found)
+    }
+    return found
+  }
+
+  private selectAttached(namespace: string, attached: readonly string[]): DestinationPolicies {
+    const named = attached.map((name) => this.byName.get(name)).filter((p): p is CompiledPolicy<L4Facts> => p !== undefined)
+    const mtls = named.find((p) => p.name === STATIC_STRICT_POLICY_NAME || p.name.startsWith(CONVERTED_PEER_AUTHENTICATION_PREFIX)) ?? null
+    const all = [...(this.byNamespace.get(namespace) ?? []), ...this.global, ...named.filter((p) => p !== mtls).sort(byKey)]
+    const plaintextRefused = (port: number): boolean =>
+      mtls !== null && policyMatches(mtls, prepareL4({ sourceIdentity: undefined, sourceIp: '0.0.0.0', destination: { ip: '0.0.0.0', port, namespace, labels: {} } }))
+    return this.assemble(all, { mesh: null, namespace: null, workload: null }, mtls, (port) =>
+      plaintextRefused(port) ? { mode: 'STRICT', policy: { namespace: mtls!.namespace, name: mtls!.name }, level: 'converted' } : { mode: 'PERMISSIVE', policy: null, level: 'default' },
+    )
+  }
+
   private select(namespace: string, labels: Labels): DestinationPolicies {
     const all = [
       ...(this.byNamespace.get(namespace) ?? []),
@@ -148,6 +183,16 @@ export class PolicySet {
     const selected = selectPeerAuthentications(candidates, this.rootNamespace, namespace, labels)
     const mtls = mtlsAuthorization(selected, this.rootNamespace)
     const mtlsSource = selected.workload ?? selected.namespace ?? selected.mesh
+    const compiledMtls = mtls === null ? null : compileL4(mtls, { kind: 'PeerAuthentication', namespace: mtlsSource?.namespace ?? mtls.namespace, name: mtlsSource?.name ?? mtls.name })
+    return this.assemble(all, selected, compiledMtls, (port: number) => effectiveMtls(selected, port))
+  }
+
+  private assemble(
+    all: readonly CompiledPolicy<L4Facts>[],
+    selected: SelectedPeerAuthentications,
+    mtls: CompiledPolicy<L4Facts> | null,
+    mtlsFor: (port: number) => EffectiveMtls,
+  ): DestinationPolicies {
     const allow = all.filter((p) => p.action === 'ALLOW' && !p.dryRun)
     const deny = all.filter((p) => p.action === 'DENY' && !p.dryRun)
     return {
@@ -158,8 +203,8 @@ export class PolicySet {
       allowDryRun: all.filter((p) => p.action === 'ALLOW' && p.dryRun),
       denyDryRun: all.filter((p) => p.action === 'DENY' && p.dryRun),
       peerAuthentications: selected,
-      mtls: mtls === null ? null : compileL4(mtls, { kind: 'PeerAuthentication', namespace: mtlsSource?.namespace ?? mtls.namespace, name: mtlsSource?.name ?? mtls.name }),
-      mtlsFor: (port: number) => effectiveMtls(selected, port),
+      mtls,
+      mtlsFor,
     }
   }
 

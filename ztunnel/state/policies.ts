@@ -1,6 +1,8 @@
 // ztunnel's L4 policy state: the PolicySet built from the latest policies, and
 // the one place connections are evaluated against it. A new set replaces the old
 // one at once; listeners (open-connection re-evaluation) are told.
+import type { Authorization } from '../../agent/model/authorization.js'
+import { CONVERTED_PEER_AUTHENTICATION_PREFIX, STATIC_STRICT_POLICY_NAME } from '../../agent/model/convert/peer-authentication.js'
 import { convertPolicies, type PolicyProblem } from '../../agent/model/convert/policies.js'
 import { parseSpiffeId } from '../identity/pki.js'
 import { evaluate, type Decision } from '../rbac/matcher.js'
@@ -16,6 +18,8 @@ export interface PolicyUpdate {
   readonly invalid: readonly PolicyProblem[]
   readonly ignored: readonly PolicyProblem[]
 }
+
+const isConvertedPeerAuthentication = (name: string): boolean => name === STATIC_STRICT_POLICY_NAME || name.startsWith(CONVERTED_PEER_AUTHENTICATION_PREFIX)
 
 export interface InboundAttributes {
   /** SPIFFE id of the peer certificate; null for plaintext. */
@@ -34,6 +38,34 @@ export class PolicyStore {
 
   constructor(readonly rootNamespace: string) {
     this.set = PolicySet.build({ authorizations: [], peerAuthentications: [], rootNamespace })
+  }
+
+  /**
+   * Replaces every policy with Authorizations as the control plane sends them
+   * (istio.security.Authorization, already converted and validated by the agent;
+   * WORKLOAD_SELECTOR ones are attached to workloads by name).
+   */
+  replaceAuthorizations(authorizations: readonly Authorization[]): PolicyUpdate {
+    const converted = authorizations.map((authorization) => ({
+      authorization,
+      selector: null,
+      source: {
+        kind: isConvertedPeerAuthentication(authorization.name) ? ('PeerAuthentication' as const) : ('AuthorizationPolicy' as const),
+        namespace: authorization.namespace,
+        name: authorization.name,
+      },
+    }))
+    this.set = PolicySet.build({ authorizations: converted, peerAuthentications: [], rootNamespace: this.rootNamespace })
+    this.lastUpdate = {
+      generation: this.lastUpdate.generation + 1,
+      authorizations: converted.filter((c) => c.source.kind === 'AuthorizationPolicy').length,
+      peerAuthentications: converted.filter((c) => c.source.kind === 'PeerAuthentication').length,
+      warnings: [],
+      invalid: [],
+      ignored: [],
+    }
+    for (const listener of this.listeners) listener()
+    return this.lastUpdate
   }
 
   /** Replaces every policy with those among `objects`; malformed ones are left out and returned. */
@@ -64,7 +96,13 @@ export class PolicyStore {
     return evaluate(this.set, {
       sourceIdentity,
       sourceIp: conn.sourceIp,
-      destination: { ip: conn.destinationIp, port: conn.destinationPort, namespace: conn.destination.namespace, labels: conn.destination.labels },
+      destination: {
+        ip: conn.destinationIp,
+        port: conn.destinationPort,
+        namespace: conn.destination.namespace,
+        labels: conn.destination.labels,
+        authorizationPolicies: conn.destination.authorizationPolicies,
+      },
     })
   }
 

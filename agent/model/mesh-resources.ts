@@ -1,0 +1,138 @@
+// The agent's snapshot as the resources of Istio's workload API that it streams to
+// ztunnel: one Workload per pod with an IP, one Service per Service with cluster
+// IPs, and the Authorizations, with selectors resolved here as istiod does
+// (Workload.authorization_policies) and PeerAuthentications in their converted
+// DENY form. Pure.
+import type { Authorization, WorkloadAuthorization } from './authorization.js'
+import { authorizationKey } from './authorization.js'
+import { selectorMatches } from './convert/labels.js'
+import { mtlsAuthorization } from './convert/peer-authentication.js'
+import { convertPolicies, type ConvertedPolicies } from './convert/policies.js'
+import { decide } from './enrollment.js'
+import { selectPeerAuthentications, type PeerAuthentication } from './peer-authentication.js'
+import type { Snapshot } from './snapshot.js'
+import { workloadUid, type Labels, type MeshService, type Pod, type PortMapping, type Workload } from './workload.js'
+
+export interface MeshResourceOptions {
+  readonly trustDomain: string
+  readonly rootNamespace: string
+  /** Kubernetes cluster domain for service hostnames (cluster.local). */
+  readonly clusterDomain: string
+  /** Network namespace of each of this node's enrolled pods, by pod uid (metadata.uid). */
+  readonly localNetns: ReadonlyMap<string, string>
+}
+
+export interface MeshResources {
+  readonly workloads: readonly Workload[]
+  readonly services: readonly MeshService[]
+  readonly authorizations: readonly Authorization[]
+  /** What the policy conversion reported (warnings, invalid and ignored policies). */
+  readonly policies: ConvertedPolicies
+}
+
+/** Istio's canonical service name and revision of a pod (telemetry). */
+export function canonicalOf(pod: Pick<Pod, 'name' | 'labels'>): { readonly name: string; readonly revision: string } {
+  const l = pod.labels
+  return {
+    name: l['service.istio.io/canonical-name'] ?? l['app.kubernetes.io/name'] ?? l['app'] ?? pod.name,
+    revision: l['service.istio.io/canonical-revision'] ?? l['app.kubernetes.io/version'] ?? l['version'] ?? 'latest',
+  }
+}
+
+function servicesByPod(snapshot: Snapshot, clusterDomain: string): Map<string, Record<string, PortMapping[]>> {
+  const out = new Map<string, Record<string, PortMapping[]>>()
+  for (const slice of snapshot.endpointSlices.values()) {
+    const service = snapshot.services.get(`${slice.namespace}/${slice.serviceName}`)
+    if (service === undefined) continue
+    const hostname = `${service.name}.${service.namespace}.svc.${clusterDomain}`
+    const ports: PortMapping[] = []
+    for (const sp of service.ports) {
+      const target = typeof sp.targetPort === 'number' ? slice.ports.find((p) => p.port === sp.targetPort) : slice.ports.find((p) => p.name === sp.targetPort || p.name === sp.name)
+      ports.push({ servicePort: sp.port, targetPort: target?.port ?? (typeof sp.targetPort === 'number' ? sp.targetPort : 0) })
+    }
+    for (const endpoint of slice.endpoints) {
+      const ref = endpoint.targetRef
+      if (ref === undefined || ref.kind !== 'Pod') continue
+      const key = `${ref.namespace}/${ref.name}`
+      const entry = out.get(key) ?? {}
+      entry[`${service.namespace}/${hostname}`] = ports
+      out.set(key, entry)
+    }
+  }
+  return out
+}
+
+function meshServices(snapshot: Snapshot, clusterDomain: string): MeshService[] {
+  const out: MeshService[] = []
+  for (const s of snapshot.services.values()) {
+    if (s.clusterIPs.length === 0) continue
+    out.push({
+      name: s.name,
+      namespace: s.namespace,
+      hostname: `${s.name}.${s.namespace}.svc.${clusterDomain}`,
+      addresses: s.clusterIPs.map((address) => ({ network: '', address })),
+      ports: s.ports.map((p) => ({ servicePort: p.port, targetPort: typeof p.targetPort === 'number' ? p.targetPort : 0 })),
+      subjectAltNames: [],
+    })
+  }
+  return out
+}
+
+/** The WORKLOAD_SELECTOR AuthorizationPolicies selecting a pod, as Istio attaches them: its namespace's and the root namespace's. */
+function attachedPolicies(selectorPolicies: readonly WorkloadAuthorization[], rootNamespace: string, namespace: string, labels: Labels): string[] {
+  const out: string[] = []
+  for (const wa of selectorPolicies) {
+    const a = wa.authorization
+    if (a.namespace !== namespace && a.namespace !== rootNamespace) continue
+    if (wa.selector === null || Object.keys(wa.selector).length === 0 || !selectorMatches(wa.selector, labels)) continue
+    out.push(authorizationKey(a))
+  }
+  return out
+}
+
+export function meshResources(snapshot: Snapshot, options: MeshResourceOptions): MeshResources {
+  const policies = convertPolicies(snapshot.authorizationPolicies.concat(snapshot.peerAuthentications), options.rootNamespace)
+  const selectorPolicies = policies.authorizations.filter((wa) => wa.authorization.scope === 'WORKLOAD_SELECTOR')
+  const authorizations = new Map<string, Authorization>()
+  for (const wa of policies.authorizations) authorizations.set(authorizationKey(wa.authorization), wa.authorization)
+  const pasByNamespace = new Map<string, PeerAuthentication[]>()
+  for (const pa of policies.peerAuthentications) pasByNamespace.set(pa.namespace, [...(pasByNamespace.get(pa.namespace) ?? []), pa])
+  const services = servicesByPod(snapshot, options.clusterDomain)
+  const workloads: Workload[] = []
+  for (const key of [...snapshot.pods.keys()].sort()) {
+    const pod = snapshot.pods.get(key)!
+    if (pod.podIP === '' || pod.hostNetwork || pod.phase === 'Succeeded' || pod.phase === 'Failed') continue
+    const enrolled = decide(pod, snapshot.namespaces.get(pod.namespace), pod.nodeName).enrolled
+    const attached = attachedPolicies(selectorPolicies, options.rootNamespace, pod.namespace, pod.labels)
+    const candidates = [...(pasByNamespace.get(pod.namespace) ?? []), ...(pod.namespace === options.rootNamespace ? [] : pasByNamespace.get(options.rootNamespace) ?? [])]
+    const mtls = mtlsAuthorization(selectPeerAuthentications(candidates, options.rootNamespace, pod.namespace, pod.labels), options.rootNamespace)
+    if (mtls !== null) {
+      authorizations.set(authorizationKey(mtls), mtls)
+      attached.push(authorizationKey(mtls))
+    }
+    const canonical = canonicalOf(pod)
+    const netnsPath = enrolled ? options.localNetns.get(pod.uid) : undefined
+    workloads.push({
+      uid: workloadUid(pod.namespace, pod.name),
+      name: pod.name,
+      namespace: pod.namespace,
+      ips: pod.podIPs.length > 0 ? pod.podIPs : [pod.podIP],
+      network: '',
+      tunnelProtocol: enrolled ? 'HBONE' : 'NONE',
+      trustDomain: options.trustDomain,
+      serviceAccount: pod.serviceAccount,
+      node: pod.nodeName,
+      canonicalName: canonical.name,
+      canonicalRevision: canonical.revision,
+      workloadType: 'POD',
+      workloadName: pod.name,
+      services: services.get(key) ?? {},
+      authorizationPolicies: attached,
+      status: pod.phase === 'Running' ? 'HEALTHY' : 'UNHEALTHY',
+      clusterId: 'Kubernetes',
+      labels: {},
+      ...(netnsPath === undefined ? {} : { netnsPath }),
+    })
+  }
+  return { workloads, services: meshServices(snapshot, options.clusterDomain), authorizations: [...authorizations.values()], policies }
+}
