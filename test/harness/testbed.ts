@@ -4,17 +4,24 @@
 //   fabric netns: bridge br0
 //   node i netns: eth0 on the bridge, 198.18.0.i/24, forwarding, a /32 route to
 //                 each of its pods and a route to every other node's pod CIDR
-//   pod j netns:  eth0 to its node, 198.19.i.j/32, default route via the node
+//   pod j netns:  eth0 to its node, an address of 198.19.4i.0/22, default route via the node
 //
 // Nothing is connected to the machine's own network namespace, so no address of
 // the testbed can reach (or be reached from) the machine's network. Each pod has
-// a cgroup v2 <root>/<node>/pods/<pod>; node daemons go in <root>/<node>/system.
+// a cgroup v2 <root>/<node>/kubepods/pod<uid> (kubelet's cgroupfs layout) with a
+// sandbox process; node daemons go in <root>/<node>/system.
 // Everything is named with a per-run prefix that encodes the creating pid, so a
 // killed run's leftovers are found and removed by name (cleanupStale).
 import { spawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, rmdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
+
+/** Pod j (1-1000) of node i (1-63): 198.19.4i.1 to 198.19.(4i+3).250. */
+export function podIp(nodeIndex: number, j: number): string {
+  const k = j - 1
+  return `198.19.${nodeIndex * 4 + Math.floor(k / 250)}.${(k % 250) + 1}`
+}
 
 export const CGROUP_V2_ROOT = '/sys/fs/cgroup/unified'
 export const BPFFS_ROOT = '/sys/fs/bpf'
@@ -47,6 +54,8 @@ export interface TestPod {
   readonly netns: string
   readonly netnsPath: string
   readonly ip: string
+  /** metadata.uid of the pod: its cgroup is <node>/kubepods/pod<uid> (kubelet's cgroupfs layout). */
+  readonly uid: string
   readonly cgroup: string
 }
 
@@ -105,7 +114,7 @@ export class Testbed {
   /** Builds the topology; on any failure removes what it made and throws. */
   static async create(options: { readonly name: string; readonly nodes: readonly NodeSpec[] }): Promise<Testbed> {
     if (!/^[a-z0-9-]{1,24}$/.test(options.name)) throw new TestbedError(`testbed name ${JSON.stringify(options.name)} must be 1-24 of [a-z0-9-]`)
-    if (options.nodes.length < 1 || options.nodes.length > 200) throw new TestbedError(`a testbed has 1-200 nodes, got ${options.nodes.length}`)
+    if (options.nodes.length < 1 || options.nodes.length > 63) throw new TestbedError(`a testbed has 1-63 nodes, got ${options.nodes.length}`)
     const tb = new Testbed(options.name)
     installExitHandlers()
     live.add(tb)
@@ -157,9 +166,9 @@ export class Testbed {
       netns,
       netnsPath: `/run/netns/${netns}`,
       ip: `198.18.0.${index}`,
-      podCidr: `198.19.${index}.0/24`,
+      podCidr: `198.19.${index * 4}.0/22`,
       cgroup: join(this.cgroupRoot, name),
-      podsCgroup: join(this.cgroupRoot, name, 'pods'),
+      podsCgroup: join(this.cgroupRoot, name, 'kubepods'),
       systemCgroup: join(this.cgroupRoot, name, 'system'),
     }
     ip(['netns', 'add', netns])
@@ -190,10 +199,11 @@ export class Testbed {
     if (!/^[a-z0-9]{1,12}$/.test(name)) throw new TestbedError(`pod name ${JSON.stringify(name)} must be 1-12 of [a-z0-9]`)
     if (this.pods.has(name)) throw new TestbedError(`duplicate pod name ${name}`)
     const j = (this.podIndex.get(nodeName) ?? 0) + 1
-    if (j > 250) throw new TestbedError(`node ${nodeName} is full (250 pods)`)
+    if (j > 1000) throw new TestbedError(`node ${nodeName} is full (1000 pods)`)
     this.podIndex.set(nodeName, j)
     const netns = this.netnsName(nodeName, name)
-    const pod: TestPod = { name, node: nodeName, netns, netnsPath: `/run/netns/${netns}`, ip: `198.19.${node.index}.${j}`, cgroup: join(node.podsCgroup, name) }
+    const uid = randomUUID()
+    const pod: TestPod = { name, node: nodeName, netns, netnsPath: `/run/netns/${netns}`, ip: podIp(node.index, j), uid, cgroup: join(node.podsCgroup, `pod${uid}`) }
     ip(['netns', 'add', netns])
     this.pods.set(name, pod)
     const hostSide = `p${j}`
@@ -208,7 +218,18 @@ export class Testbed {
     ip(['-n', netns, 'route', 'add', '198.18.255.254/32', 'dev', 'eth0', 'scope', 'link'])
     ip(['-n', netns, 'route', 'add', 'default', 'via', '198.18.255.254', 'dev', 'eth0'])
     mkdirSync(pod.cgroup, { recursive: true })
+    this.startSandbox(pod)
     return pod
+  }
+
+  /**
+   * The pod's sandbox (kubelet's "pause" container): the pod's oldest process, in
+   * its cgroup and network namespace, living as long as the pod. The agent finds
+   * the pod's netns through it, as on a real node.
+   */
+  private startSandbox(pod: TestPod): void {
+    const child = this.spawnIn(pod.cgroup, pod.netnsPath, 'sleep', ['2147483647'], { stdio: 'ignore' })
+    child.unref()
   }
 
   node(name: string): TestNode {
