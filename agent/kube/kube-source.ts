@@ -162,6 +162,20 @@ export class KubeSource {
     this.#log.debug({ namespace, name, annotations }, 'pod annotated')
   }
 
+  /**
+   * Merge-patches the status of an AuthorizationPolicy or PeerAuthentication
+   * (its /status subresource): one condition, replacing the conditions list.
+   */
+  async patchPolicyStatus(kind: 'AuthorizationPolicy' | 'PeerAuthentication', namespace: string, name: string, conditions: readonly unknown[]): Promise<void> {
+    if (this.#client === undefined || this.#stopped) throw new SourceError('AMBIENT_ERR_SOURCE_STOPPED', `cannot update ${kind} ${namespace}/${name}: kube source is not running`)
+    const plural = kind === 'AuthorizationPolicy' ? 'authorizationpolicies' : 'peerauthentications'
+    const path = `/apis/security.istio.io/v1/namespaces/${encodeURIComponent(namespace)}/${plural}/${encodeURIComponent(name)}/status`
+    const reply = await this.#client.request('PATCH', path, { body: { status: { conditions } }, contentType: 'application/merge-patch+json' })
+    if (reply.status < 200 || reply.status > 299) {
+      throw new KubeRequestError('PATCH', path, reply.status, `cannot update the status of ${kind} ${namespace}/${name}: ${statusMessage(reply.body)}`)
+    }
+  }
+
   #enqueue(event: RawEvent): void {
     if (this.#stopped) return
     this.#pending.push(event)

@@ -223,3 +223,16 @@ t.test('mergePatch follows RFC 7386', async (t) => {
   t.same(mergePatch({ a: [1] }, { a: [2, 3] }), { a: [2, 3] })
   t.same(mergePatch({ a: 1 }, null), null)
 })
+
+t.test('custom resources change status only through /status', async (t) => {
+  const fake = await FakeKubeApiServer.start({ token: 'secret' })
+  t.teardown(() => fake.stop())
+  fake.create('AuthorizationPolicy', { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'p', namespace: 'ns' }, spec: { action: 'ALLOW' } })
+  const path = '/apis/security.istio.io/v1/namespaces/ns/authorizationpolicies/p'
+  const body = JSON.stringify({ spec: { action: 'DENY' }, status: { conditions: [{ type: 'ZtunnelAccepted', status: 'True' }] } })
+  t.equal((await call(fake.url, 'PATCH', `${path}/status`, { token: 'secret', contentType: 'application/merge-patch+json', body })).status, 200)
+  t.match(fake.get('AuthorizationPolicy', 'ns', 'p'), { spec: { action: 'ALLOW' }, status: { conditions: [{ type: 'ZtunnelAccepted' }] } }, '/status changes the status only')
+  t.equal((await call(fake.url, 'PATCH', path, { token: 'secret', contentType: 'application/merge-patch+json', body: JSON.stringify({ spec: { action: 'DENY' }, status: null }) })).status, 200)
+  t.match(fake.get('AuthorizationPolicy', 'ns', 'p'), { spec: { action: 'DENY' }, status: { conditions: [{ type: 'ZtunnelAccepted' }] } }, 'the main resource ignores status')
+  t.equal((await call(fake.url, 'PATCH', '/api/v1/namespaces/ns/pods/x/status', { token: 'secret', contentType: 'application/merge-patch+json', body: '{}' })).status, 404)
+})

@@ -289,7 +289,7 @@ export class FakeKubeApiServer {
     }
     const route = parseRoute(url.pathname)
     if (route === undefined) return this.#status(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`)
-    const { type, namespace, name } = route
+    const { type, namespace, name, subresource } = route
     if (name === undefined) {
       if (req.method !== 'GET') return this.#status(res, 405, 'MethodNotAllowed', `${req.method} not supported on collections`)
       const matches = selector(url.searchParams.get('fieldSelector'), url.searchParams.get('labelSelector'))
@@ -323,6 +323,11 @@ export class FakeKubeApiServer {
         patch = JSON.parse(body)
       } catch {
         return this.#status(res, 400, 'BadRequest', 'patch body is not JSON')
+      }
+      // A custom resource's status changes only through its /status subresource, and only its status does.
+      if (type.custom && patch !== null && typeof patch === 'object') {
+        const p = patch as Record<string, unknown>
+        patch = subresource === 'status' ? { status: p['status'] } : Object.fromEntries(Object.entries(p).filter(([k]) => k !== 'status'))
       }
       const merged = mergePatch(structuredClone(current), patch) as KubeObject
       const metadata = { ...(merged.metadata ?? {}), name: current.metadata?.name, namespace: current.metadata?.namespace, uid: current.metadata?.uid }
@@ -400,7 +405,7 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
   return out
 }
 
-function parseRoute(pathname: string): { type: ResourceType; namespace?: string; name?: string } | undefined {
+function parseRoute(pathname: string): { type: ResourceType; namespace?: string; name?: string; subresource?: 'status' } | undefined {
   const seg = pathname.split('/').filter((s) => s !== '')
   let group: string
   let version: string
@@ -412,8 +417,9 @@ function parseRoute(pathname: string): { type: ResourceType; namespace?: string;
     TYPES.find((t) => t.group === group && t.version === version && t.plural === plural)
   if (rest[0] === 'namespaces' && rest.length >= 3) {
     const type = find(rest[2])
-    if (type === undefined || !type.namespaced || rest.length > 4) return undefined
-    return { type, namespace: rest[1], ...(rest[3] !== undefined && { name: rest[3] }) }
+    if (type === undefined || !type.namespaced || rest.length > 5) return undefined
+    if (rest.length === 5 && (rest[4] !== 'status' || !type.custom)) return undefined
+    return { type, namespace: rest[1], ...(rest[3] !== undefined && { name: rest[3] }), ...(rest[4] === 'status' && { subresource: 'status' as const }) }
   }
   const type = find(rest[0])
   if (type === undefined || rest.length > 2 || (type.namespaced && rest.length === 2)) return undefined
