@@ -238,7 +238,21 @@ export class NodeProxy {
 
   private outbound(source: Workload): ConnectionHandler {
     return async (conn: CapturedConnection) => {
-      const destination = this.options.store.findByIp(conn.destination.ip)
+      // A service VIP goes to one of its healthy workloads, on that workload's target port.
+      let target = conn.destination
+      let destination = this.options.store.findByIp(conn.destination.ip)
+      if (destination === undefined) {
+        const endpoint = this.options.store.pickServiceEndpoint(conn.destination.ip, conn.destination.port)
+        if (endpoint === null && this.options.store.isServiceVip(conn.destination.ip)) {
+          this.options.log.warn({ source: identityOf(source), destination: `${conn.destination.ip}:${conn.destination.port}` }, 'no healthy endpoint of the service serves this port: connection refused')
+          conn.socket.destroy()
+          return
+        }
+        if (endpoint !== null) {
+          destination = endpoint.workload
+          target = { ip: endpoint.workload.ips[0]!, port: endpoint.port }
+        }
+      }
       const mesh = destination?.tunnelProtocol === 'HBONE'
       const labels = tcpLabels({
         reporter: 'source',
@@ -247,17 +261,17 @@ export class NodeProxy {
         connection_security_policy: mesh ? 'mutual_tls' : 'unknown',
       })
       let upstream: Duplex
-      if (mesh) {
+      if (mesh && destination !== undefined) {
         upstream = await this.pool.connect({
           sourceIdentity: identityOf(source),
           destinationIdentity: identityOf(destination),
-          nextHop: { ip: conn.destination.ip, port: HBONE_PORT },
-          authority: formatAuthority(conn.destination),
+          nextHop: { ip: target.ip, port: HBONE_PORT },
+          authority: formatAuthority(target),
           headers: { forwarded: formatForwarded(conn.source.ip) },
           sourceIp: conn.pod.ip,
         })
       } else {
-        upstream = await dialFromPod(conn.pod, conn.destination, { mark: this.options.datapath.settings.proxyMark })
+        upstream = await dialFromPod(conn.pod, target, { mark: this.options.datapath.settings.proxyMark })
       }
       this.options.metrics.connectionOpened(labels, 'outbound')
       const result = await relay(conn.socket, upstream)

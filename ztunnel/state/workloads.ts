@@ -2,7 +2,7 @@
 // fields L4 needs: agent/model/workload.ts), indexed by IP. Updates are converted first and applied as
 // one batch; a bad entry rejects only itself. Proxies read it, never write it.
 import { isIPv4 } from 'node:net'
-import type { Workload } from '../../agent/model/workload.js'
+import type { MeshService, PortMapping, Workload } from '../../agent/model/workload.js'
 
 export type { Workload, TunnelProtocol } from '../../agent/model/workload.js'
 
@@ -69,6 +69,44 @@ export class WorkloadStore {
 
   findByIp(ip: string): Workload | undefined {
     return this.byIp.get(ip)
+  }
+
+  private servicesByVip = new Map<string, MeshService>()
+
+  /** Replaces every service (from the agent); a service is reached through one of its workloads. */
+  replaceServices(services: readonly MeshService[]): void {
+    const byVip = new Map<string, MeshService>()
+    for (const s of services) for (const a of s.addresses) byVip.set(a.address, s)
+    this.servicesByVip = byVip
+  }
+
+  isServiceVip(ip: string): boolean {
+    return this.servicesByVip.has(ip)
+  }
+
+  services(): MeshService[] {
+    return [...new Set(this.servicesByVip.values())]
+  }
+
+  /**
+   * A healthy workload behind a service VIP and the port it serves `port` on, as
+   * Istio's ztunnel picks one (random among healthy endpoints); null when the IP is
+   * no service VIP, or no healthy endpoint serves that port.
+   */
+  pickServiceEndpoint(vip: string, port: number, random: () => number = Math.random): { readonly service: MeshService; readonly workload: Workload; readonly port: number } | null {
+    const service = this.servicesByVip.get(vip)
+    if (service === undefined) return null
+    const key = `${service.namespace}/${service.hostname}`
+    const candidates: { workload: Workload; port: number }[] = []
+    for (const w of this.byUid.values()) {
+      if (w.status !== 'HEALTHY') continue
+      const ports: readonly PortMapping[] | undefined = w.services[key]
+      const mapping = ports?.find((p) => p.servicePort === port)
+      if (mapping !== undefined && mapping.targetPort > 0) candidates.push({ workload: w, port: mapping.targetPort })
+    }
+    if (candidates.length === 0) return null
+    const chosen = candidates[Math.floor(random() * candidates.length)]!
+    return { service, ...chosen }
   }
 
   local(node: string): Workload[] {
