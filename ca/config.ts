@@ -12,6 +12,8 @@ export interface CaConfig {
   readonly maxCertTtlMs: number
   /** YAML map node name → SPIFFE ids, re-read on change; null: no node may get anything yet. */
   readonly nodeIdentitiesFile: string | null
+  /** A manifests folder (as `ambient agent --manifests`): pods' spec.nodeName give each node its identities. */
+  readonly manifestsDir: string | null
   /** DNS SANs of the CA's serving certificate. */
   readonly dnsNames: readonly string[]
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error'
@@ -24,6 +26,7 @@ export interface CaFlags {
   readonly certTtl: string
   readonly maxCertTtl: string
   readonly nodeIdentities?: string
+  readonly manifests?: string
   readonly dnsName: readonly string[]
   readonly logLevel: string
 }
@@ -40,6 +43,7 @@ export const CA_DEFAULTS = {
 const TRUST_DOMAIN = /^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$/
 
 export function parseCaConfig(flags: CaFlags): CaConfig {
+  if (flags.nodeIdentities !== undefined && flags.manifests !== undefined) throw new ConfigError('--manifests', 'give either --node-identities or --manifests, not both')
   const trustDomain = flags.trustDomain
   if (!TRUST_DOMAIN.test(trustDomain)) throw new ConfigError('--trust-domain', `${JSON.stringify(trustDomain)} is not a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')`)
   const certTtlMs = parseDuration('--cert-ttl', flags.certTtl)
@@ -55,6 +59,7 @@ export function parseCaConfig(flags: CaFlags): CaConfig {
     certTtlMs,
     maxCertTtlMs,
     nodeIdentitiesFile: flags.nodeIdentities ?? null,
+    manifestsDir: flags.manifests ?? null,
     dnsNames: Object.freeze(flags.dnsName.length > 0 ? [...flags.dnsName] : [...CA_DEFAULTS.dnsNames]),
     logLevel: logLevel as CaConfig['logLevel'],
   })

@@ -10,7 +10,9 @@ import { CertificateAuthority } from './authority.js'
 import { loadCacerts, loadOrCreateCacerts } from './cacerts.js'
 import { CA_DEFAULTS, parseCaConfig, type CaConfig, type CaFlags } from './config.js'
 import { issueNodeCertificate } from './node-identity.js'
-import { readNodeIdentities, StaticPodRegistry } from './pod-registry.js'
+import { identitiesByNode, readNodeIdentities, StaticPodRegistry } from './pod-registry.js'
+import { ManifestsSource } from '../agent/local/manifests-source.js'
+import type { Snapshot } from '../agent/model/snapshot.js'
 import { CaServer } from './server.js'
 
 export class CaProcess {
@@ -38,8 +40,16 @@ export class CaProcess {
         registry.replaceAll(readNodeIdentities(file))
         watchFile(file, { interval: 500 }, load)
         this.stops.push(() => unwatchFile(file))
+      } else if (config.manifestsDir !== null) {
+        const source = new ManifestsSource({ dir: config.manifestsDir, logger: log.child({ component: 'manifests' }) })
+        const apply = (snapshot: Snapshot): void => registry.replaceAll(identitiesByNode(snapshot, config.trustDomain))
+        source.onChange(apply)
+        await source.start()
+        apply(await source.ready())
+        this.stops.push(() => source.stop())
+        log.info({ dir: config.manifestsDir }, 'node identities follow the pods in the manifests')
       } else {
-        log.warn('no --node-identities: every request is refused until a pod registry is attached')
+        log.warn('no --node-identities or --manifests: every request is refused until a pod registry is attached')
       }
       const authority = new CertificateAuthority({ bundle, trustDomain: config.trustDomain, registry, defaultTtlMs: config.certTtlMs, maxTtlMs: config.maxCertTtlMs })
       this.server = new CaServer({ authority, bundle, trustDomain: config.trustDomain, listen: config.listen, dnsNames: config.dnsNames, log: log.child({ component: 'server' }) })
@@ -78,6 +88,7 @@ export function registerCaCommand(program: Command): void {
     .option('--cert-ttl <duration>', 'workload certificate lifetime when the request names none', CA_DEFAULTS.certTtl)
     .option('--max-cert-ttl <duration>', 'longest workload certificate lifetime granted', CA_DEFAULTS.maxCertTtl)
     .option('--node-identities <file>', 'YAML map of node name to the SPIFFE ids of its pods (re-read on change)')
+    .option('--manifests <dir>', "or: the pods' spec.nodeName in this manifests folder (the one `ambient agent --manifests` reads, watched)")
     .option('--dns-name <name>', 'DNS SAN of the serving certificate (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--log-level <level>', 'debug, info, warn or error', CA_DEFAULTS.logLevel)
     .action(async (flags: CaFlags) => {

@@ -6,6 +6,20 @@ import { readFileSync } from 'node:fs'
 import { parse } from 'yaml'
 import { parseSpiffeId } from '../ztunnel/identity/pki.js'
 import { CaError } from './errors.js'
+import type { Snapshot } from '../agent/model/snapshot.js'
+import { spiffeIdentity } from '../agent/model/workload.js'
+
+/** Each node's pod identities in a snapshot (pods not finished, scheduled, not hostNetwork). */
+export function identitiesByNode(snapshot: Snapshot, trustDomain: string): Record<string, string[]> {
+  const out: Record<string, string[]> = {}
+  for (const pod of snapshot.pods.values()) {
+    if (pod.nodeName === '' || pod.hostNetwork || pod.phase === 'Succeeded' || pod.phase === 'Failed') continue
+    const id = spiffeIdentity(trustDomain, pod.namespace, pod.serviceAccount)
+    const ids = (out[pod.nodeName] ??= [])
+    if (!ids.includes(id)) ids.push(id)
+  }
+  return out
+}
 
 export interface PodRegistry {
   /** SPIFFE ids of the pods currently scheduled on `node`. */
