@@ -1,0 +1,67 @@
+// The agent's own metrics (Prometheus, prom-client): enrollment, reconcile passes,
+// datapath map use, the sources' watch restarts, the xDS stream to ztunnel, and
+// the policies it could not apply as written.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { MapOccupancy } from './dataplane/datapath.js'
+import type { ConvertedPolicies } from './model/convert/policies.js'
+
+export class AgentMetrics {
+  readonly registry = new Registry()
+  readonly enrolledPods: Gauge
+  readonly pendingPods: Gauge
+  readonly reconcileDuration: Histogram
+  readonly reconcileErrors: Counter<'reason'>
+  readonly mapEntries: Gauge<'map'>
+  readonly mapCapacity: Gauge<'map'>
+  readonly watchRestarts: Gauge<'kind'>
+  readonly rejectedObjects: Gauge
+  readonly xdsClients: Gauge
+  readonly xdsNacks: Gauge
+  readonly policyProblems: Gauge<'policy' | 'kind' | 'field' | 'code'>
+
+  constructor(options: { readonly defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry]
+    this.enrolledPods = new Gauge({ name: 'ambient_agent_enrolled_pods', help: "This node's pods captured by the datapath", registers })
+    this.pendingPods = new Gauge({ name: 'ambient_agent_pending_pods', help: "This node's pods that should be enrolled but are not captured yet (netns not found, or an error)", registers })
+    this.reconcileDuration = new Histogram({
+      name: 'ambient_agent_reconcile_duration_seconds',
+      help: 'Time of one reconcile pass (snapshot to datapath and ztunnel)',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    })
+    this.reconcileErrors = new Counter({ name: 'ambient_agent_reconcile_errors_total', help: 'Reconcile failures by reason (AMBIENT_ERR_ENROLL_* for a pod netns not found, enroll, unenroll, annotate)', labelNames: ['reason'], registers })
+    this.mapEntries = new Gauge({ name: 'ambient_datapath_map_entries', help: 'Entries in each pinned datapath map', labelNames: ['map'], registers })
+    this.mapCapacity = new Gauge({ name: 'ambient_datapath_map_capacity', help: 'max_entries of each pinned datapath map', labelNames: ['map'], registers })
+    this.watchRestarts = new Gauge({ name: 'ambient_agent_watch_restarts_total', help: 'Kubernetes watches restarted (errors, 410 Gone, dropped streams), by kind', labelNames: ['kind'], registers })
+    this.rejectedObjects = new Gauge({ name: 'ambient_agent_rejected_objects', help: 'Source objects currently rejected as malformed (see the logs for name and field)', registers })
+    this.xdsClients = new Gauge({ name: 'ambient_agent_xds_clients', help: 'ztunnel processes connected to the agent', registers })
+    this.xdsNacks = new Gauge({ name: 'ambient_agent_xds_nacks_total', help: 'Updates ztunnel refused (NACK)', registers })
+    this.policyProblems = new Gauge({
+      name: 'ambient_agent_policy_problems',
+      help: 'Policies not applied as written: kind=invalid (rejected), ignored (not enforced at L4) or warning (an attribute ignored at L4)',
+      labelNames: ['policy', 'kind', 'field', 'code'],
+      registers,
+    })
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+  }
+
+  recordPass(pass: { readonly seconds: number; readonly enrolled: number; readonly pending: number; readonly occupancy: readonly MapOccupancy[] }): void {
+    this.reconcileDuration.observe(pass.seconds)
+    this.enrolledPods.set(pass.enrolled)
+    this.pendingPods.set(pass.pending)
+    for (const m of pass.occupancy) {
+      this.mapEntries.set({ map: m.name }, m.entries)
+      this.mapCapacity.set({ map: m.name }, m.capacity)
+    }
+  }
+
+  setPolicyProblems(policies: Pick<ConvertedPolicies, 'invalid' | 'ignored' | 'warnings'>): void {
+    this.policyProblems.reset()
+    const all = [
+      ...policies.invalid.map((p) => ({ ...p, kind: 'invalid' })),
+      ...policies.ignored.map((p) => ({ ...p, kind: 'ignored' })),
+      ...policies.warnings.map((p) => ({ ...p, kind: 'warning' })),
+    ]
+    for (const p of all) this.policyProblems.inc({ policy: p.policy, kind: p.kind, field: p.field, code: p.code })
+  }
+}
