@@ -1,6 +1,7 @@
 // The agent -> ztunnel stream end to end: XdsServer and XdsClient (and hand-made
 // peers built on grpc-js) over a real Unix socket in a temp dir.
 import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
 import { existsSync, statSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -177,6 +178,7 @@ t.test('after a server restart the client sends what it has and gets only change
   const socketPath = await socketDir(t)
   const server1 = new XdsServer({ socketPath, log })
   await server1.start()
+  t.teardown(() => server1.stop())
   server1.update(S1)
   const { client, last, states } = startClient(t, socketPath)
   await client.ready()
@@ -292,16 +294,31 @@ t.test('a resource that does not decode is NACKed by name and the rest apply', a
   t.strictSame(last().workloads.map((w) => w.uid), [W1], 'state kept across the reconnect')
 })
 
-t.test('start() replaces a stale socket but not a file; stop() removes the socket', async (t) => {
+t.test('start() replaces a stale socket, not a live one nor a file; stop() removes the socket', async (t) => {
   const socketPath = await socketDir(t)
   const first = new XdsServer({ socketPath, log })
   await first.start()
-  // A crashed agent leaves its socket behind: a second server on the same path takes over.
-  const second = new XdsServer({ socketPath, log })
-  await second.start()
-  await second.stop()
-  t.notOk(existsSync(socketPath))
+  t.teardown(() => first.stop())
+  await t.rejects(new XdsServer({ socketPath, log }).start(), { code: 'AMBIENT_ERR_XDS_SOCKET', message: /is in use/ }, 'a live agent keeps its socket')
   await first.stop()
+  t.notOk(existsSync(socketPath), 'stop() removed the socket')
+
+  // A crashed agent leaves its socket behind: the next one takes the path over.
+  const crashed = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => console.log('up'))`])
+  t.teardown(() => crashed.kill('SIGKILL'))
+  await new Promise((resolve) => crashed.stdout.once('data', resolve))
+  crashed.kill('SIGKILL')
+  await new Promise((resolve) => crashed.once('exit', resolve))
+  t.ok(statSync(socketPath).isSocket(), 'the dead agent left its socket')
+  const next = new XdsServer({ socketPath, log })
+  await next.start()
+  t.teardown(() => next.stop())
+  const { client } = startClient(t, socketPath)
+  next.update({ workloads: [], services: [], authorizations: [] })
+  await client.ready()
+  client.stop()
+  await next.stop()
+  t.notOk(existsSync(socketPath))
   await writeFile(socketPath, 'not a socket')
   await t.rejects(new XdsServer({ socketPath, log }).start(), { code: 'AMBIENT_ERR_XDS_SOCKET', message: /is not a socket/ })
   t.ok(existsSync(socketPath), 'a regular file is left alone')

@@ -7,6 +7,7 @@
 // are folded into the next response.
 import { createHash } from 'node:crypto'
 import { chmod, lstat, unlink } from 'node:fs/promises'
+import { connect } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import type { Authorization } from '../model/authorization.js'
 import type { MeshService, Workload } from '../model/workload.js'
@@ -269,7 +270,10 @@ export class XdsServer {
   }
 }
 
-/** A socket left by a previous agent on this node is ours to replace; anything else at the path is an error. */
+/**
+ * A socket left by an agent that died is ours to replace; a socket someone still
+ * listens on, or anything that is not a socket, is an error.
+ */
 async function removeStaleSocket(path: string): Promise<void> {
   const st = await lstat(path).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return null
@@ -277,5 +281,14 @@ async function removeStaleSocket(path: string): Promise<void> {
   })
   if (!st) return
   if (!st.isSocket()) throw new XdsServerError('AMBIENT_ERR_XDS_SOCKET', `${path} exists and is not a socket; remove it or choose another socket path`)
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connect(path)
+    probe.once('connect', () => {
+      probe.destroy()
+      resolve(true)
+    })
+    probe.once('error', () => resolve(false))
+  })
+  if (live) throw new XdsServerError('AMBIENT_ERR_XDS_SOCKET', `${path} is in use: another agent is serving it; stop it first`)
   await unlink(path)
 }

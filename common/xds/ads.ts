@@ -37,6 +37,8 @@ export interface XdsResource {
   readonly name: string
   readonly version: string
   readonly resource: { readonly typeUrl: string; readonly value: Buffer } | null
+  /** Unused by us; decoded as []. */
+  readonly aliases?: readonly string[]
 }
 
 export interface DeltaDiscoveryResponse {
