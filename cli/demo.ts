@@ -1,8 +1,9 @@
 // `ambient demo`: a local cluster on the netns testbed, from the example
-// manifests (daemonset/examples/demo.yaml): two nodes, each with the BPF datapath
-// and an `ambient ztunnel` process; the pods of the enrolled namespace captured
-// and talking mutual TLS across nodes, a legacy namespace and an opted-out pod
-// talking plaintext. Shows, live, who is enrolled and the connections each
+// manifests (daemonset/examples/demo.yaml): an `ambient ca`, and per node an
+// `ambient agent` (which reads the manifests, finds the pods through their cgroups
+// and programs the BPF datapath) and an `ambient ztunnel` fed by it; the pods of
+// the enrolled namespace captured and talking mutual TLS across nodes, a legacy
+// namespace and an opted-out pod talking plaintext. Shows, live, who is enrolled and the connections each
 // ztunnel sees, proves what crosses between the nodes, and removes everything
 // it created on exit (Ctrl-C included).
 import { readFileSync } from 'node:fs'
@@ -11,14 +12,13 @@ import type { ChildProcess } from 'node:child_process'
 import type { Command } from 'commander'
 import { parseAllDocuments } from 'yaml'
 import { ConfigError, parseInteger } from '../common/config.js'
-import { MeshCluster, type MeshNodeSpec, type MeshPodSpec } from '../test/harness/cluster.js'
+import { AgentCluster, type PodObjectSpec } from '../test/harness/agent-cluster.js'
 import { captureBetweenNodes, TLS_APPLICATION_DATA } from '../test/harness/capture.js'
 import { startServer } from '../test/e2e/pod-clients.js'
 import { printTable } from './output.js'
 import { REPO_ROOT } from './paths.js'
 
 const EXAMPLE = join(REPO_ROOT, 'daemonset', 'examples', 'demo.yaml')
-const ENROLL_LABEL = 'istio.io/dataplane-mode'
 
 interface Manifest {
   kind?: string
@@ -26,45 +26,48 @@ interface Manifest {
   spec?: { nodeName?: string; serviceAccountName?: string; hostNetwork?: boolean }
 }
 
-/** Istio's enrollment rule: the namespace label enrolls, a pod label `none` opts out, hostNetwork never. */
-export function demoTopology(path: string): MeshNodeSpec[] {
+export interface DemoTopology {
+  readonly nodes: readonly string[]
+  readonly namespaces: Readonly<Record<string, Readonly<Record<string, string>>>>
+  readonly pods: readonly PodObjectSpec[]
+}
+
+/** The demo's Namespaces and Pods (each with spec.nodeName): the agents decide enrollment from them. */
+export function demoTopology(path: string): DemoTopology {
   const docs = parseAllDocuments(readFileSync(path, 'utf8')).map((d) => d.toJSON() as Manifest).filter(Boolean)
-  const namespaces = new Map(docs.filter((d) => d.kind === 'Namespace').map((d) => [d.metadata?.name ?? '', d.metadata?.labels ?? {}]))
-  const nodes = new Map<string, MeshPodSpec[]>()
+  const namespaces: Record<string, Record<string, string>> = {}
+  for (const d of docs.filter((d) => d.kind === 'Namespace')) {
+    if (!d.metadata?.name) throw new ConfigError(path, 'a Namespace needs metadata.name')
+    namespaces[d.metadata.name] = d.metadata.labels ?? {}
+  }
+  const pods: PodObjectSpec[] = []
   for (const doc of docs.filter((d) => d.kind === 'Pod')) {
     const name = doc.metadata?.name
     const namespace = doc.metadata?.namespace ?? 'default'
     const node = doc.spec?.nodeName
     if (!name || !node) throw new ConfigError(path, `pod ${namespace}/${name ?? '?'} needs metadata.name and spec.nodeName`)
-    const labels = doc.metadata?.labels ?? {}
-    const enrolled = namespaces.get(namespace)?.[ENROLL_LABEL] === 'ambient' && labels[ENROLL_LABEL] !== 'none' && doc.spec?.hostNetwork !== true
-    const pods = nodes.get(node) ?? []
-    pods.push({ name, namespace, serviceAccount: doc.spec?.serviceAccountName ?? 'default', labels, enrolled })
-    nodes.set(node, pods)
+    if (!(namespace in namespaces)) throw new ConfigError(path, `pod ${namespace}/${name}: namespace ${namespace} is not in the file`)
+    pods.push({ name, namespace, node, serviceAccount: doc.spec?.serviceAccountName ?? 'default', labels: doc.metadata?.labels ?? {} })
   }
-  return [...nodes.entries()].sort().map(([name, pods]) => ({ name, pods }))
-}
-
-async function metricsOf(cluster: MeshCluster, node: string): Promise<string> {
-  const z = cluster.ztunnels.get(node)!
-  return (await fetch(`http://127.0.0.1:${z.metrics.port}/metrics`)).text()
+  const nodes = [...new Set(pods.map((p) => p.node))].sort()
+  return { nodes, namespaces, pods }
 }
 
 function count(text: string, metric: string, filters: string[]): number {
   return text.split('\n').filter((l) => l.startsWith(metric + '{') && filters.every((f) => l.includes(f))).reduce((s, l) => s + Number(l.split(' ').pop()), 0)
 }
 
-async function showStatus(cluster: MeshCluster, topology: MeshNodeSpec[]): Promise<void> {
-  const metrics = new Map<string, string>()
-  for (const node of cluster.ztunnels.keys()) metrics.set(node, await metricsOf(cluster, node))
+async function showStatus(cluster: AgentCluster, topology: DemoTopology): Promise<void> {
   const rows: string[][] = []
-  for (const node of topology) {
-    for (const pod of node.pods) {
-      const text = metrics.get(node.name) ?? ''
+  for (const node of topology.nodes) {
+    const text = await cluster.metrics(cluster.ztunnels.get(node)!, 'metrics')
+    const status = await cluster.status(node)
+    for (const pod of topology.pods.filter((p) => p.node === node)) {
+      const enrolled = status.pods.find((p) => p.namespace === pod.namespace && p.name === pod.name)
       const out = count(text, 'istio_tcp_connections_opened_total', ['reporter="source"', `source_workload="${pod.name}"`])
       const inMtls = count(text, 'istio_tcp_connections_opened_total', ['reporter="destination"', `destination_workload="${pod.name}"`, 'connection_security_policy="mutual_tls"'])
       const inPlain = count(text, 'istio_tcp_connections_opened_total', ['reporter="destination"', `destination_workload="${pod.name}"`, 'connection_security_policy="unknown"'])
-      rows.push([`${pod.namespace}/${pod.name}`, node.name, cluster.pod(pod.name).ip, pod.enrolled ? 'ambient' : 'no', pod.enrolled ? cluster.identity(pod.name) : '-', String(out), String(inMtls), String(inPlain)])
+      rows.push([`${pod.namespace}/${pod.name}`, node, cluster.pod(pod.name).ip, enrolled ? (enrolled.state === 'captured' ? 'ambient' : 'pending') : 'no', enrolled?.identity ?? '-', String(out), String(inMtls), String(inPlain)])
     }
   }
   console.log(`\n${new Date().toISOString()}`)
@@ -80,8 +83,8 @@ export function registerDemoCommand(program: Command): void {
     .action(async (flags: { duration?: string; manifests: string }) => {
       const duration = flags.duration === undefined ? undefined : parseInteger('--duration', flags.duration, 5, 86_400)
       const topology = demoTopology(flags.manifests)
-      console.log('ambient demo: building the cluster (network namespaces, BPF datapath, ztunnels)...')
-      const cluster = await MeshCluster.start({ name: 'demo', nodes: topology })
+      console.log('ambient demo: building the cluster (network namespaces, a CA, an agent and a ztunnel per node)...')
+      const cluster = await AgentCluster.start({ name: 'demo', nodes: topology.nodes, namespaces: topology.namespaces, pods: topology.pods })
       let stopping = false
       const clients: ChildProcess[] = []
       const stop = async (): Promise<void> => {
@@ -95,10 +98,16 @@ export function registerDemoCommand(program: Command): void {
       process.once('SIGTERM', onSignal)
       try {
         console.log(`\nnetwork namespaces: ip netns list | grep ${cluster.tb.prefix}   (step in: nsenter --net=/run/netns/<name>)`)
-        for (const [node, z] of cluster.ztunnels) {
-          console.log(`${node} ztunnel: metrics http://127.0.0.1:${z.metrics.port}/metrics  ready http://127.0.0.1:${z.readiness.port}/healthz/ready  admin http://127.0.0.1:${z.admin.port}/config_dump`)
+        for (const node of topology.nodes) {
+          const z = cluster.ztunnels.get(node)!.ready as Record<string, { port: number }>
+          console.log(`${node} agent:   metrics http://${cluster.statusAddress(node)}/metrics  status: ambient status --agent ${cluster.statusAddress(node)}`)
+          console.log(`${node} ztunnel: metrics http://127.0.0.1:${z['metrics']!.port}/metrics  ready http://127.0.0.1:${z['readiness']!.port}/healthz/ready  admin http://127.0.0.1:${z['admin']!.port}/config_dump`)
         }
-        const pods = topology.flatMap((n) => n.pods)
+        const pods = topology.pods
+        await cluster.until('the enrolled pods captured', async () => {
+          for (const node of topology.nodes) if ((await cluster.status(node)).pods.some((p) => p.state !== 'captured')) return false
+          return true
+        })
         const server = pods.find((p) => p.labels?.app === 'web') ?? pods[0]!
         for (const pod of pods) await startServer(cluster.tb, cluster.pod(pod.name), 8080)
         const seconds = duration ?? 86_400
@@ -112,8 +121,8 @@ export function registerDemoCommand(program: Command): void {
         while (!stopping && Date.now() < deadline) {
           if (!checked && Date.now() + 4000 < deadline) {
             checked = true
-            const pcap = await captureBetweenNodes(cluster.tb.node(cluster.spec(server.name).node).netnsPath, join(cluster.workDir, 'demo.pcap'), () => new Promise((r) => setTimeout(r, 2000)))
-            console.log(`\nbetween the nodes (2 s capture on ${cluster.spec(server.name).node}'s uplink): ${pcap.length} bytes, TLS 1.3 records: ${pcap.indexOf(TLS_APPLICATION_DATA) >= 0 ? 'yes' : 'no'}, ` +
+            const pcap = await captureBetweenNodes(cluster.tb.node(server.node).netnsPath, join(cluster.workDir, 'demo.pcap'), () => new Promise((r) => setTimeout(r, 2000)))
+            console.log(`\nbetween the nodes (2 s capture on ${server.node}'s uplink): ${pcap.length} bytes, TLS 1.3 records: ${pcap.indexOf(TLS_APPLICATION_DATA) >= 0 ? 'yes' : 'no'}, ` +
               `plaintext payload: ${pcap.indexOf('ping-') >= 0 ? 'yes (legacy / opted-out pods, outside the mesh)' : 'none'}`)
           }
           await showStatus(cluster, topology)

@@ -5,12 +5,16 @@ import { registerZtunnelCommand } from '../ztunnel/main.js'
 import { registerDemoCommand } from './demo.js'
 import { registerAuthzCommand } from './authz-check.js'
 import { registerCaCommand } from '../ca/main.js'
+import { registerAgentCommand } from '../agent/main.js'
+import { registerStatusCommand } from './status.js'
 
 export function buildProgram(): Command {
   const program = new Command('ambient')
     .description('eBPF-accelerated, sidecarless service mesh for Kubernetes')
     .version('0.1.0')
     .showHelpAfterError()
+  registerAgentCommand(program)
+  registerStatusCommand(program)
   registerDatapathCommand(program)
   registerZtunnelCommand(program)
   registerDemoCommand(program)

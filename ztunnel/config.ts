@@ -5,7 +5,10 @@ import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '.
 
 export interface ZtunnelConfig {
   readonly node: string
-  readonly localConfig: string
+  /** Workloads and policies from a YAML file; null when they come from the agent (xdsAddress). */
+  readonly localConfig: string | null
+  /** The node agent's Unix socket (delta xDS); null with localConfig. */
+  readonly xdsAddress: string | null
   readonly pinRoot: string
   readonly proxyMark: number
   readonly deliveryMark: number
@@ -26,6 +29,7 @@ export interface ZtunnelConfig {
 export interface ZtunnelFlags {
   readonly node?: string
   readonly localConfig?: string
+  readonly xdsAddress?: string
   readonly pinRoot: string
   readonly proxyMark: string
   readonly deliveryMark: string
@@ -49,7 +53,7 @@ export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv):
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new ConfigError('--log-level', `${JSON.stringify(logLevel)} must be debug, info, warn or error`)
   return Object.freeze({
     node: requireString('--node (or AMBIENT_NODE_NAME)', flags.node ?? fromEnv(env, 'AMBIENT_NODE_NAME', '')),
-    localConfig: requireString('--local-config', flags.localConfig),
+    ...stateSource(flags),
     pinRoot: requireString('--pin-root', flags.pinRoot),
     proxyMark: parseInteger('--proxy-mark', flags.proxyMark, 1, 0xffffffff),
     deliveryMark: parseInteger('--delivery-mark', flags.deliveryMark, 1, 0xffffffff),
@@ -87,4 +91,11 @@ function certificateSource(flags: ZtunnelFlags): { caAddress: string | null; nod
   }
   if (flags.cacerts === undefined) throw new ConfigError('--ca-address', 'workload certificates need --ca-address with --node-cert-dir, or --cacerts for local mode')
   return { caAddress: null, nodeCertDir: null, cacertsDir: flags.cacerts }
+}
+
+function stateSource(flags: ZtunnelFlags): { localConfig: string | null; xdsAddress: string | null } {
+  if (flags.localConfig !== undefined && flags.xdsAddress !== undefined) throw new ConfigError('--xds-address', 'give either --xds-address (the node agent) or --local-config (a static file), not both')
+  if (flags.xdsAddress !== undefined) return { localConfig: null, xdsAddress: requireString('--xds-address', flags.xdsAddress) }
+  if (flags.localConfig === undefined) throw new ConfigError('--xds-address', 'workloads and policies need --xds-address (the node agent\'s socket) or --local-config FILE')
+  return { localConfig: requireString('--local-config', flags.localConfig), xdsAddress: null }
 }

@@ -18,6 +18,7 @@ import { NodeProxy } from './node-proxy.js'
 import { readLocalConfig } from './state/local-config.js'
 import { WorkloadStore } from './state/workloads.js'
 import { PolicyStore } from './state/policies.js'
+import { XdsClient } from './state/xds-client.js'
 
 function readPems(setting: string, dir: string, files: readonly string[]): string[] {
   try {
@@ -48,6 +49,7 @@ export class Ztunnel {
   private readonly stops: (() => Promise<void> | void)[] = []
   private ready = false
   admin: AdminServers | null = null
+  private xds: XdsClient | null = null
 
   constructor(private readonly config: ZtunnelConfig, private readonly log: Logger) {}
 
@@ -57,30 +59,24 @@ export class Ztunnel {
       const store = new WorkloadStore()
       const policies = new PolicyStore(config.rootNamespace)
       const metrics = new ZtunnelMetrics()
-      const load = (): void => {
-        const local = readLocalConfig(config.localConfig, { trustDomain: config.trustDomain })
-        for (const error of local.errors) log.error({ error }, 'workload rejected')
-        const result = store.replaceAll(local.workloads)
-        for (const r of result.rejected) log.error({ uid: r.uid, error: r.error }, 'workload rejected')
-        const update = policies.replaceAll(local.policies)
-        for (const p of update.invalid) log.error({ policy: p.policy, field: p.field, code: p.code }, `policy rejected: ${p.message}`)
-        for (const p of [...update.warnings, ...update.ignored]) log.warn({ policy: p.policy, field: p.field, code: p.code }, p.message)
-        metrics.setPolicyProblems([
-          ...update.invalid.map((p) => ({ ...p, kind: 'invalid' as const })),
-          ...update.ignored.map((p) => ({ ...p, kind: 'ignored' as const })),
-          ...update.warnings.map((p) => ({ ...p, kind: 'warning' as const })),
-        ])
-        log.info({ workloads: result.applied, authorizations: update.authorizations, peerAuthentications: update.peerAuthentications }, 'local config applied')
+      if (config.localConfig !== null) this.watchLocalConfig(config.localConfig, store, policies, metrics)
+      else {
+        const xds = new XdsClient({
+          address: config.xdsAddress!,
+          node: { id: config.node },
+          log: log.child({ component: 'xds' }),
+          onUpdate: (state) => {
+            const result = store.replaceAll(state.workloads)
+            store.replaceServices(state.services)
+            for (const r of result.rejected) log.error({ uid: r.uid, error: r.error }, 'workload rejected')
+            const update = policies.replaceAuthorizations(state.authorizations)
+            log.info({ workloads: result.applied, authorizations: update.authorizations, peerAuthentications: update.peerAuthentications }, 'workloads and policies from the agent applied')
+          },
+        })
+        xds.start()
+        this.xds = xds
+        this.stops.push(() => xds.stop())
       }
-      load()
-      watchFile(config.localConfig, { interval: 500 }, () => {
-        try {
-          load()
-        } catch (err) {
-          log.error({ err: (err as Error).message }, 'local config not applied; keeping the previous workloads')
-        }
-      })
-      this.stops.push(() => unwatchFile(config.localConfig))
       const identities = identitiesFor(config, log)
       await identities.start()
       this.stops.push(() => identities.stop())
@@ -91,8 +87,8 @@ export class Ztunnel {
       this.stops.push(() => proxy.stop())
       this.admin = new AdminServers({
         registry: metrics.registry,
-        ready: () => this.ready,
-        configDump: () => ({ node: config.node, workloads: store.all(), policies: policies.lastUpdate, localPods: proxy.status(), certificates: identities.describe(), datapath: { dir: datapath.dir, maps: datapath.occupancy() } }),
+        ready: () => this.ready && (this.xds === null || this.xds.status().updates > 0),
+        configDump: () => ({ node: config.node, xds: this.xds?.status() ?? null, workloads: store.all(), policies: policies.lastUpdate, localPods: proxy.status(), certificates: identities.describe(), datapath: { dir: datapath.dir, maps: datapath.occupancy() } }),
       })
       await this.admin.start({ metrics: config.metrics, readiness: config.readiness, admin: config.admin })
       this.stops.push(() => this.admin!.stop())
@@ -102,6 +98,35 @@ export class Ztunnel {
       await this.stop()
       throw err
     }
+  }
+
+  /** Workloads and policies from a static file, re-read when it changes; a bad file keeps the previous state. */
+  private watchLocalConfig(path: string, store: WorkloadStore, policies: PolicyStore, metrics: ZtunnelMetrics): void {
+    const { config, log } = this
+    const load = (): void => {
+      const local = readLocalConfig(path, { trustDomain: config.trustDomain })
+      for (const error of local.errors) log.error({ error }, 'workload rejected')
+      const result = store.replaceAll(local.workloads)
+      for (const r of result.rejected) log.error({ uid: r.uid, error: r.error }, 'workload rejected')
+      const update = policies.replaceAll(local.policies)
+      for (const p of update.invalid) log.error({ policy: p.policy, field: p.field, code: p.code }, `policy rejected: ${p.message}`)
+      for (const p of [...update.warnings, ...update.ignored]) log.warn({ policy: p.policy, field: p.field, code: p.code }, p.message)
+      metrics.setPolicyProblems([
+        ...update.invalid.map((p) => ({ ...p, kind: 'invalid' as const })),
+        ...update.ignored.map((p) => ({ ...p, kind: 'ignored' as const })),
+        ...update.warnings.map((p) => ({ ...p, kind: 'warning' as const })),
+      ])
+      log.info({ workloads: result.applied, authorizations: update.authorizations, peerAuthentications: update.peerAuthentications }, 'local config applied')
+    }
+    load()
+    watchFile(path, { interval: 500 }, () => {
+      try {
+        load()
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'local config not applied; keeping the previous workloads')
+      }
+    })
+    this.stops.push(() => unwatchFile(path))
   }
 
   async stop(): Promise<void> {
@@ -122,7 +147,8 @@ export function registerZtunnelCommand(program: Command): void {
     .command('ztunnel')
     .description("the node's shared L4 proxy: carries enrolled pods' traffic in HBONE mutual-TLS tunnels")
     .option('--node <name>', 'this node (default: $AMBIENT_NODE_NAME)')
-    .option('--local-config <file>', "workloads from a YAML file (Istio ztunnel's LOCAL_XDS_PATH shape, plus a netns path for this node's pods)")
+    .option('--xds-address <path>', "get workloads and policies from the node agent over this Unix socket (delta xDS; `ambient agent --xds-socket`)")
+    .option('--local-config <file>', "or: workloads and policies from a YAML file (Istio ztunnel's LOCAL_XDS_PATH shape, plus a netns path for this node's pods), watched")
     .option('--ca-address <host:port>', 'get workload certificates from `ambient ca` at this address (with --node-cert-dir)')
     .option('--node-cert-dir <dir>', "this node's CA credentials: node-cert.pem, node-key.pem, node-chain.pem, root-cert.pem (from `ambient ca node-cert`)")
     .option('--cacerts <dir>', "local mode instead of --ca-address: sign workload certificates from ca-cert.pem and ca-key.pem in DIR (Istio's cacerts layout)")

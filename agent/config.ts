@@ -1,0 +1,127 @@
+// The agent's configuration, read once from flags and named environment variables
+// into a frozen object. A bad value throws ConfigError naming the setting.
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { ConfigError, fromEnv, parseAddress, parseDuration, parseInteger, parsePort, requireString, type Address } from '../common/config.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from './dataplane/abi.js'
+import type { KubeConnection } from './kube/kube-client.js'
+
+export type AgentSourceConfig =
+  | { readonly kind: 'manifests'; readonly dir: string }
+  | { readonly kind: 'kube'; readonly connection: KubeConnection }
+
+export interface AgentConfig {
+  readonly node: string
+  readonly source: AgentSourceConfig
+  /** cgroup v2 folder holding kubelet's pod cgroups (kubepods or kubepods.slice). */
+  readonly cgroupRoot: string
+  /** The cgroup the datapath's connect hooks attach to: every pod's cgroup is below it. */
+  readonly podsCgroup: string
+  readonly pinRoot: string
+  readonly proxyMark: number
+  readonly deliveryMark: number
+  readonly hbonePort: number
+  readonly outboundPort: number
+  readonly xdsSocket: string
+  readonly status: Address
+  readonly trustDomain: string
+  readonly rootNamespace: string
+  readonly clusterDomain: string
+  readonly listenerWaitMs: number
+  /** Write the ZtunnelAccepted condition onto policies (Kubernetes source only). */
+  readonly writePolicyStatus: boolean
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error'
+}
+
+export interface AgentFlags {
+  readonly node?: string
+  readonly manifests?: string
+  readonly kubeconfig?: string
+  readonly context?: string
+  readonly kubeServer?: string
+  readonly kubeInsecure?: boolean
+  readonly cgroupRoot: string
+  readonly podsCgroup?: string
+  readonly pinRoot: string
+  readonly proxyMark: string
+  readonly deliveryMark: string
+  readonly hbonePort: string
+  readonly outboundPort: string
+  readonly xdsSocket: string
+  readonly statusAddr: string
+  readonly trustDomain: string
+  readonly rootNamespace: string
+  readonly clusterDomain: string
+  readonly listenerWait: string
+  readonly policyStatus: boolean
+  readonly logLevel: string
+}
+
+export const AGENT_DEFAULTS = {
+  cgroupRoot: '/sys/fs/cgroup',
+  pinRoot: '/sys/fs/bpf/ambient',
+  proxyMark: String(DEFAULT_PROXY_MARK),
+  deliveryMark: String(DEFAULT_DELIVERY_MARK),
+  hbonePort: String(DEFAULT_HBONE_PORT),
+  outboundPort: '15001',
+  xdsSocket: '/var/run/ambient/agent.sock',
+  statusAddr: '127.0.0.1:15014',
+  trustDomain: 'cluster.local',
+  rootNamespace: 'istio-system',
+  clusterDomain: 'cluster.local',
+  listenerWait: '5s',
+  logLevel: 'info',
+} as const
+
+function sourceOf(flags: AgentFlags, env: NodeJS.ProcessEnv): AgentSourceConfig {
+  const given = [flags.manifests && '--manifests', flags.kubeconfig && '--kubeconfig', flags.kubeServer && '--kube-server'].filter(Boolean)
+  if (given.length > 1) throw new ConfigError(given[1] as string, `give one source, not ${given.join(' and ')}`)
+  if (flags.manifests) return { kind: 'manifests', dir: flags.manifests }
+  if (flags.kubeconfig) return { kind: 'kube', connection: { kind: 'kubeconfig', path: flags.kubeconfig, ...(flags.context ? { context: flags.context } : {}) } }
+  if (flags.kubeServer) {
+    if (!/^https?:\/\//.test(flags.kubeServer)) throw new ConfigError('--kube-server', `${JSON.stringify(flags.kubeServer)} is not an http(s):// URL`)
+    if (flags.kubeServer.startsWith('http://') && !flags.kubeInsecure) throw new ConfigError('--kube-server', `${flags.kubeServer} is plain http: add --kube-insecure to allow it (tests only)`)
+    return { kind: 'kube', connection: { kind: 'server', server: flags.kubeServer, insecure: flags.kubeInsecure === true } }
+  }
+  const host = fromEnv(env, 'KUBERNETES_SERVICE_HOST', '')
+  if (host !== '') {
+    const port = fromEnv(env, 'KUBERNETES_SERVICE_PORT', '443')
+    return { kind: 'kube', connection: { kind: 'in-cluster', server: `https://${host.includes(':') ? `[${host}]` : host}:${port}` } }
+  }
+  throw new ConfigError('--manifests', 'no configuration source: give --manifests DIR, --kubeconfig FILE or --kube-server URL, or run in a pod (KUBERNETES_SERVICE_HOST)')
+}
+
+function podsCgroupOf(flags: AgentFlags): string {
+  if (flags.podsCgroup) return flags.podsCgroup
+  for (const name of ['kubepods.slice', 'kubepods']) {
+    const dir = join(flags.cgroupRoot, name)
+    if (existsSync(dir)) return dir
+  }
+  throw new ConfigError('--cgroup-root', `no kubepods.slice or kubepods cgroup under ${flags.cgroupRoot}: is it the cgroup v2 mount of a kubelet node? (or give --pods-cgroup)`)
+}
+
+export function parseAgentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv): AgentConfig {
+  const logLevel = flags.logLevel
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new ConfigError('--log-level', `${JSON.stringify(logLevel)} must be debug, info, warn or error`)
+  const status = parseAddress('--status-addr', flags.statusAddr)
+  if (status.host !== '127.0.0.1') throw new ConfigError('--status-addr', `the status endpoint is localhost only, got ${flags.statusAddr}`)
+  return Object.freeze({
+    node: requireString('--node (or AMBIENT_NODE_NAME)', flags.node ?? fromEnv(env, 'AMBIENT_NODE_NAME', '')),
+    source: sourceOf(flags, env),
+    cgroupRoot: requireString('--cgroup-root', flags.cgroupRoot),
+    podsCgroup: podsCgroupOf(flags),
+    pinRoot: requireString('--pin-root', flags.pinRoot),
+    proxyMark: parseInteger('--proxy-mark', flags.proxyMark, 1, 0xffffffff),
+    deliveryMark: parseInteger('--delivery-mark', flags.deliveryMark, 1, 0xffffffff),
+    hbonePort: parsePort('--hbone-port', flags.hbonePort),
+    outboundPort: parsePort('--outbound-port', flags.outboundPort),
+    xdsSocket: requireString('--xds-socket', flags.xdsSocket),
+    status,
+    trustDomain: requireString('--trust-domain', flags.trustDomain),
+    rootNamespace: requireString('--root-namespace', flags.rootNamespace),
+    clusterDomain: requireString('--cluster-domain', flags.clusterDomain),
+    listenerWaitMs: parseDuration('--listener-wait', flags.listenerWait),
+    writePolicyStatus: flags.policyStatus !== false,
+    logLevel: logLevel as AgentConfig['logLevel'],
+  })
+}

@@ -1,0 +1,168 @@
+// `ambient agent`: wiring only. Starts, in order: the status endpoint (metrics,
+// not ready yet), the pinned datapath (loaded or adopted), the xDS server ztunnel
+// connects to, the configuration source, and the reconciler; stops in reverse,
+// also after a partial start. Stopping the agent leaves the datapath in place:
+// enrolled pods stay captured and their connections flow.
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import type { Command } from 'commander'
+import { createLogger, type Logger } from '../common/log.js'
+import { BPF_OBJECTS_DIR } from '../cli/paths.js'
+import { AGENT_DEFAULTS, parseAgentConfig, type AgentConfig, type AgentFlags } from './config.js'
+import { Datapath } from './dataplane/datapath.js'
+import { KubeSource } from './kube/kube-source.js'
+import { ManifestsSource } from './local/manifests-source.js'
+import { AgentMetrics } from './metrics.js'
+import { Reconciler, type AgentSource } from './reconciler.js'
+import { StatusServer } from './status-server.js'
+import { XdsServer } from './xds/server.js'
+
+type Source = (KubeSource | ManifestsSource) & AgentSource
+
+export class Agent {
+  private readonly stops: (() => Promise<void> | void)[] = []
+  private ready = false
+  private readonly metrics = new AgentMetrics()
+  private source: Source | null = null
+  private datapath: Datapath | null = null
+  private xds: XdsServer | null = null
+  private reconciler: Reconciler | null = null
+  readonly statusServer: StatusServer
+
+  constructor(private readonly config: AgentConfig, private readonly log: Logger) {
+    this.statusServer = new StatusServer({ registry: this.metrics.registry, ready: () => this.ready, status: () => this.status() })
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this
+    try {
+      await this.statusServer.start(config.status)
+      this.stops.push(() => this.statusServer.stop())
+      const datapath = Datapath.load(
+        { pinRoot: config.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: config.proxyMark, deliveryMark: config.deliveryMark, hbonePort: config.hbonePort },
+        config.podsCgroup,
+      )
+      this.datapath = datapath
+      this.stops.push(() => datapath.close())
+      log.info({ dir: datapath.dir, podsCgroup: config.podsCgroup, adopted: datapath.enrolledPods().length }, 'datapath loaded')
+      mkdirSync(dirname(config.xdsSocket), { recursive: true, mode: 0o700 })
+      const xds = new XdsServer({ socketPath: config.xdsSocket, log: log.child({ component: 'xds' }) })
+      await xds.start()
+      this.xds = xds
+      this.stops.push(() => xds.stop())
+      const source = this.createSource()
+      this.source = source
+      await source.start()
+      this.stops.push(() => source.stop())
+      const reconciler = new Reconciler({
+        node: config.node,
+        source,
+        datapath,
+        sink: xds,
+        cgroupRoot: config.cgroupRoot,
+        trustDomain: config.trustDomain,
+        rootNamespace: config.rootNamespace,
+        clusterDomain: config.clusterDomain,
+        outboundPort: config.outboundPort,
+        listenerWaitMs: config.listenerWaitMs,
+        retryMs: 1000,
+        log: log.child({ component: 'reconciler' }),
+        metrics: this.metrics,
+        ...(source instanceof KubeSource && config.writePolicyStatus ? { policyStatus: source } : {}),
+      })
+      this.reconciler = reconciler
+      this.stops.push(() => reconciler.stop())
+      await reconciler.start()
+      const sample = setInterval(() => this.sampleMetrics(), 1000)
+      sample.unref()
+      this.stops.push(() => clearInterval(sample))
+      this.ready = true
+      log.info({ node: config.node, status: this.statusServer.bound, xdsSocket: config.xdsSocket, source: config.source.kind }, 'agent ready')
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+  }
+
+  private createSource(): Source {
+    const { config, log } = this
+    if (config.source.kind === 'manifests') return new ManifestsSource({ dir: config.source.dir, logger: log.child({ component: 'manifests' }) })
+    return new KubeSource({ connection: config.source.connection, nodeName: config.node, logger: log.child({ component: 'kube' }) })
+  }
+
+  private sampleMetrics(): void {
+    const source = this.source
+    if (source instanceof KubeSource) for (const r of source.stats().resources) this.metrics.watchRestarts.set({ kind: r.kind }, r.watchRestarts)
+    if (source !== null) this.metrics.rejectedObjects.set(source.errors().length)
+    if (this.xds !== null) {
+      this.metrics.xdsClients.set(this.xds.clients().length)
+      this.metrics.xdsNacks.set(this.xds.stats().nacks)
+    }
+  }
+
+  /** What `ambient status` shows. */
+  status(): unknown {
+    const datapath = this.datapath
+    return {
+      node: this.config.node,
+      ready: this.ready,
+      source: this.config.source.kind === 'manifests' ? { kind: 'manifests', dir: this.config.source.dir } : { kind: 'kubernetes' },
+      pods: this.reconciler?.pods() ?? [],
+      datapath: datapath === null ? null : { dir: datapath.dir, podsCgroup: this.config.podsCgroup, maps: datapath.occupancy(), counters: Object.fromEntries(Object.entries(datapath.counters()).map(([k, v]) => [k, String(v)])) },
+      ztunnel: this.xds === null ? null : { socket: this.config.xdsSocket, clients: this.xds.clients(), stats: this.xds.stats() },
+      rejectedObjects: (this.source?.errors() ?? []).map((e) => e.message),
+      reconcile: this.reconciler?.stats() ?? null,
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.ready = false
+    while (this.stops.length > 0) {
+      const stop = this.stops.pop()!
+      try {
+        await stop()
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'stop step failed')
+      }
+    }
+  }
+}
+
+export function registerAgentCommand(program: Command): void {
+  program
+    .command('agent')
+    .description("the node agent: enrolls this node's pods of ambient namespaces in the datapath and streams workloads and policies to ztunnel")
+    .option('--node <name>', 'this node (default: $AMBIENT_NODE_NAME)')
+    .option('--manifests <dir>', 'read Namespaces, Pods, Services, EndpointSlices, ServiceAccounts, AuthorizationPolicies and PeerAuthentications from YAML files in DIR (watched) instead of a cluster')
+    .option('--kubeconfig <file>', 'watch the Kubernetes API described by this kubeconfig')
+    .option('--context <name>', 'kubeconfig context (default: its current-context)')
+    .option('--kube-server <url>', 'watch the Kubernetes API at this URL (without a kubeconfig); in a pod the service account is used by default')
+    .option('--kube-insecure', 'allow a plain http:// --kube-server or skip TLS verification (tests only)')
+    .option('--cgroup-root <dir>', "cgroup v2 folder holding kubelet's pod cgroups", AGENT_DEFAULTS.cgroupRoot)
+    .option('--pods-cgroup <dir>', 'cgroup the datapath attaches to (default: kubepods.slice or kubepods under --cgroup-root)')
+    .option('--pin-root <dir>', 'bpffs folder of the datapath pins', AGENT_DEFAULTS.pinRoot)
+    .option('--proxy-mark <n>', "SO_MARK of ztunnel's own outgoing sockets (never captured)", AGENT_DEFAULTS.proxyMark)
+    .option('--delivery-mark <n>', 'SO_MARK of delivery sockets into pods', AGENT_DEFAULTS.deliveryMark)
+    .option('--hbone-port <port>', 'HBONE port inside each pod', AGENT_DEFAULTS.hbonePort)
+    .option('--outbound-port <port>', "port of ztunnel's in-pod outbound listener", AGENT_DEFAULTS.outboundPort)
+    .option('--xds-socket <path>', 'Unix socket ztunnel connects to for workloads and policies (delta xDS)', AGENT_DEFAULTS.xdsSocket)
+    .option('--status-addr <127.0.0.1:port>', 'localhost endpoint: /status (for `ambient status`), /metrics, /healthz/ready', AGENT_DEFAULTS.statusAddr)
+    .option('--trust-domain <td>', 'SPIFFE trust domain of the mesh', AGENT_DEFAULTS.trustDomain)
+    .option('--root-namespace <ns>', "Istio's root namespace: its policies without a selector apply mesh-wide", AGENT_DEFAULTS.rootNamespace)
+    .option('--cluster-domain <domain>', 'Kubernetes cluster domain, for service hostnames', AGENT_DEFAULTS.clusterDomain)
+    .option('--no-policy-status', "do not write the ZtunnelAccepted condition onto AuthorizationPolicy and PeerAuthentication objects (a cluster needs one writer at least; every agent writes the same status)")
+    .option('--listener-wait <duration>', "how long to wait for ztunnel's in-pod listener before capturing a pod anyway (its connections then fail closed)", AGENT_DEFAULTS.listenerWait)
+    .option('--log-level <level>', 'debug, info, warn or error', AGENT_DEFAULTS.logLevel)
+    .action(async (flags: AgentFlags) => {
+      const config = parseAgentConfig(flags, process.env)
+      const log = createLogger({ name: 'agent', level: config.logLevel })
+      const agent = new Agent(config, log)
+      await agent.start()
+      await new Promise<void>((resolve) => {
+        process.once('SIGTERM', () => resolve())
+        process.once('SIGINT', () => resolve())
+      })
+      log.info('shutting down: the datapath stays pinned, enrolled pods stay captured')
+      await agent.stop()
+    })
+}
