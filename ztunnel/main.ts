@@ -12,6 +12,7 @@ import { AdminServers } from './admin.js'
 import { parseZtunnelConfig, ZTUNNEL_DEFAULTS, type ZtunnelConfig, type ZtunnelFlags } from './config.js'
 import { IdentityManager } from './identity/manager.js'
 import { InProcessCertificateSource } from './identity/certificate-source.js'
+import { TrustBundleFile } from './identity/trust-bundle-file.js'
 import { CaClient } from '../ca/client.js'
 import { ZtunnelMetrics } from './metrics.js'
 import { NodeProxy } from './node-proxy.js'
@@ -80,6 +81,13 @@ export class Ztunnel {
       const identities = identitiesFor(config, log)
       await identities.start()
       this.stops.push(() => identities.stop())
+      // With `ambient ca`, the roots can rotate under us (Istio publishes old + new,
+      // then new alone). In local mode the signer is the bundle: fixed for the process.
+      if (config.caAddress !== null) {
+        const bundle = new TrustBundleFile(join(config.nodeCertDir!, 'root-cert.pem'), identities.trustBundle, (pem) => identities.setTrustBundle(pem), log.child({ component: 'identity' }))
+        bundle.start()
+        this.stops.push(() => bundle.stop())
+      }
       const datapath = Datapath.open({ pinRoot: config.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: config.proxyMark, deliveryMark: config.deliveryMark, hbonePort: config.hbonePort })
       this.stops.push(() => datapath.close())
       const proxy = new NodeProxy({ node: config.node, datapath, store, identities, policies, trustDomain: config.trustDomain, metrics, log: log.child({ component: 'proxy' }) })

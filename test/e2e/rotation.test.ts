@@ -38,3 +38,20 @@ t.test('a long-lived connection survives renewals and the expiry of its first ce
   t.ok(result.sent > 20 && result.sent === result.echoed, `the old connection kept flowing (${result.echoed} lines echoed)`)
   t.match(cluster.ztunnels.get('n2')!.logs(), /"identity":"spiffe:\/\/cluster.local\/ns\/shop\/sa\/web".*"reason":"renewed".*"msg":"workload certificate rotated"/, 'ztunnel logged the rotation')
 })
+
+t.test('a trust bundle published with an extra root is picked up by each ztunnel; traffic goes on', async (t) => {
+  const { createRootCa } = await import('../../ztunnel/identity/pki.js')
+  const { readFileSync, writeFileSync } = await import('node:fs')
+  const { join } = await import('node:path')
+  const extra = createRootCa({ commonName: 'next root' }).certPem
+  for (const node of ['n1', 'n2']) {
+    const path = join(cluster.workDir, `node-${node}`, 'root-cert.pem')
+    writeFileSync(path, readFileSync(path, 'utf8') + extra)
+  }
+  const deadline = Date.now() + 10_000
+  const replaced = (): boolean => ['n1', 'n2'].every((n) => /"roots":2,"msg":"trust bundle replaced"/.test(cluster.ztunnels.get(n)!.logs()))
+  while (!replaced() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+  t.ok(replaced(), 'both ztunnels applied the two-root bundle')
+  const r = await connectMany(cluster.tb, cluster.pod('a'), target, { count: 5, concurrency: 1 })
+  t.equal(r.ok, 5, `new connections work under the new bundle (${JSON.stringify(r.errors)})`)
+})
