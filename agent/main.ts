@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { Command } from 'commander'
+import { StopStack } from '../common/lifecycle.js'
 import { createLogger, type Logger } from '../common/log.js'
 import { BPF_OBJECTS_DIR } from '../cli/paths.js'
 import { AGENT_DEFAULTS, parseAgentConfig, type AgentConfig, type AgentFlags } from './config.js'
@@ -20,7 +21,7 @@ import { XdsServer } from './xds/server.js'
 type Source = (KubeSource | ManifestsSource) & AgentSource
 
 export class Agent {
-  private readonly stops: (() => Promise<void> | void)[] = []
+  private readonly stops = new StopStack()
   private ready = false
   private readonly metrics = new AgentMetrics()
   private source: Source | null = null
@@ -117,14 +118,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.ready = false
-    while (this.stops.length > 0) {
-      const stop = this.stops.pop()!
-      try {
-        await stop()
-      } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'stop step failed')
-      }
-    }
+    await this.stops.run(this.log)
   }
 }
 

@@ -6,6 +6,7 @@
 // Order keeps enrolled pods failing closed, never open: to enroll, ztunnel first
 // learns the pod (and opens its in-pod listeners), then the datapath captures it;
 // to un-enroll, the datapath lets go first, then ztunnel forgets the pod.
+import { eachLimited } from '../common/concurrency.js'
 import type { Logger } from '../common/log.js'
 import { rmSync } from 'node:fs'
 import { netnsCookieOf, type Datapath, type EnrolledPod } from './dataplane/datapath.js'
@@ -77,6 +78,9 @@ interface Resolved {
 }
 
 const key = (p: Pick<Pod, 'namespace' | 'name'>): string => `${p.namespace}/${p.name}`
+
+/** Pods captured at once: each waits for ztunnel's listener and configures its netns (one process). */
+const ENROLL_CONCURRENCY = 32
 
 export class Reconciler {
   readonly #o: ReconcilerOptions
@@ -195,8 +199,10 @@ export class Reconciler {
     // 3. Capture what should be: once ztunnel listens in the pod (or the wait ran out: fail closed).
     const captured = new Map<string, EnrolledPod>()
     for (const entry of datapath.enrolledPods()) captured.set(entry.ip, entry)
-    await Promise.all(
-      ready.map(async (pod) => {
+    await eachLimited(
+      ready,
+      ENROLL_CONCURRENCY,
+      async (pod) => {
         const have = captured.get(pod.podIP)
         if (have !== undefined && have.netnsCookie === cookies.get(pod.uid)) return
         const netnsPath = this.#netns.get(pod.uid)!.netnsPath
@@ -213,7 +219,7 @@ export class Reconciler {
           this.#o.metrics.reconcileErrors.inc({ reason: 'enroll' })
           log.error({ pod: key(pod), err: (err as Error).message }, 'cannot capture pod')
         }
-      }),
+      },
     )
     for (const link of datapath.staleNetnsLinks()) {
       log.info({ link }, 'removing the sk_lookup link of a pod that is gone')

@@ -21,7 +21,7 @@ import { startServer } from '../test/e2e/pod-clients.js'
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, pods: { type: 'string', default: '100,1000' } } })
 const rounds = Number(values.rounds)
 const sizes = values.pods!.split(',').map(Number)
-if (!Number.isInteger(rounds) || rounds < 1 || rounds > 50) throw new Error(`--rounds ${values.rounds}: 1-50`)
+if (!Number.isInteger(rounds) || rounds < 0 || rounds > 50) throw new Error(`--rounds ${values.rounds}: 0-50`)
 if (sizes.some((n) => !Number.isInteger(n) || n < 1 || n > 1000)) throw new Error(`--pods ${values.pods}: each 1-1000`)
 
 const LABEL = 'istio.io/dataplane-mode'
@@ -73,7 +73,7 @@ function histogram(metrics: string): { count: number; sum: number } {
 async function reconcile(n: number): Promise<Record<string, number>> {
   const pods = Array.from({ length: n }, (_, i) => ({ name: `p${i}`, namespace: 'bulk', node: 'n1', serviceAccount: `sa${i % 10}` }))
   const built = Date.now()
-  const cluster = await AgentCluster.start({ name: 'bench-reconcile', nodes: ['n1'], namespaces: { bulk: {} }, pods, logLevel: 'warn' })
+  const cluster = await AgentCluster.start({ name: 'bench-reconcile', nodes: ['n1'], namespaces: { bulk: {} }, pods })
   const setupS = (Date.now() - built) / 1000
   try {
     const agent = () => cluster.agents.get('n1')!
@@ -98,13 +98,17 @@ async function reconcile(n: number): Promise<Record<string, number>> {
       restartToAdoptedMs: restartMs,
       adoptionPassMs: (h2.sum / h2.count) * 1000,
     }
+  } catch (err) {
+    const tail = (text: string): string => text.trim().split('\n').slice(-15).join('\n')
+    console.error(`reconcile ${n} failed: ${(err as Error).message}\nagent:\n${tail(cluster.agents.get('n1')!.logs())}\nztunnel:\n${tail(cluster.ztunnels.get('n1')!.logs())}`)
+    throw err
   } finally {
     await cluster.stop()
   }
 }
 
-const label = await labelToCapture()
-console.log(`label -> first captured connection (${rounds} rounds): p50 ${pct(label, 50).toFixed(1)} ms, max ${Math.max(...label).toFixed(1)} ms  [${label.map((x) => x.toFixed(1)).join(', ')}]`)
+const label = rounds > 0 ? await labelToCapture() : []
+if (rounds > 0) console.log(`label -> first captured connection (${rounds} rounds): p50 ${pct(label, 50).toFixed(1)} ms, max ${Math.max(...label).toFixed(1)} ms  [${label.map((x) => x.toFixed(1)).join(', ')}]`)
 for (const n of sizes) {
   const r = await reconcile(n)
   console.log(JSON.stringify(r))

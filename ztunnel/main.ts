@@ -4,6 +4,7 @@
 import { readFileSync, watchFile, unwatchFile } from 'node:fs'
 import { join } from 'node:path'
 import type { Command } from 'commander'
+import { StopStack } from '../common/lifecycle.js'
 import { createLogger, type Logger } from '../common/log.js'
 import { ConfigError } from '../common/config.js'
 import { Datapath } from '../agent/dataplane/datapath.js'
@@ -47,7 +48,7 @@ function identitiesFor(config: ZtunnelConfig, log: Logger): IdentityManager {
 }
 
 export class Ztunnel {
-  private readonly stops: (() => Promise<void> | void)[] = []
+  private readonly stops = new StopStack()
   private ready = false
   admin: AdminServers | null = null
   private xds: XdsClient | null = null
@@ -139,14 +140,7 @@ export class Ztunnel {
 
   async stop(): Promise<void> {
     this.ready = false
-    while (this.stops.length > 0) {
-      const stop = this.stops.pop()!
-      try {
-        await stop()
-      } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'stop step failed')
-      }
-    }
+    await this.stops.run(this.log)
   }
 }
 

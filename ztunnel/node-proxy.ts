@@ -19,6 +19,7 @@ import { tcpLabels, type TcpLabels, type ZtunnelMetrics } from './metrics.js'
 import { dialFromPod } from './proxy/inpod.js'
 import { dialDelivery, HBONE_PORT, PodProxy, type CapturedConnection, type ConnectionHandler } from './proxy/pod-proxy.js'
 import { relay } from './proxy/relay.js'
+import { eachLimited } from '../common/concurrency.js'
 import { identityOf, type Workload, type WorkloadStore } from './state/workloads.js'
 import type { InboundAttributes, PolicyStore } from './state/policies.js'
 import type { Decision } from './rbac/matcher.js'
@@ -41,6 +42,10 @@ interface PodRuntime {
   readonly hbone: HboneServer<Workload>
 }
 
+/** Pods whose in-pod listeners are opened at once (each opens three sockets inside the pod's netns). */
+const POD_START_CONCURRENCY = 4
+const POD_START_RETRY_MS = 1000
+
 function workloadLabels(prefix: 'source' | 'destination', w: Workload | undefined): Partial<TcpLabels> {
   if (!w) return {}
   return {
@@ -55,6 +60,7 @@ export class NodeProxy {
   private readonly pods = new Map<string, PodRuntime>()
   private readonly pool: HbonePool
   private unsubscribe: (() => void) | null = null
+  private retry: NodeJS.Timeout | null = null
   private unsubscribePolicies: (() => void) | null = null
   /** Open inbound connections with what they were authorized on: re-checked when policy changes. */
   private readonly openInbound = new Map<number, { readonly attrs: InboundAttributes; readonly close: () => void }>()
@@ -81,6 +87,8 @@ export class NodeProxy {
   }
 
   async stop(): Promise<void> {
+    if (this.retry !== null) clearTimeout(this.retry)
+    this.retry = null
     this.unsubscribe?.()
     this.unsubscribePolicies?.()
     this.options.identities.off('certificate', this.onCertificate)
@@ -111,13 +119,22 @@ export class NodeProxy {
   private async reconcileNow(): Promise<void> {
     const wanted = new Map(this.options.store.local(this.options.node).map((w) => [w.uid, w]))
     for (const uid of this.pods.keys()) if (!wanted.has(uid)) await this.removePod(uid)
-    for (const [uid, w] of wanted) {
-      if (this.pods.has(uid)) continue
+    let failed = 0
+    const added = [...wanted.values()].filter((w) => !this.pods.has(w.uid))
+    await eachLimited(added, POD_START_CONCURRENCY, async (w) => {
       try {
         await this.addPod(w)
       } catch (err) {
-        this.options.log.error({ err: (err as Error).message, workload: `${w.namespace}/${w.name}` }, 'cannot start the in-pod listeners; the pod fails closed until this succeeds')
+        failed += 1
+        this.options.log.error({ err: (err as Error).message, workload: `${w.namespace}/${w.name}` }, 'cannot start the in-pod listeners; the pod fails closed until this succeeds (retried)')
       }
+    })
+    if (failed > 0 && this.retry === null) {
+      this.retry = setTimeout(() => {
+        this.retry = null
+        void this.reconcile()
+      }, POD_START_RETRY_MS)
+      this.retry.unref()
     }
   }
 

@@ -83,6 +83,8 @@ function cgroupId(cgroupPath: string): bigint {
 export class Datapath {
   readonly dir: string
   private readonly maps: Record<keyof typeof abi.MAP_NAMES, BpfMap>
+  /** The sk_lookup program, loaded on first enrollment and kept. */
+  private skLookup: BpfObject | null = null
 
   private constructor(readonly settings: DatapathSettings, maps: Record<keyof typeof abi.MAP_NAMES, BpfMap>) {
     this.dir = versionDir(settings.pinRoot)
@@ -169,14 +171,12 @@ export class Datapath {
     await configurePodRouting(pod.netnsPath, this.settings.deliveryMark)
     const pin = this.netnsLinkPin(cookie)
     if (!existsSync(pin)) {
-      const obj = openObject(this.settings, 'sk_lookup')
-      try {
-        const link = obj.attachNetns('ambient_sk_lookup', pod.netnsPath)
-        link.pin(pin)
-        link.close()
-      } finally {
-        obj.close()
-      }
+      // One loaded sk_lookup program serves every pod's netns: loading (and
+      // verifying) it per pod would dominate enrolling many pods.
+      this.skLookup ??= openObject(this.settings, 'sk_lookup')
+      const link = this.skLookup.attachNetns('ambient_sk_lookup', pod.netnsPath)
+      link.pin(pin)
+      link.close()
     }
     this.maps.inbound.update(abi.encodeIp4Key(pod.ip), abi.encodeInbound())
     this.maps.pods.update(abi.encodePodKey(cookie), podValue)
@@ -258,6 +258,8 @@ export class Datapath {
   }
 
   close(): void {
+    this.skLookup?.close()
+    this.skLookup = null
     for (const map of Object.values(this.maps)) map.close()
   }
 

@@ -25,15 +25,16 @@ async function inNetns(netnsPath: string, args: readonly string[]): Promise<stri
   }
 }
 
-/** Idempotent: running it twice leaves one rule and one route. */
+/** Idempotent: running it twice leaves one rule and one route. One process per pod: enrollment of many pods is bounded by it. */
 export async function configurePodRouting(netnsPath: string, mark: number): Promise<void> {
   const markHex = `0x${mark.toString(16)}`
-  await inNetns(netnsPath, ['sh', '-c', 'echo 1 > /proc/sys/net/ipv4/tcp_fwmark_accept'])
-  const rules = await inNetns(netnsPath, ['ip', '-4', 'rule', 'show'])
-  if (!rules.includes(`fwmark ${markHex} lookup ${POD_ROUTE_TABLE}`)) {
-    await inNetns(netnsPath, ['ip', '-4', 'rule', 'add', 'fwmark', markHex, 'lookup', String(POD_ROUTE_TABLE), 'priority', '100'])
-  }
-  await inNetns(netnsPath, ['ip', '-4', 'route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(POD_ROUTE_TABLE)])
+  const table = String(POD_ROUTE_TABLE)
+  const script = [
+    'echo 1 > /proc/sys/net/ipv4/tcp_fwmark_accept',
+    `{ ip -4 rule show | grep -q "fwmark ${markHex} lookup ${table}" || ip -4 rule add fwmark ${markHex} lookup ${table} priority 100; }`,
+    `ip -4 route replace local 0.0.0.0/0 dev lo table ${table}`,
+  ].join(' && ')
+  await inNetns(netnsPath, ['sh', '-c', script])
 }
 
 /** Removes what configurePodRouting added; absent pieces (or a gone netns) are success. */

@@ -133,7 +133,10 @@ export class ManifestsSource {
       else current[k] = v
     }
     this.#annotations.set(`${namespace}/${name}`, current)
-    this.#publish()
+    // Only this pod changes: a targeted update, not a full republish (the agent
+    // annotates every pod it enrolls, and a full diff per pod is quadratic).
+    const resource = this.#desired.get(refToString({ kind: 'Pod', namespace, name }))
+    if (resource !== undefined) this.#apply([{ type: 'upsert', resource: this.#withAnnotations(resource) }])
   }
 
   /** Reads the folder now (also what the timer and fs.watch do). */
@@ -223,6 +226,10 @@ export class ManifestsSource {
       if (existing === undefined || JSON.stringify(existing) !== JSON.stringify(resource)) changes.push({ type: 'upsert', resource })
     }
     for (const [key, resource] of current) if (!target.has(key)) changes.push({ type: 'delete', ref: refOf(resource) })
+    this.#apply(changes)
+  }
+
+  #apply(changes: readonly Change[]): void {
     const next = applyBatch(this.#snapshot, changes)
     if (next === this.#snapshot) return
     this.#snapshot = next

@@ -12,6 +12,7 @@ import { stringify } from 'yaml'
 import { Datapath } from '../../agent/dataplane/datapath.js'
 import { REPO_ROOT } from '../../cli/paths.js'
 import { FakeKubeApiServer, type FakeKind } from '../fakes/kube-api-server.js'
+import { waitForLog } from './cluster.js'
 import { Testbed, type TestPod } from './testbed.js'
 
 export interface PodObjectSpec {
@@ -225,14 +226,19 @@ export class AgentCluster {
     return (await fetch(`http://127.0.0.1:${endpoint.port}/metrics`)).text()
   }
 
-  /** Polls until `check` returns true (bounded); throws with `what` and the last value otherwise. */
+  /** Polls until `check` returns true (bounded; a check that throws counts as not yet); throws naming `what` otherwise. */
   async until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 15_000): Promise<void> {
     const deadline = Date.now() + timeoutMs
+    let lastError: unknown
     while (Date.now() < deadline) {
-      if (await check()) return
+      try {
+        if (await check()) return
+      } catch (err) {
+        lastError = err // a busy or restarting process: ask again
+      }
       await new Promise((r) => setTimeout(r, 50))
     }
-    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`)
   }
 
   async stop(): Promise<void> {
@@ -260,24 +266,12 @@ export interface AgentStatusJson {
   readonly rejectedObjects: readonly string[]
 }
 
-/** Resolves with the first JSON log line containing `marker`; rejects if the process exits or stays silent 20 s. */
-function waitReady(child: ChildProcess, marker: string, what: string): Promise<ProcessHandle> {
+/** A started process once it logged `marker`, with its logs so far and from now on. */
+async function waitReady(child: ChildProcess, marker: string, what: string): Promise<ProcessHandle> {
   let logs = ''
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} not ready within 20 s:\n${logs}`)), 20_000)
-    const onData = (d: Buffer): void => {
-      logs += d
-      for (const line of String(d).split('\n')) {
-        if (!line.includes(marker)) continue
-        clearTimeout(timer)
-        resolve({ child, ready: JSON.parse(line) as Record<string, unknown>, logs: () => logs })
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`${what} exited ${code}:\n${logs}`))
-    })
-  })
+  const collect = (d: Buffer): void => void (logs += d)
+  child.stdout?.on('data', collect)
+  child.stderr?.on('data', collect)
+  const ready = (await waitForLog(child, marker, what)) as Record<string, unknown>
+  return { child, ready, logs: () => logs }
 }

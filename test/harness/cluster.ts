@@ -223,7 +223,7 @@ export class MeshCluster {
 }
 
 /** Resolves with the first JSON log line containing `marker`; rejects if the process exits or stays silent 20 s. */
-function waitForLog(child: ChildProcess, marker: string, what: string): Promise<unknown> {
+export function waitForLog(child: ChildProcess, marker: string, what: string): Promise<unknown> {
   let logs = ''
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${what} not ready within 20 s:\n${logs}`)), 20_000)
