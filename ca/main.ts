@@ -4,6 +4,7 @@
 import { chmodSync, mkdirSync, unwatchFile, watchFile, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Command } from 'commander'
+import { StopStack } from '../common/lifecycle.js'
 import { createLogger, type Logger } from '../common/log.js'
 import { ConfigError, parseDuration, requireString } from '../common/config.js'
 import { CertificateAuthority } from './authority.js'
@@ -16,7 +17,7 @@ import type { Snapshot } from '../agent/model/snapshot.js'
 import { CaServer } from './server.js'
 
 export class CaProcess {
-  private readonly stops: (() => Promise<void> | void)[] = []
+  private readonly stops = new StopStack()
   server: CaServer | null = null
 
   constructor(private readonly config: CaConfig, private readonly log: Logger) {}
@@ -62,13 +63,7 @@ export class CaProcess {
   }
 
   async stop(): Promise<void> {
-    while (this.stops.length > 0) {
-      try {
-        await this.stops.pop()!()
-      } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'stop step failed')
-      }
-    }
+    await this.stops.run(this.log)
   }
 }
 
