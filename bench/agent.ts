@@ -47,7 +47,11 @@ async function labelToCapture(): Promise<number[]> {
         cluster.setNamespaceLabel('shop', LABEL, 'ambient')
         const deadline = Date.now() + 20_000
         while (datapath.counters().connect_redirected === before) {
-          if (Date.now() > deadline) throw new Error('no captured connection within 20 s of the label')
+          if (Date.now() > deadline) {
+            const tail = (text: string): string => text.trim().split('\n').slice(-25).map((l) => l.slice(0, 400)).join('\n')
+            console.error(`status: ${JSON.stringify(await cluster.status('n1'))}\nagent:\n${tail(cluster.agents.get('n1')!.logs())}\nztunnel:\n${tail(cluster.ztunnels.get('n1')!.logs())}`)
+            throw new Error('no captured connection within 20 s of the label')
+          }
           await new Promise((r) => setTimeout(r, 1))
         }
         samples.push(Number(process.hrtime.bigint() - t0) / 1e6)
