@@ -7,7 +7,7 @@ import tls from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { HboneSessionError, HboneStatusError, HboneStreamError, HboneTimeoutError } from './errors.js'
-import { sessionMemoryMb } from './flow-control.js'
+import { sessionMemoryMb, MAX_FRAME_SIZE } from './flow-control.js'
 import { formatAuthority, requestHeaders, type HboneHeaders, type SocketAddress } from './headers.js'
 import { expectServerIdentity, HBONE_ALPN } from './tls.js'
 
@@ -62,6 +62,7 @@ function secureConnect(options: DialSessionOptions, raw: net.Socket | undefined)
     socket.once('error', reject)
     socket.once('secureConnect', () => {
       socket.off('error', reject)
+      socket.setNoDelay(true)
       if (socket.alpnProtocol !== HBONE_ALPN) {
         socket.destroy()
         reject(new Error(`server negotiated alpn ${JSON.stringify(socket.alpnProtocol)}, not ${HBONE_ALPN}`))
@@ -87,7 +88,7 @@ export async function dialSession(options: DialSessionOptions): Promise<http2.Cl
     const socket = await secureConnect(options, raw)
     session = http2.connect(`https://${hop}`, {
       createConnection: () => socket,
-      settings: { initialWindowSize: options.windowSize, enablePush: false },
+      settings: { initialWindowSize: options.windowSize, enablePush: false, maxFrameSize: MAX_FRAME_SIZE },
       maxSessionMemory: sessionMemoryMb(options.windowSize),
     })
     const ready = session

@@ -9,3 +9,10 @@ export const DEFAULT_WINDOW = 4 * 1024 * 1024
 export function sessionMemoryMb(windowSize: number): number {
   return Math.max(64, Math.ceil((windowSize * 8) / 1e6))
 }
+
+/**
+ * SETTINGS_MAX_FRAME_SIZE we advertise: the peer may send DATA frames this large.
+ * HTTP/2's 16 KiB default splits every 64 KiB socket read into four frames, four
+ * stream 'data' events and four writes on the other side.
+ */
+export const MAX_FRAME_SIZE = 1024 * 1024

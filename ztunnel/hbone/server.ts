@@ -18,7 +18,7 @@ import {
 } from './errors.js'
 import { isTraceparent, generateTraceparent, parseAuthority, parseForwardedFor, type SocketAddress } from './headers.js'
 import { pipeStream } from './pipe.js'
-import { DEFAULT_WINDOW, sessionMemoryMb } from './flow-control.js'
+import { DEFAULT_WINDOW, sessionMemoryMb, MAX_FRAME_SIZE } from './flow-control.js'
 import { listenTls, type HboneListen, type RejectReason } from './server-listener.js'
 import { contextOptions, HBONE_ALPN, peerIdentity, trustDomainOf, type IdentityCredentials } from './tls.js'
 
@@ -134,6 +134,7 @@ export class HboneServer<T> {
       handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
     })
     this.tlsServer.on('connection', (socket: net.Socket) => {
+      socket.setNoDelay(true)
       this.rawSockets.add(socket)
       socket.once('close', () => this.rawSockets.delete(socket))
     })
@@ -218,7 +219,7 @@ export class HboneServer<T> {
     const local = address(socket.localAddress, socket.localPort)
     const windowSize = this.options.windowSize ?? DEFAULT_WINDOW
     const session = http2.performServerHandshake(socket, {
-      settings: { initialWindowSize: windowSize, maxConcurrentStreams: this.options.maxConcurrentStreams ?? 1000 },
+      settings: { initialWindowSize: windowSize, maxConcurrentStreams: this.options.maxConcurrentStreams ?? 1000, maxFrameSize: MAX_FRAME_SIZE },
       maxSessionMemory: sessionMemoryMb(windowSize),
     })
     session.setLocalWindowSize(windowSize)

@@ -22,7 +22,8 @@ export async function listenInPod(
     bindPort: address.port,
     listenBacklog: 1024,
   })
-  const server = net.createServer({ pauseOnConnect: false }, onConnection)
+  // Nagle off: ztunnel relays what it reads at once; coalescing small writes only adds latency.
+  const server = net.createServer({ pauseOnConnect: false, noDelay: true }, onConnection)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen({ fd }, () => {
@@ -69,6 +70,7 @@ export async function dialFromPod(pod: PodNetns, target: { readonly ip: string; 
     socket.connect(target.port, target.ip, () => {
       clearTimeout(timer)
       socket.removeAllListeners('error')
+      socket.setNoDelay(true)
       resolve(socket)
     })
   })
