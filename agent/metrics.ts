@@ -29,7 +29,7 @@ export class AgentMetrics {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     })
-    this.reconcileErrors = new Counter({ name: 'ambient_agent_reconcile_errors_total', help: 'Reconcile failures by reason (AMBIENT_ERR_ENROLL_* for a pod netns not found, enroll, unenroll, annotate)', labelNames: ['reason'], registers })
+    this.reconcileErrors = new Counter({ name: 'ambient_agent_reconcile_errors_total', help: 'Reconcile failures by reason: netns (a pod netns not found), enroll, unenroll, annotate, policy-status, pass', labelNames: ['reason'], registers })
     this.mapEntries = new Gauge({ name: 'ambient_datapath_map_entries', help: 'Entries in each pinned datapath map', labelNames: ['map'], registers })
     this.mapCapacity = new Gauge({ name: 'ambient_datapath_map_capacity', help: 'max_entries of each pinned datapath map', labelNames: ['map'], registers })
     this.watchRestarts = new Gauge({ name: 'ambient_agent_watch_restarts_total', help: 'Kubernetes watches restarted (errors, 410 Gone, dropped streams), by kind', labelNames: ['kind'], registers })

@@ -9,8 +9,8 @@
 import { eachLimited } from '../common/concurrency.js'
 import type { Logger } from '../common/log.js'
 import { rmSync } from 'node:fs'
-import { netnsCookieOf, type Datapath, type EnrolledPod } from './dataplane/datapath.js'
-import { podNetns, PodNetnsError } from './enroll/pod-netns.js'
+import { netnsCookieOf, type Datapath } from './dataplane/datapath.js'
+import { podNetns } from './enroll/pod-netns.js'
 import { enrolledPods, REDIRECTION_ANNOTATION, REDIRECTION_ENABLED } from './model/enrollment.js'
 import { meshResources, type MeshResources } from './model/mesh-resources.js'
 import type { Snapshot } from './model/snapshot.js'
@@ -72,9 +72,10 @@ export interface PodStatus {
   readonly error: string | null
 }
 
-interface Resolved {
+/** A pod's network namespace as found this pass. */
+interface Located {
   readonly netnsPath: string
-  readonly netnsInode: bigint
+  readonly cookie: bigint
 }
 
 const key = (p: Pick<Pod, 'namespace' | 'name'>): string => `${p.namespace}/${p.name}`
@@ -85,8 +86,8 @@ const ENROLL_CONCURRENCY = 32
 export class Reconciler {
   readonly #o: ReconcilerOptions
   readonly #log: Logger
-  /** Pod uid -> its netns, found once per pod (a pod keeps its netns for life). */
-  readonly #netns = new Map<string, Resolved>()
+  /** Pod uid -> its netns path, found once per pod (a pod keeps its netns while its sandbox lives). */
+  readonly #netns = new Map<string, string>()
   readonly #errors = new Map<string, string>()
   #pods: readonly PodStatus[] = []
   #running: Promise<void> | null = null
@@ -127,7 +128,18 @@ export class Reconciler {
       try {
         do {
           this.#again = false
-          await this.#pass()
+          try {
+            await this.#pass()
+          } catch (err) {
+            // Not one pod's problem (those are handled per pod): log, count, and try again shortly.
+            this.#o.metrics.reconcileErrors.inc({ reason: 'pass' })
+            this.#log.error({ err: (err as Error).message }, 'reconcile pass failed; retrying')
+            if (!this.#stopped) {
+              if (this.#retry) clearTimeout(this.#retry)
+              this.#retry = setTimeout(() => void this.schedule(), this.#o.retryMs)
+              this.#retry.unref()
+            }
+          }
         } while (this.#again && !this.#stopped)
       } finally {
         this.#running = null
@@ -147,118 +159,133 @@ export class Reconciler {
   async #pass(): Promise<void> {
     const started = process.hrtime.bigint()
     const snapshot = this.#o.source.snapshot()
-    const { datapath, node, log } = this.#o
-    let errors = 0
-    const desired = enrolledPods(snapshot, node)
+    const desired = enrolledPods(snapshot, this.#o.node)
+    this.#errors.clear()
+    const located = await this.#locate(desired)
+    await this.#release(snapshot, desired, located)
+    const resources = this.#publish(snapshot, desired, located)
+    await this.#writePolicyStatus(snapshot, resources)
+    await this.#capture(desired, located)
+    this.#removeStaleLinks()
+    await this.#annotate(snapshot, new Set(desired.filter((p) => located.has(p.uid) && !this.#errors.has(p.uid)).map((p) => p.uid)))
+    this.#record(desired, snapshot, started)
+  }
+
+  /** Each desired pod's netns and cookie (cached per pod uid; looked up again when it no longer answers). */
+  async #locate(desired: readonly Pod[]): Promise<Map<string, Located>> {
     const desiredUids = new Set(desired.map((p) => p.uid))
     for (const uid of this.#netns.keys()) if (!desiredUids.has(uid)) this.#netns.delete(uid)
-    this.#errors.clear()
+    const located = new Map<string, Located>()
     for (const pod of desired) {
-      if (this.#netns.has(pod.uid)) continue
-      try {
-        const found = podNetns(this.#o.cgroupRoot, pod.uid)
-        this.#netns.set(pod.uid, { netnsPath: found.netnsPath, netnsInode: found.netnsInode })
-      } catch (err) {
-        errors += 1
-        const message = (err as Error).message
-        this.#errors.set(pod.uid, message)
-        this.#o.metrics.reconcileErrors.inc({ reason: err instanceof PodNetnsError ? err.code : 'netns' })
-        log.warn({ pod: key(pod), uid: pod.uid, err: message }, 'pod not captured yet: its network namespace was not found')
+      const cached = this.#netns.get(pod.uid)
+      // A cached path whose process is gone (a recreated sandbox) is looked up afresh once.
+      for (const netnsPath of cached === undefined ? [undefined] : [cached, undefined]) {
+        try {
+          const path = netnsPath ?? podNetns(this.#o.cgroupRoot, pod.uid).netnsPath
+          located.set(pod.uid, { netnsPath: path, cookie: await netnsCookieOf(path) })
+          this.#netns.set(pod.uid, path)
+          this.#errors.delete(pod.uid)
+          break
+        } catch (err) {
+          this.#netns.delete(pod.uid)
+          this.#errors.set(pod.uid, (err as Error).message)
+        }
+      }
+      const error = this.#errors.get(pod.uid)
+      if (!located.has(pod.uid) && error !== undefined) {
+        this.#o.metrics.reconcileErrors.inc({ reason: 'netns' })
+        this.#log.warn({ pod: key(pod), uid: pod.uid, err: error }, 'pod not captured yet: its network namespace was not found')
       }
     }
-    const ready = desired.filter((p) => this.#netns.has(p.uid))
-    const readyIps = new Map(ready.map((p) => [p.podIP, p]))
+    return located
+  }
 
-    // 1. Let go of what should no longer be captured: the datapath first.
-    const inDatapath = datapath.enrolledPods()
-    const cookies = new Map<string, bigint>()
-    for (const pod of ready) cookies.set(pod.uid, await this.#cookie(pod))
-    for (const entry of inDatapath) {
-      const pod = readyIps.get(entry.ip)
-      if (pod !== undefined && cookies.get(pod.uid) === entry.netnsCookie) continue
-      if (pod === undefined && desired.some((p) => p.podIP === entry.ip)) continue // netns not found now: keep as is
+  /** Releases from the datapath what should no longer be captured (or is captured under another netns). */
+  async #release(snapshot: Snapshot, desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<void> {
+    const byIp = new Map(desired.map((p) => [p.podIP, p]))
+    const local = new Map([...snapshot.pods.values()].filter((p) => p.nodeName === this.#o.node).map((p) => [p.podIP, p]))
+    for (const entry of this.#o.datapath.enrolledPods()) {
+      const pod = byIp.get(entry.ip)
+      if (pod !== undefined && !located.has(pod.uid)) continue // netns not found now: leave it as it is
+      if (pod !== undefined && located.get(pod.uid)!.cookie === entry.netnsCookie) continue
+      const stillThere = local.get(entry.ip)
       try {
-        const stillThere = [...snapshot.pods.values()].find((p) => p.podIP === entry.ip && p.nodeName === node)
         const netnsPath = stillThere ? this.#tryNetns(stillThere.uid) : undefined
-        await datapath.unenrollPod({ netnsCookie: entry.netnsCookie, ip: entry.ip, ...(netnsPath ? { netnsPath } : {}) })
-        log.info({ ip: entry.ip, netnsCookie: String(entry.netnsCookie), pod: stillThere ? key(stillThere) : null }, 'pod released from the datapath')
+        await this.#o.datapath.unenrollPod({ netnsCookie: entry.netnsCookie, ip: entry.ip, ...(netnsPath ? { netnsPath } : {}) })
+        this.#log.info({ ip: entry.ip, netnsCookie: String(entry.netnsCookie), pod: stillThere ? key(stillThere) : null }, 'pod released from the datapath')
       } catch (err) {
-        errors += 1
         this.#o.metrics.reconcileErrors.inc({ reason: 'unenroll' })
-        log.error({ ip: entry.ip, err: (err as Error).message }, 'cannot release pod from the datapath')
+        this.#log.error({ ip: entry.ip, err: (err as Error).message }, 'cannot release pod from the datapath')
       }
     }
+  }
 
-    // 2. Tell ztunnel (the local pods it must serve, every workload, every policy).
-    const localNetns = new Map([...this.#netns].filter(([uid]) => desiredUids.has(uid)).map(([uid, r]) => [uid, r.netnsPath]))
+  /** Tells ztunnel every workload and policy, with this node's located pods' netns. */
+  #publish(snapshot: Snapshot, desired: readonly Pod[], located: ReadonlyMap<string, Located>): MeshResources {
+    const localNetns = new Map(desired.filter((p) => located.has(p.uid)).map((p) => [p.uid, located.get(p.uid)!.netnsPath]))
     const resources = meshResources(snapshot, { trustDomain: this.#o.trustDomain, rootNamespace: this.#o.rootNamespace, clusterDomain: this.#o.clusterDomain, localNetns })
     this.#o.sink.update(resources)
     this.#reportPolicies(resources)
-    errors += await this.#writePolicyStatus(snapshot, resources)
+    return resources
+  }
 
-    // 3. Capture what should be: once ztunnel listens in the pod (or the wait ran out: fail closed).
-    const captured = new Map<string, EnrolledPod>()
-    for (const entry of datapath.enrolledPods()) captured.set(entry.ip, entry)
-    await eachLimited(
-      ready,
-      ENROLL_CONCURRENCY,
-      async (pod) => {
-        const have = captured.get(pod.podIP)
-        if (have !== undefined && have.netnsCookie === cookies.get(pod.uid)) return
-        const netnsPath = this.#netns.get(pod.uid)!.netnsPath
-        try {
-          if (!(await this.#waitForListener(pod.podIP))) {
-            log.warn({ pod: key(pod), waitedMs: this.#o.listenerWaitMs }, 'ztunnel has no listener in the pod yet: capturing anyway, its connections fail until ztunnel serves it')
-          }
-          await datapath.enrollPod({ netnsPath, ip: pod.podIP, outboundPort: this.#o.outboundPort })
-          log.info({ pod: key(pod), ip: pod.podIP, netnsPath }, 'pod captured')
-        } catch (err) {
-          errors += 1
-          this.#errors.set(pod.uid, (err as Error).message)
-          this.#netns.delete(pod.uid) // look it up again next time: the pod may have been recreated
-          this.#o.metrics.reconcileErrors.inc({ reason: 'enroll' })
-          log.error({ pod: key(pod), err: (err as Error).message }, 'cannot capture pod')
+  /** Captures each located pod not captured yet, once ztunnel listens in it (or the wait ran out: fail closed). */
+  async #capture(desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<void> {
+    const captured = new Map(this.#o.datapath.enrolledPods().map((e) => [e.ip, e]))
+    const todo = desired.filter((p) => located.has(p.uid) && captured.get(p.podIP)?.netnsCookie !== located.get(p.uid)!.cookie)
+    await eachLimited(todo, ENROLL_CONCURRENCY, async (pod) => {
+      const { netnsPath } = located.get(pod.uid)!
+      try {
+        if (!(await this.#waitForListener(pod.podIP))) {
+          this.#log.warn({ pod: key(pod), waitedMs: this.#o.listenerWaitMs }, 'ztunnel has no listener in the pod yet: capturing anyway, its connections fail until ztunnel serves it')
         }
-      },
-    )
-    for (const link of datapath.staleNetnsLinks()) {
-      log.info({ link }, 'removing the sk_lookup link of a pod that is gone')
+        await this.#o.datapath.enrollPod({ netnsPath, ip: pod.podIP, outboundPort: this.#o.outboundPort })
+        this.#log.info({ pod: key(pod), ip: pod.podIP, netnsPath }, 'pod captured')
+      } catch (err) {
+        this.#errors.set(pod.uid, (err as Error).message)
+        this.#netns.delete(pod.uid) // look it up again next time: the pod may have been recreated
+        this.#o.metrics.reconcileErrors.inc({ reason: 'enroll' })
+        this.#log.error({ pod: key(pod), err: (err as Error).message }, 'cannot capture pod')
+      }
+    })
+  }
+
+  #removeStaleLinks(): void {
+    for (const link of this.#o.datapath.staleNetnsLinks()) {
+      this.#log.info({ link }, 'removing the sk_lookup link of a pod that is gone')
       rmSync(link, { force: true })
     }
+  }
 
-    // 4. Mark pods (the annotation is what users and Istio tooling look at).
-    errors += await this.#annotate(snapshot, new Set(ready.filter((p) => !this.#errors.has(p.uid)).map((p) => p.uid)))
-
-    const now = new Map(datapath.enrolledPods().map((e) => [e.ip, e]))
+  /** What `ambient status` shows and the metrics; retries pending pods later. */
+  #record(desired: readonly Pod[], snapshot: Snapshot, started: bigint): void {
+    const now = new Map(this.#o.datapath.enrolledPods().map((e) => [e.ip, e]))
     this.#pods = desired.map((pod) => {
       const entry = now.get(pod.podIP)
-      const resolved = this.#netns.get(pod.uid)
+      const netnsPath = this.#netns.get(pod.uid)
       return {
         namespace: pod.namespace,
         name: pod.name,
         uid: pod.uid,
         ip: pod.podIP,
         identity: `spiffe://${this.#o.trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`,
-        netnsPath: resolved?.netnsPath ?? null,
+        netnsPath: netnsPath ?? null,
         netnsCookie: entry ? String(entry.netnsCookie) : null,
-        state: entry !== undefined && resolved !== undefined ? 'captured' : 'pending',
+        state: entry !== undefined && netnsPath !== undefined && !this.#errors.has(pod.uid) ? 'captured' : 'pending',
         error: this.#errors.get(pod.uid) ?? null,
       }
     })
     this.#passes += 1
     this.#lastSnapshotVersion = snapshot.version
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
-    this.#o.metrics.recordPass({ seconds, enrolled: this.#pods.filter((p) => p.state === 'captured').length, pending: this.#pods.filter((p) => p.state === 'pending').length, occupancy: datapath.occupancy() })
-    log.debug({ version: snapshot.version, desired: desired.length, errors, seconds }, 'reconciled')
-    if (this.#pods.some((p) => p.state === 'pending') && !this.#stopped) {
+    const pending = this.#pods.filter((p) => p.state === 'pending').length
+    this.#o.metrics.recordPass({ seconds, enrolled: this.#pods.length - pending, pending, occupancy: this.#o.datapath.occupancy() })
+    this.#log.debug({ version: snapshot.version, desired: desired.length, pending, seconds }, 'reconciled')
+    if (pending > 0 && !this.#stopped) {
       if (this.#retry) clearTimeout(this.#retry)
       this.#retry = setTimeout(() => void this.schedule(), this.#o.retryMs)
       this.#retry.unref()
     }
-  }
-
-  async #cookie(pod: Pod): Promise<bigint> {
-    return netnsCookieOf(this.#netns.get(pod.uid)!.netnsPath)
   }
 
   #tryNetns(uid: string): string | undefined {

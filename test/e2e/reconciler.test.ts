@@ -124,6 +124,22 @@ t.test('a restarted agent adopts the maps and removes what went stale while it w
   t.same(datapath.staleNetnsLinks(), [], 'no sk_lookup link left for a')
 })
 
+t.test('a recreated sandbox (its process gone) is found again, not a failed pass', async (t) => {
+  const before = agent.pods().find((p) => p.name === 'c')!
+  const oldPid = Number(/\/proc\/(\d+)\//.exec(before.netnsPath!)![1])
+  const fresh = tb.spawnInPod(tb.pod('c'), 'sleep', ['600'], { stdio: 'ignore' })
+  t.teardown(() => void fresh.kill())
+  await new Promise((r) => setTimeout(r, 200))
+  process.kill(oldPid, 'SIGKILL')
+  await new Promise((r) => setTimeout(r, 200))
+  await agent.schedule()
+  const after = agent.pods().find((p) => p.name === 'c')!
+  t.equal(after.state, 'captured')
+  t.not(after.netnsPath, before.netnsPath, 'the netns is reached through the new sandbox')
+  t.equal(after.netnsCookie, before.netnsCookie, 'same network namespace, so the capture is unchanged')
+  t.same(enrolledIps(), [tb.pod('c').ip])
+})
+
 t.test('a pod whose cgroup cannot be found stays pending with the reason, and the rest proceed', async (t) => {
   const ghost: Pod = { ...podOf('b', 'other'), name: 'ghost', uid: '00000000-0000-4000-8000-00000000abcd', podIP: '198.19.4.200', podIPs: ['198.19.4.200'] }
   source.apply([upsertPod(ghost)])
