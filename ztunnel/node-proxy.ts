@@ -37,7 +37,8 @@ export interface NodeProxyOptions {
 }
 
 interface PodRuntime {
-  readonly workload: Workload
+  /** The latest version from the store: policies attached to it change while it runs. */
+  workload: Workload
   readonly proxy: PodProxy
   readonly hbone: HboneServer<Workload>
 }
@@ -63,7 +64,7 @@ export class NodeProxy {
   private retry: NodeJS.Timeout | null = null
   private unsubscribePolicies: (() => void) | null = null
   /** Open inbound connections with what they were authorized on: re-checked when policy changes. */
-  private readonly openInbound = new Map<number, { readonly attrs: InboundAttributes; readonly close: () => void }>()
+  private readonly openInbound = new Map<number, { readonly uid: string; readonly attrs: InboundAttributes; readonly close: () => void }>()
   private nextInbound = 1
   private reconciling: Promise<void> = Promise.resolve()
 
@@ -118,7 +119,18 @@ export class NodeProxy {
 
   private async reconcileNow(): Promise<void> {
     const wanted = new Map(this.options.store.local(this.options.node).map((w) => [w.uid, w]))
-    for (const uid of this.pods.keys()) if (!wanted.has(uid)) await this.removePod(uid)
+    let updated = false
+    for (const [uid, pod] of [...this.pods]) {
+      const next = wanted.get(uid)
+      // Gone, or the same pod in another sandbox (netns or IP changed): its listeners must move.
+      if (next === undefined || next.netnsPath !== pod.workload.netnsPath || next.ips[0] !== pod.workload.ips[0]) await this.removePod(uid)
+      else if (next !== pod.workload) {
+        pod.workload = next
+        updated = true
+      }
+    }
+    // A workload's attached policies (or labels) may have changed: open connections are checked again.
+    if (updated) this.reevaluateOpenConnections()
     let failed = 0
     const added = [...wanted.values()].filter((w) => !this.pods.has(w.uid))
     await eachLimited(added, POD_START_CONCURRENCY, async (w) => {
@@ -144,6 +156,7 @@ export class NodeProxy {
     const netnsCookie = await netnsCookieOf(netnsPath)
     const { proxyMark, deliveryMark } = this.options.datapath.settings
     const log = this.options.log.child({ workload: `${w.namespace}/${w.name}` })
+    const current = (): Workload => this.pods.get(w.uid)?.workload ?? w
     const proxy = new PodProxy({
       pod: { netnsPath, ip, netnsCookie },
       proxyMark,
@@ -154,38 +167,38 @@ export class NodeProxy {
       },
       listeners: this.options.datapath,
       log,
-      outbound: this.outbound(w),
-      inbound: this.inboundPlaintext(w),
+      outbound: this.outbound(current),
+      inbound: this.inboundPlaintext(current),
     })
     const hbone = new HboneServer<Workload>({
       credentials: credentialsOf(await this.options.identities.getCertificate(identityOf(w))),
       trustDomain: this.options.trustDomain,
       resolveTarget: (destination) => {
         if (destination.ip !== ip) throw new HboneNotLocalError(formatAuthority(destination))
-        return w
+        return current()
       },
       authorize: (info) => {
-        const decision = this.authorize({ peerIdentity: info.peerIdentity, sourceIp: info.sourceIp, destination: w, destinationIp: info.destination.ip, destinationPort: info.destination.port }, 'hbone')
+        const decision = this.authorize({ peerIdentity: info.peerIdentity, sourceIp: info.sourceIp, destination: current(), destinationIp: info.destination.ip, destinationPort: info.destination.port }, 'hbone')
         return { allowed: decision.allowed, policy: decision.policy ? `${decision.policy.namespace}/${decision.policy.name}` : undefined }
       },
       connectUpstream: async (_target, info) => {
         const upstream = await dialDelivery({ netnsPath, ip }, info.destination, { ip: info.sourceIp, port: 0 }, deliveryMark)
-        this.track({ peerIdentity: info.peerIdentity, sourceIp: info.sourceIp, destination: w, destinationIp: info.destination.ip, destinationPort: info.destination.port }, upstream, () => upstream.destroy(new Error('denied by a policy change')))
+        this.track(w.uid, { peerIdentity: info.peerIdentity, sourceIp: info.sourceIp, destination: current(), destinationIp: info.destination.ip, destinationPort: info.destination.port }, upstream, () => upstream.destroy(new Error('denied by a policy change')))
         return upstream
       },
       observer: {
         streamOpened: (info) => {
-          const labels = this.inboundLabels(w, info.peerIdentity, 'mutual_tls', info.sourceIp)
+          const labels = this.inboundLabels(current(), info.peerIdentity, 'mutual_tls', info.sourceIp)
           this.options.metrics.connectionOpened(labels, 'inbound')
         },
         streamClosed: (record) => {
           if (record.status === 401) {
-            const labels = tcpLabels({ ...this.inboundLabels(w, record.peerIdentity, 'mutual_tls', record.info?.sourceIp), response_flags: 'DENY' })
+            const labels = tcpLabels({ ...this.inboundLabels(current(), record.peerIdentity, 'mutual_tls', record.info?.sourceIp), response_flags: 'DENY' })
             this.options.metrics.connectionOpened(labels, 'inbound')
             this.options.metrics.connectionClosed(labels, 'inbound', { received: 0, sent: 0 })
           }
           if (record.status !== 200) return
-          const labels = this.inboundLabels(w, record.peerIdentity, 'mutual_tls', record.info?.sourceIp)
+          const labels = this.inboundLabels(current(), record.peerIdentity, 'mutual_tls', record.info?.sourceIp)
           this.options.metrics.connectionClosed(labels, 'inbound', { received: record.received, sent: record.sent })
         },
       },
@@ -223,9 +236,9 @@ export class NodeProxy {
     return decision
   }
 
-  private track(attrs: InboundAttributes, socket: net.Socket, close: () => void): void {
+  private track(uid: string, attrs: InboundAttributes, socket: net.Socket, close: () => void): void {
     const id = this.nextInbound++
-    this.openInbound.set(id, { attrs, close })
+    this.openInbound.set(id, { uid, attrs, close })
     socket.once('close', () => this.openInbound.delete(id))
   }
 
@@ -233,12 +246,13 @@ export class NodeProxy {
   private reevaluateOpenConnections(): void {
     let closed = 0
     for (const [id, open] of this.openInbound) {
-      if (this.authorize(open.attrs, open.attrs.peerIdentity ? 'hbone' : 'plaintext').allowed) continue
+      const destination = this.pods.get(open.uid)?.workload ?? open.attrs.destination
+      if (this.authorize({ ...open.attrs, destination }, open.attrs.peerIdentity ? 'hbone' : 'plaintext').allowed) continue
       this.openInbound.delete(id)
       open.close()
       closed++
     }
-    this.options.log.info({ open: this.openInbound.size, closed }, 'policy changed: open inbound connections re-evaluated')
+    this.options.log.info({ open: this.openInbound.size, closed }, 'policy or workloads changed: open inbound connections re-evaluated')
   }
 
   private inboundLabels(w: Workload, peerIdentity: string | null, security: string, sourceIp?: string): TcpLabels {
@@ -253,8 +267,9 @@ export class NodeProxy {
     return dialFromPod({ netnsPath: pod.workload.netnsPath!, ip: sourceIp! }, nextHop, { mark: this.options.datapath.settings.proxyMark })
   }
 
-  private outbound(source: Workload): ConnectionHandler {
+  private outbound(currentSource: () => Workload): ConnectionHandler {
     return async (conn: CapturedConnection) => {
+      const source = currentSource()
       // A service VIP goes to one of its healthy workloads, on that workload's target port.
       let target = conn.destination
       let destination = this.options.store.findByIp(conn.destination.ip)
@@ -297,8 +312,9 @@ export class NodeProxy {
     }
   }
 
-  private inboundPlaintext(w: Workload): ConnectionHandler {
+  private inboundPlaintext(current: () => Workload): ConnectionHandler {
     return async (conn: CapturedConnection) => {
+      const w = current()
       const source = this.options.store.findByIp(conn.source.ip)
       const labels = tcpLabels({ reporter: 'destination', ...workloadLabels('source', source), ...workloadLabels('destination', w), source_principal: 'unknown', connection_security_policy: 'unknown' })
       const attrs: InboundAttributes = { peerIdentity: null, sourceIp: conn.source.ip, destination: w, destinationIp: conn.destination.ip, destinationPort: conn.destination.port }
@@ -309,7 +325,7 @@ export class NodeProxy {
         conn.socket.resetAndDestroy()
         return
       }
-      this.track(attrs, conn.socket, () => conn.socket.resetAndDestroy())
+      this.track(w.uid, attrs, conn.socket, () => conn.socket.resetAndDestroy())
       const { deliveryMark } = this.options.datapath.settings
       const upstream = await dialDelivery(conn.pod, conn.destination, conn.source, deliveryMark)
       this.options.metrics.connectionOpened(labels, 'inbound')

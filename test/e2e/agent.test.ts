@@ -79,6 +79,21 @@ t.test('a malformed object is reported by name and field; everything else keeps 
   await cluster.until('rejection cleared', async () => (await cluster.status('n1')).rejectedObjects.length === 0)
 })
 
+t.test('a selector policy added for running pods is enforced at once, and its removal too', async (t) => {
+  const held = await holdConnection(cluster.tb, cluster.pod('a'), `${b.ip}:8080`)
+  cluster.put('AuthorizationPolicy', {
+    apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { namespace: 'shop', name: 'web-deny-client' },
+    spec: { action: 'DENY', selector: { matchLabels: { app: 'web' } }, rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/client'] } }] }] },
+  } as never)
+  const ended = await held.ended(15_000)
+  t.ok(ended.sent > 0, `the open connection from a was closed by the new policy (${JSON.stringify(ended)})`)
+  const denied = await connectMany(cluster.tb, cluster.pod('a'), `${b.ip}:8080`, { count: 3, concurrency: 1 })
+  t.equal(denied.ok, 0, `new connections from a are denied (${JSON.stringify(denied.errors)})`)
+  t.match(cluster.ztunnels.get('n2')!.logs(), /"policy":"shop\/web-deny-client".*"connection denied by policy"/)
+  cluster.remove('AuthorizationPolicy', 'shop', 'web-deny-client')
+  await cluster.until('allowed again', async () => (await connectMany(cluster.tb, cluster.pod('a'), `${b.ip}:8080`, { count: 1, concurrency: 1 })).ok === 1)
+})
+
 t.test('killing the agent mid-traffic drops nothing; changes made meanwhile apply when it returns', async (t) => {
   const held = await holdConnection(cluster.tb, cluster.pod('a'), `${b.ip}:8080`)
   await cluster.kill(cluster.agents.get('n1')!)
