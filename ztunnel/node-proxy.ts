@@ -274,12 +274,10 @@ export class NodeProxy {
       let target = conn.destination
       let destination = this.options.store.findByIp(conn.destination.ip)
       if (destination === undefined) {
+        // No healthy pod endpoint (a selectorless service, or none ready): plain TCP to the VIP, as to
+        // any destination outside the mesh; the cluster's service proxy routes it, and a meshed
+        // destination still enforces its own policy on that plaintext.
         const endpoint = this.options.store.pickServiceEndpoint(conn.destination.ip, conn.destination.port)
-        if (endpoint === null && this.options.store.isServiceVip(conn.destination.ip)) {
-          this.options.log.warn({ source: identityOf(source), destination: `${conn.destination.ip}:${conn.destination.port}` }, 'no healthy endpoint of the service serves this port: connection refused')
-          conn.socket.destroy()
-          return
-        }
         if (endpoint !== null) {
           destination = endpoint.workload
           target = { ip: endpoint.workload.ips[0]!, port: endpoint.port }

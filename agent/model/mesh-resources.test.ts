@@ -101,3 +101,32 @@ t.test('policy problems are reported, not streamed', async (t) => {
   t.notOk(r.authorizations.some((a) => a.name === 'broken'))
   t.equal(r.authorizations.length, resources.authorizations.length)
 })
+
+t.test('IPv4 addresses only; readiness from the EndpointSlice; services on workloads', async (t) => {
+  const snap = applyBatch(snapshot, [
+    pod('shop', 'dual', '198.19.1.9', { app: 'dual' }, { podIPs: ['198.19.1.9', 'fd00::9'] }),
+    pod('shop', 'v6only', 'fd00::10', {}, { podIPs: ['fd00::10'] }),
+    { type: 'upsert', resource: { kind: 'Service', value: { namespace: 'shop', name: 'web', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }], labels: {} } } },
+    {
+      type: 'upsert',
+      resource: {
+        kind: 'EndpointSlice',
+        value: {
+          namespace: 'shop', name: 'web-1', serviceName: 'web', addressType: 'IPv4', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+          endpoints: [
+            { addresses: ['198.19.1.1'], ready: true, nodeName: 'n1', targetRef: { kind: 'Pod', namespace: 'shop', name: 'web', uid: 'uid-web' } },
+            { addresses: ['198.19.1.2'], ready: false, nodeName: 'n1', targetRef: { kind: 'Pod', namespace: 'shop', name: 'api', uid: 'uid-api' } },
+          ],
+        },
+      },
+    },
+  ])
+  const r = meshResources(snap, { trustDomain: 'cluster.local', rootNamespace: ROOT, clusterDomain: 'cluster.local', localNetns: new Map() })
+  const by = new Map(r.workloads.map((w) => [w.name, w]))
+  t.same(by.get('dual')!.ips, ['198.19.1.9'], 'the IPv6 address of a dual-stack pod is left out')
+  t.notOk(by.has('v6only'), 'an IPv6-only pod is not a workload ztunnel can serve')
+  t.equal(by.get('web')!.status, 'HEALTHY')
+  t.equal(by.get('api')!.status, 'UNHEALTHY', 'not ready in the EndpointSlice')
+  t.same(by.get('web')!.services, { 'shop/web.shop.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] }, 'a named target port resolved through the slice')
+  t.match(r.services, [{ name: 'web', hostname: 'web.shop.svc.cluster.local', addresses: [{ address: '10.96.0.10' }] }])
+})

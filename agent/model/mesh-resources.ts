@@ -3,6 +3,7 @@
 // IPs, and the Authorizations, with selectors resolved here as istiod does
 // (Workload.authorization_policies) and PeerAuthentications in their converted
 // DENY form. Pure.
+import { isIPv4 } from 'node:net'
 import type { Authorization, WorkloadAuthorization } from './authorization.js'
 import { authorizationKey } from './authorization.js'
 import { selectorMatches } from './convert/labels.js'
@@ -37,6 +38,15 @@ export function canonicalOf(pod: Pick<Pod, 'name' | 'labels'>): { readonly name:
     name: l['service.istio.io/canonical-name'] ?? l['app.kubernetes.io/name'] ?? l['app'] ?? pod.name,
     revision: l['service.istio.io/canonical-revision'] ?? l['app.kubernetes.io/version'] ?? l['version'] ?? 'latest',
   }
+}
+
+/** Pods an EndpointSlice lists as not ready (readiness probe failing, starting, terminating). */
+function notReadyPods(snapshot: Snapshot): Set<string> {
+  const out = new Set<string>()
+  for (const slice of snapshot.endpointSlices.values()) {
+    for (const e of slice.endpoints) if (!e.ready && e.targetRef?.kind === 'Pod') out.add(`${e.targetRef.namespace}/${e.targetRef.name}`)
+  }
+  return out
 }
 
 function servicesByPod(snapshot: Snapshot, clusterDomain: string): Map<string, Record<string, PortMapping[]>> {
@@ -98,10 +108,11 @@ export function meshResources(snapshot: Snapshot, options: MeshResourceOptions):
   const pasByNamespace = new Map<string, PeerAuthentication[]>()
   for (const pa of policies.peerAuthentications) pasByNamespace.set(pa.namespace, [...(pasByNamespace.get(pa.namespace) ?? []), pa])
   const services = servicesByPod(snapshot, options.clusterDomain)
+  const notReady = notReadyPods(snapshot)
   const workloads: Workload[] = []
   for (const key of [...snapshot.pods.keys()].sort()) {
     const pod = snapshot.pods.get(key)!
-    if (pod.podIP === '' || pod.hostNetwork || pod.phase === 'Succeeded' || pod.phase === 'Failed') continue
+    if (pod.podIP === '' || pod.hostNetwork || pod.phase === 'Succeeded' || pod.phase === 'Failed' || !pod.podIPs.concat(pod.podIP).some((ip) => isIPv4(ip))) continue
     const enrolled = decide(pod, snapshot.namespaces.get(pod.namespace), pod.nodeName).enrolled
     const attached = attachedPolicies(selectorPolicies, options.rootNamespace, pod.namespace, pod.labels)
     const candidates = [...(pasByNamespace.get(pod.namespace) ?? []), ...(pod.namespace === options.rootNamespace ? [] : pasByNamespace.get(options.rootNamespace) ?? [])]
@@ -116,7 +127,8 @@ export function meshResources(snapshot: Snapshot, options: MeshResourceOptions):
       uid: workloadUid(pod.namespace, pod.name),
       name: pod.name,
       namespace: pod.namespace,
-      ips: pod.podIPs.length > 0 ? pod.podIPs : [pod.podIP],
+      // IPv4 only: the datapath captures IPv4 (a dual-stack pod's IPv6 traffic is not meshed yet).
+      ips: (pod.podIPs.length > 0 ? pod.podIPs : [pod.podIP]).filter((ip) => isIPv4(ip)),
       network: '',
       tunnelProtocol: enrolled ? 'HBONE' : 'NONE',
       trustDomain: options.trustDomain,
@@ -128,7 +140,7 @@ export function meshResources(snapshot: Snapshot, options: MeshResourceOptions):
       workloadName: pod.name,
       services: services.get(key) ?? {},
       authorizationPolicies: attached,
-      status: pod.phase === 'Running' ? 'HEALTHY' : 'UNHEALTHY',
+      status: pod.phase === 'Running' && !notReady.has(key) ? 'HEALTHY' : 'UNHEALTHY',
       clusterId: 'Kubernetes',
       labels: {},
       ...(netnsPath === undefined ? {} : { netnsPath }),

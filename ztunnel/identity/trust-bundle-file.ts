@@ -49,8 +49,13 @@ export class TrustBundleFile {
       this.log.error({ path: this.path, err: (err as Error).message }, 'trust bundle not applied; keeping the roots in force')
       return false
     }
+    try {
+      this.apply(pem)
+    } catch (err) {
+      this.log.error({ path: this.path, err: (err as Error).message }, 'trust bundle not applied; keeping the roots in force (retried on the next change)')
+      return false
+    }
     this.#current = pem
-    this.apply(pem)
     this.log.info({ path: this.path, roots }, 'trust bundle replaced')
     return true
   }

@@ -38,6 +38,8 @@ export interface ApplyResult {
 export class WorkloadStore {
   private byUid = new Map<string, Workload>()
   private byIp = new Map<string, Workload>()
+  /** Workloads by the services (`<namespace>/<hostname>`) that select them. */
+  private byService = new Map<string, Workload[]>()
   private readonly listeners = new Set<() => void>()
 
   /** Replaces the whole set (a snapshot): bad entries are rejected alone. */
@@ -98,7 +100,7 @@ export class WorkloadStore {
     if (service === undefined) return null
     const key = `${service.namespace}/${service.hostname}`
     const candidates: { workload: Workload; port: number }[] = []
-    for (const w of this.byUid.values()) {
+    for (const w of this.byService.get(key) ?? []) {
       if (w.status !== 'HEALTHY') continue
       const ports: readonly PortMapping[] | undefined = w.services[key]
       const mapping = ports?.find((p) => p.servicePort === port)
@@ -124,8 +126,13 @@ export class WorkloadStore {
 
   private reindex(): void {
     const byIp = new Map<string, Workload>()
-    for (const w of this.byUid.values()) for (const ip of w.ips) byIp.set(ip, w)
+    const byService = new Map<string, Workload[]>()
+    for (const w of this.byUid.values()) {
+      for (const ip of w.ips) byIp.set(ip, w)
+      for (const key of Object.keys(w.services)) byService.set(key, [...(byService.get(key) ?? []), w])
+    }
     this.byIp = byIp
+    this.byService = byService
     for (const listener of this.listeners) listener()
   }
 }
