@@ -32,3 +32,19 @@ t.test('a policy that already carries its condition is not patched again', async
   const stale = [ap('clean', { rules: [{}] }, { conditions: [{ ...patch!.condition, observedGeneration: 2 }] })]
   t.equal(policyStatusPatches(stale, convertPolicies(stale, 'istio-system')).length, 1, 'a new generation is written again')
 })
+
+t.test('same name, two kinds: each gets its own condition; other controllers\' conditions are kept', async (t) => {
+  const objects = [
+    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { namespace: 'shop', name: 'default' }, spec: { action: 'SOMETIMES' } },
+    {
+      apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { namespace: 'shop', name: 'default' }, spec: { mtls: { mode: 'STRICT' } },
+      status: { conditions: [{ type: 'Reconciled', status: 'True' }] },
+    },
+  ]
+  const patches = policyStatusPatches(objects, convertPolicies(objects, 'istio-system'))
+  const ap = patches.find((p) => p.kind === 'AuthorizationPolicy')!
+  const pa = patches.find((p) => p.kind === 'PeerAuthentication')!
+  t.match(ap.condition, { status: 'False', reason: 'Invalid' })
+  t.match(pa.condition, { status: 'True', reason: 'Accepted' }, 'the PeerAuthentication is not blamed for the AuthorizationPolicy of the same name')
+  t.same(pa.conditions.map((c) => (c as { type: string }).type), ['Reconciled', 'ZtunnelAccepted'], 'another controller\'s condition stays')
+})

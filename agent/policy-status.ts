@@ -21,6 +21,8 @@ export interface PolicyStatusPatch {
   readonly namespace: string
   readonly name: string
   readonly condition: PolicyCondition
+  /** The whole conditions list to write: the object's other conditions kept, ours replaced (a merge patch replaces lists). */
+  readonly conditions: readonly unknown[]
 }
 
 const describe = (problems: readonly PolicyProblem[]): string => problems.map((p) => `${p.field}: ${p.message}`).join('; ')
@@ -29,7 +31,7 @@ const describe = (problems: readonly PolicyProblem[]): string => problems.map((p
 export function policyStatusPatches(objects: readonly unknown[], converted: Pick<ConvertedPolicies, 'invalid' | 'ignored' | 'warnings'>): PolicyStatusPatch[] {
   const group = (list: readonly PolicyProblem[]): Map<string, PolicyProblem[]> => {
     const out = new Map<string, PolicyProblem[]>()
-    for (const p of list) out.set(p.policy, [...(out.get(p.policy) ?? []), p])
+    for (const p of list) out.set(`${p.kind} ${p.policy}`, [...(out.get(`${p.kind} ${p.policy}`) ?? []), p])
     return out
   }
   const invalid = group(converted.invalid)
@@ -44,7 +46,7 @@ export function policyStatusPatches(objects: readonly unknown[], converted: Pick
     const namespace = typeof meta['namespace'] === 'string' ? meta['namespace'] : ''
     const name = typeof meta['name'] === 'string' ? meta['name'] : ''
     if (namespace === '' || name === '') continue
-    const key = `${namespace}/${name}`
+    const key = `${kind} ${namespace}/${name}`
     const generation = typeof meta['generation'] === 'number' ? { observedGeneration: meta['generation'] } : {}
     let condition: PolicyCondition
     if (invalid.has(key)) condition = { type: ZTUNNEL_ACCEPTED, status: 'False', reason: 'Invalid', message: `rejected: ${describe(invalid.get(key)!)}`, ...generation }
@@ -52,7 +54,9 @@ export function policyStatusPatches(objects: readonly unknown[], converted: Pick
     else if (warnings.has(key)) condition = { type: ZTUNNEL_ACCEPTED, status: 'False', reason: 'UnsupportedValue', message: `enforced by ztunnel except: ${describe(warnings.get(key)!)}`, ...generation }
     else condition = { type: ZTUNNEL_ACCEPTED, status: 'True', reason: 'Accepted', message: 'attached to ztunnel', ...generation }
     if (carries(object, condition)) continue
-    patches.push({ kind, namespace, name, condition })
+    const status = object['status']
+    const others = isRecord(status) && Array.isArray(status['conditions']) ? status['conditions'].filter((c: unknown) => !(isRecord(c) && c['type'] === ZTUNNEL_ACCEPTED)) : []
+    patches.push({ kind, namespace, name, condition, conditions: [...others, condition] })
   }
   return patches
 }

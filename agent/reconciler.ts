@@ -164,9 +164,9 @@ export class Reconciler {
     const located = await this.#locate(desired)
     await this.#release(snapshot, desired, located)
     const resources = this.#publish(snapshot, desired, located)
-    await this.#writePolicyStatus(snapshot, resources)
     await this.#capture(desired, located)
     this.#removeStaleLinks()
+    await this.#writePolicyStatus(snapshot, resources) // off the capture path
     await this.#annotate(snapshot, new Set(desired.filter((p) => located.has(p.uid) && !this.#errors.has(p.uid)).map((p) => p.uid)))
     this.#record(desired, snapshot, started)
   }
@@ -333,7 +333,7 @@ export class Reconciler {
     let failures = 0
     for (const patch of policyStatusPatches([...snapshot.authorizationPolicies, ...snapshot.peerAuthentications], resources.policies)) {
       try {
-        await writer.patchPolicyStatus(patch.kind, patch.namespace, patch.name, [patch.condition])
+        await writer.patchPolicyStatus(patch.kind, patch.namespace, patch.name, patch.conditions)
         this.#log.info({ policy: `${patch.namespace}/${patch.name}`, kind: patch.kind, status: patch.condition.status, reason: patch.condition.reason }, 'policy status written')
       } catch (err) {
         failures += 1

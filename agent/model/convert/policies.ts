@@ -9,6 +9,8 @@ import { convertPeerAuthentication } from './peer-authentication.js'
 import { isRecord } from './object-fields.js'
 
 export interface PolicyProblem {
+  readonly kind: 'AuthorizationPolicy' | 'PeerAuthentication'
+  /** `namespace/name` */
   readonly policy: string
   readonly field: string
   readonly code: string
@@ -27,7 +29,7 @@ export interface ConvertedPolicies {
 
 export const kindOf = (o: unknown): string => (isRecord(o) && typeof o['kind'] === 'string' ? o['kind'] : '')
 
-const problem = (w: PolicyWarning): PolicyProblem => ({ policy: `${w.policy.namespace}/${w.policy.name}`, field: w.field, code: w.code, message: w.message })
+const problem = (w: PolicyWarning): PolicyProblem => ({ kind: w.policy.kind, policy: `${w.policy.namespace}/${w.policy.name}`, field: w.field, code: w.code, message: w.message })
 
 export function convertPolicies(objects: readonly unknown[], rootNamespace: string): ConvertedPolicies {
   const out: ConvertedPolicies = { authorizations: [], peerAuthentications: [], warnings: [], invalid: [], ignored: [] }
@@ -35,7 +37,7 @@ export function convertPolicies(objects: readonly unknown[], rootNamespace: stri
     const kind = kindOf(object)
     if (kind === 'AuthorizationPolicy') {
       const r = convertAuthorizationPolicy(object, { rootNamespace })
-      if (r.kind === 'invalid') out.invalid.push({ policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
+      if (r.kind === 'invalid') out.invalid.push({ kind: r.ref.kind, policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
       else if (r.kind === 'ignored') out.ignored.push(...r.warnings.map(problem))
       else {
         out.authorizations.push(r.policy)
@@ -43,7 +45,7 @@ export function convertPolicies(objects: readonly unknown[], rootNamespace: stri
       }
     } else if (kind === 'PeerAuthentication') {
       const r = convertPeerAuthentication(object)
-      if (r.kind === 'invalid') out.invalid.push({ policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
+      if (r.kind === 'invalid') out.invalid.push({ kind: r.ref.kind, policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
       else {
         out.peerAuthentications.push(r.policy)
         out.warnings.push(...r.warnings.map(problem))
