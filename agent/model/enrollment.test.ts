@@ -22,8 +22,9 @@ const table: readonly [string, Pod, Namespace | undefined, true | NotEnrolledRea
   ['hostNetwork never, even with the pod label', pod({ hostNetwork: true, labels: AMBIENT }), ns(AMBIENT), 'host-network'],
   ['other node: not our business', pod({ nodeName: 'node-2' }), ns(AMBIENT), 'other-node'],
   ['no IP yet', pod({ podIP: '', podIPs: [] }), ns(AMBIENT), 'no-ip'],
-  ['pending', pod({ phase: 'Pending' }), ns(AMBIENT), 'not-running'],
-  ['succeeded', pod({ phase: 'Succeeded' }), ns(AMBIENT), 'not-running'],
+  ['pending with an IP: captured from the first connection (init containers too)', pod({ phase: 'Pending' }), ns(AMBIENT), true],
+  ['succeeded', pod({ phase: 'Succeeded' }), ns(AMBIENT), 'finished'],
+  ['failed', pod({ phase: 'Failed' }), ns(AMBIENT), 'finished'],
   ['other mode value does not enroll', pod(), ns({ 'istio.io/dataplane-mode': 'sidecar' }), 'namespace-not-ambient'],
 ]
 

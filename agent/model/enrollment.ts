@@ -16,7 +16,7 @@ export type NotEnrolledReason =
   | 'opted-out'
   | 'namespace-not-ambient'
   | 'no-ip'
-  | 'not-running'
+  | 'finished'
 
 export type EnrollmentDecision =
   | { readonly enrolled: true }
@@ -27,7 +27,7 @@ export type EnrollmentDecision =
  * business; hostNetwork pods are never enrolled; pod label
  * `istio.io/dataplane-mode=none` opts one pod out; otherwise namespace label
  * `istio.io/dataplane-mode=ambient` (or, as in Istio, the same label on the pod
- * itself) enrolls it; a pod without an IP or not Running is not enrollable yet.
+ * itself) enrolls it; a pod without an IP is not enrollable yet, a finished one no more.
  */
 export function decide(pod: Pod, namespace: Namespace | undefined, nodeName: string): EnrollmentDecision {
   if (pod.nodeName !== nodeName) return { enrolled: false, reason: 'other-node' }
@@ -39,7 +39,9 @@ export function decide(pod: Pod, namespace: Namespace | undefined, nodeName: str
     return { enrolled: false, reason: 'namespace-not-ambient' }
   }
   if (pod.podIP === '') return { enrolled: false, reason: 'no-ip' }
-  if (pod.phase !== 'Running') return { enrolled: false, reason: 'not-running' }
+  // As soon as the sandbox has an IP (Pending included): init containers and the app's
+  // first connections are captured too, as Istio's CNI plugin does at sandbox setup.
+  if (pod.phase === 'Succeeded' || pod.phase === 'Failed') return { enrolled: false, reason: 'finished' }
   return { enrolled: true }
 }
 
