@@ -31,7 +31,9 @@ export class Agent {
   readonly statusServer: StatusServer
 
   constructor(private readonly config: AgentConfig, private readonly log: Logger) {
-    this.statusServer = new StatusServer({ registry: this.metrics.registry, ready: () => this.ready, status: () => this.status() })
+    this.statusServer = new StatusServer({ registry: this.metrics.registry, ready: () => this.ready, status: () => this.status() }, (err) =>
+      log.error({ err: err.message }, 'status endpoint error'),
+    )
   }
 
   async start(): Promise<void> {
@@ -53,8 +55,8 @@ export class Agent {
       this.stops.push(() => xds.stop())
       const source = this.createSource()
       this.source = source
+      this.stops.push(() => source.stop()) // also after a partial start: its watches may be open
       await source.start()
-      this.stops.push(() => source.stop())
       const reconciler = new Reconciler({
         node: config.node,
         source,
@@ -93,11 +95,11 @@ export class Agent {
 
   private sampleMetrics(): void {
     const source = this.source
-    if (source instanceof KubeSource) for (const r of source.stats().resources) this.metrics.watchRestarts.set({ kind: r.kind }, r.watchRestarts)
+    if (source instanceof KubeSource) for (const r of source.stats().resources) this.metrics.setWatchRestarts(r.kind, r.watchRestarts)
     if (source !== null) this.metrics.rejectedObjects.set(source.errors().length)
     if (this.xds !== null) {
       this.metrics.xdsClients.set(this.xds.clients().length)
-      this.metrics.xdsNacks.set(this.xds.stats().nacks)
+      this.metrics.setXdsNacks(this.xds.stats().nacks)
     }
   }
 

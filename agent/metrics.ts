@@ -13,10 +13,10 @@ export class AgentMetrics {
   readonly reconcileErrors: Counter<'reason'>
   readonly mapEntries: Gauge<'map'>
   readonly mapCapacity: Gauge<'map'>
-  readonly watchRestarts: Gauge<'kind'>
+  readonly watchRestarts: Counter<'kind'>
   readonly rejectedObjects: Gauge
   readonly xdsClients: Gauge
-  readonly xdsNacks: Gauge
+  readonly xdsNacks: Counter
   readonly policyProblems: Gauge<'policy' | 'kind' | 'field' | 'code'>
 
   constructor(options: { readonly defaultMetrics?: boolean } = {}) {
@@ -32,10 +32,10 @@ export class AgentMetrics {
     this.reconcileErrors = new Counter({ name: 'ambient_agent_reconcile_errors_total', help: 'Reconcile failures by reason: netns (a pod netns not found), enroll, unenroll, annotate, policy-status, pass', labelNames: ['reason'], registers })
     this.mapEntries = new Gauge({ name: 'ambient_datapath_map_entries', help: 'Entries in each pinned datapath map', labelNames: ['map'], registers })
     this.mapCapacity = new Gauge({ name: 'ambient_datapath_map_capacity', help: 'max_entries of each pinned datapath map', labelNames: ['map'], registers })
-    this.watchRestarts = new Gauge({ name: 'ambient_agent_watch_restarts_total', help: 'Kubernetes watches restarted (errors, 410 Gone, dropped streams), by kind', labelNames: ['kind'], registers })
+    this.watchRestarts = new Counter({ name: 'ambient_agent_watch_restarts_total', help: 'Kubernetes watches restarted (errors, 410 Gone, dropped streams), by kind', labelNames: ['kind'], registers })
     this.rejectedObjects = new Gauge({ name: 'ambient_agent_rejected_objects', help: 'Source objects currently rejected as malformed (see the logs for name and field)', registers })
     this.xdsClients = new Gauge({ name: 'ambient_agent_xds_clients', help: 'ztunnel processes connected to the agent', registers })
-    this.xdsNacks = new Gauge({ name: 'ambient_agent_xds_nacks_total', help: 'Updates ztunnel refused (NACK)', registers })
+    this.xdsNacks = new Counter({ name: 'ambient_agent_xds_nacks_total', help: 'Updates ztunnel refused (NACK)', registers })
     this.policyProblems = new Gauge({
       name: 'ambient_agent_policy_problems',
       help: 'Policies not applied as written: kind=invalid (rejected), ignored (not enforced at L4) or warning (an attribute ignored at L4)',
@@ -43,6 +43,23 @@ export class AgentMetrics {
       registers,
     })
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+  }
+
+  readonly #seen = new Map<string, number>()
+
+  /** Feeds a counter from a running total kept elsewhere (the sources, the xDS server). */
+  #advance(counter: Counter<string>, key: string, total: number, labels: Record<string, string> = {}): void {
+    const delta = total - (this.#seen.get(key) ?? 0)
+    if (delta > 0) counter.inc(labels, delta)
+    this.#seen.set(key, total)
+  }
+
+  setWatchRestarts(kind: string, total: number): void {
+    this.#advance(this.watchRestarts, `watch ${kind}`, total, { kind })
+  }
+
+  setXdsNacks(total: number): void {
+    this.#advance(this.xdsNacks, 'nacks', total)
   }
 
   recordPass(pass: { readonly seconds: number; readonly enrolled: number; readonly pending: number; readonly occupancy: readonly MapOccupancy[] }): void {

@@ -20,7 +20,7 @@ export class StatusServer {
   #server: http.Server | null = null
   bound: Address | null = null
 
-  constructor(private readonly sources: StatusSources) {}
+  constructor(private readonly sources: StatusSources, private readonly onError: (err: Error) => void = () => undefined) {}
 
   async start(address: Address): Promise<Address> {
     const server = http.createServer((req, res) => {
@@ -34,7 +34,15 @@ export class StatusServer {
         return
       }
       if (path === '/healthz/ready') return this.sources.ready() ? reply(res, 200, 'text/plain', 'ready\n') : reply(res, 503, 'text/plain', 'not ready\n')
-      if (path === '/status') return reply(res, 200, 'application/json', JSON.stringify(this.sources.status(), null, 2) + '\n')
+      if (path === '/status') {
+        let body: string
+        try {
+          body = JSON.stringify(this.sources.status(), null, 2) + '\n'
+        } catch (err) {
+          return reply(res, 500, 'text/plain', `status failed: ${(err as Error).message}\n`)
+        }
+        return reply(res, 200, 'application/json', body)
+      }
       return reply(res, 404, 'text/plain', 'not found: try /status, /metrics or /healthz/ready\n')
     })
     this.#server = server
@@ -45,6 +53,7 @@ export class StatusServer {
         resolve()
       })
     })
+    server.on('error', (err) => this.onError(err))
     const a = server.address() as { address: string; port: number }
     this.bound = { host: a.address, port: a.port }
     return this.bound

@@ -243,17 +243,21 @@ export class AgentCluster {
 
   async stop(): Promise<void> {
     const handles = [...this.ztunnels.values(), ...this.agents.values(), ...(this.ca ? [this.ca] : [])]
-    for (const h of handles) {
-      if (h.child.exitCode === null && h.child.signalCode === null) {
+    try {
+      for (const h of handles) {
+        if (h.child.exitCode !== null || h.child.signalCode !== null) continue
         const exited = new Promise((r) => h.child.once('exit', r))
         h.child.kill('SIGTERM')
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))])
+        const timer = setTimeout(() => h.child.kill('SIGKILL'), 5000)
+        await exited
+        clearTimeout(timer)
       }
+      for (const node of this.nodes) Datapath.unload(this.pinRoot(node))
+      await this.fake?.stop()
+    } finally {
+      await this.tb.destroy()
+      rmSync(this.workDir, { recursive: true, force: true })
     }
-    for (const node of this.nodes) Datapath.unload(this.pinRoot(node))
-    await this.fake?.stop()
-    await this.tb.destroy()
-    rmSync(this.workDir, { recursive: true, force: true })
   }
 }
 

@@ -222,24 +222,40 @@ export class MeshCluster {
   }
 }
 
-/** Resolves with the first JSON log line containing `marker`; rejects if the process exits or stays silent 20 s. */
+/**
+ * Resolves with the first JSON log line containing `marker` (lines reassembled
+ * across chunks); rejects, and kills the process, if it exits or stays silent 20 s.
+ */
 export function waitForLog(child: ChildProcess, marker: string, what: string): Promise<unknown> {
   let logs = ''
+  const partial = { stdout: '', stderr: '' }
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} not ready within 20 s:\n${logs}`)), 20_000)
-    const onData = (d: Buffer): void => {
+    const fail = (message: string): void => {
+      child.kill('SIGKILL')
+      reject(new Error(`${message}:\n${logs}`))
+    }
+    const timer = setTimeout(() => fail(`${what} not ready within 20 s`), 20_000)
+    const onData = (stream: 'stdout' | 'stderr') => (d: Buffer): void => {
       logs += d
-      for (const line of String(d).split('\n')) {
+      const lines = (partial[stream] + String(d)).split('\n')
+      partial[stream] = lines.pop()!
+      for (const line of lines) {
         if (!line.includes(marker)) continue
         clearTimeout(timer)
-        resolve(JSON.parse(line))
+        child.off('exit', onExit)
+        try {
+          resolve(JSON.parse(line))
+        } catch {
+          fail(`${what} logged an unreadable ready line`)
+        }
       }
     }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => {
+    const onExit = (code: number | null): void => {
       clearTimeout(timer)
       reject(new Error(`${what} exited ${code}:\n${logs}`))
-    })
+    }
+    child.stdout?.on('data', onData('stdout'))
+    child.stderr?.on('data', onData('stderr'))
+    child.once('exit', onExit)
   })
 }
