@@ -17,6 +17,7 @@ t.test('defaults and sources', async (t) => {
   t.match(parseAgentConfig(flags({ manifests: undefined }), { KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: '6443' }).source, { kind: 'kube', connection: { kind: 'in-cluster', server: 'https://10.0.0.1:6443' } })
   t.equal(parseAgentConfig(flags({ node: undefined }), { AMBIENT_NODE_NAME: 'from-env' }).node, 'from-env')
   t.equal(parseAgentConfig(flags({ policyStatus: false }), {}).writePolicyStatus, false)
+  t.same(parseAgentConfig(flags({ statusAddr: '0.0.0.0:15014' }), {}).status, { host: '0.0.0.0', port: 15014 }, 'a node address, for a cluster Prometheus')
 })
 
 t.test('a bad value is refused naming the setting and the value', async (t) => {
@@ -25,7 +26,7 @@ t.test('a bad value is refused naming the setting and the value', async (t) => {
     [{ kubeconfig: '/k' }, /^--kubeconfig: give one source, not --manifests and --kubeconfig/],
     [{ manifests: undefined, kubeServer: 'http://127.0.0.1:1' }, /^--kube-server: http:\/\/127\.0\.0\.1:1 is plain http: add --kube-insecure/],
     [{ manifests: undefined, kubeServer: 'ftp://x' }, /^--kube-server: "ftp:\/\/x" is not an http\(s\):\/\/ URL/],
-    [{ statusAddr: '0.0.0.0:15014' }, /^--status-addr: the status endpoint is localhost only/],
+    [{ statusAddr: 'localhost' }, /^--status-addr: /],
     [{ listenerWait: 'soon' }, /^--listener-wait: "soon" is not a duration/],
     [{ hbonePort: '70000' }, /^--hbone-port: "70000" is not a port/],
     [{ proxyMark: '0' }, /^--proxy-mark: "0" is not an integer/],

@@ -104,7 +104,6 @@ export function parseAgentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv): Age
   const logLevel = flags.logLevel
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new ConfigError('--log-level', `${JSON.stringify(logLevel)} must be debug, info, warn or error`)
   const status = parseAddress('--status-addr', flags.statusAddr)
-  if (status.host !== '127.0.0.1') throw new ConfigError('--status-addr', `the status endpoint is localhost only, got ${flags.statusAddr}`)
   return Object.freeze({
     node: requireString('--node (or AMBIENT_NODE_NAME)', flags.node ?? fromEnv(env, 'AMBIENT_NODE_NAME', '')),
     source: sourceOf(flags, env),

@@ -142,7 +142,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--hbone-port <port>', 'HBONE port inside each pod', AGENT_DEFAULTS.hbonePort)
     .option('--outbound-port <port>', "port of ztunnel's in-pod outbound listener", AGENT_DEFAULTS.outboundPort)
     .option('--xds-socket <path>', 'Unix socket ztunnel connects to for workloads and policies (delta xDS)', AGENT_DEFAULTS.xdsSocket)
-    .option('--status-addr <127.0.0.1:port>', 'localhost endpoint: /status (for `ambient status`), /metrics, /healthz/ready', AGENT_DEFAULTS.statusAddr)
+    .option('--status-addr <ip:port>', 'endpoint for /status (`ambient status`), /metrics and /healthz/ready; localhost by default, the node IP (or 0.0.0.0) to let a cluster Prometheus scrape it (it shows pod names, IPs and netns paths)', AGENT_DEFAULTS.statusAddr)
     .option('--trust-domain <td>', 'SPIFFE trust domain of the mesh', AGENT_DEFAULTS.trustDomain)
     .option('--root-namespace <ns>', "Istio's root namespace: its policies without a selector apply mesh-wide", AGENT_DEFAULTS.rootNamespace)
     .option('--cluster-domain <domain>', 'Kubernetes cluster domain, for service hostnames', AGENT_DEFAULTS.clusterDomain)
