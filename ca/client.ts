@@ -26,12 +26,17 @@ export interface CaClientOptions {
 type UnaryMethod = (request: IstioCertificateRequest, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, response?: IstioCertificateResponse) => void) => void
 
 export class CaClient implements CertificateSource {
-  private readonly client: grpc.Client & { CreateCertificate: UnaryMethod }
+  private client: grpc.Client & { CreateCertificate: UnaryMethod }
 
   constructor(private readonly options: CaClientOptions) {
+    this.client = this.connect(options.trustBundlePem)
+  }
+
+  private connect(trustBundlePem: string): grpc.Client & { CreateCertificate: UnaryMethod } {
+    const { options } = this
     const expected = options.caIdentity ?? caSpiffeId(options.trustDomain)
     const credentials = grpc.credentials.createSsl(
-      Buffer.from(options.trustBundlePem),
+      Buffer.from(trustBundlePem),
       Buffer.from(options.node.keyPem),
       Buffer.from(options.node.certPem + (options.node.chainPem ?? '')),
       {
@@ -43,7 +48,14 @@ export class CaClient implements CertificateSource {
     )
     const Client = caService().Client
     // The CA is checked by its SPIFFE id above; a fixed TLS server name keeps IP addresses out of SNI (RFC 6066).
-    this.client = new Client(options.address, credentials, { 'grpc.ssl_target_name_override': 'ambient-ca' }) as unknown as grpc.Client & { CreateCertificate: UnaryMethod }
+    return new Client(options.address, credentials, { 'grpc.ssl_target_name_override': 'ambient-ca' }) as unknown as grpc.Client & { CreateCertificate: UnaryMethod }
+  }
+
+  /** New roots for checking the CA (a root rotation): later requests use a channel that trusts them. */
+  setTrustBundle(trustBundlePem: string): void {
+    const old = this.client
+    this.client = this.connect(trustBundlePem)
+    old.close()
   }
 
   requestCertificate(csrPem: string, identity: string, options: CertificateRequestOptions = {}): Promise<IssuedChain> {

@@ -36,15 +36,15 @@ function readPems(setting: string, dir: string, files: readonly string[]): strin
  * cacerts this ztunnel holds (--cacerts). Either way the IdentityManager renews
  * them at half-life and rotates contexts with the trust bundle.
  */
-function identitiesFor(config: ZtunnelConfig, log: Logger): IdentityManager {
+function identitiesFor(config: ZtunnelConfig, log: Logger): { identities: IdentityManager; ca: CaClient | null } {
   if (config.caAddress !== null) {
     const [certPem, keyPem, chainPem, rootPem] = readPems('--node-cert-dir', config.nodeCertDir!, ['node-cert.pem', 'node-key.pem', 'node-chain.pem', 'root-cert.pem'])
     const source = new CaClient({ address: config.caAddress, trustDomain: config.trustDomain, node: { certPem: certPem!, keyPem: keyPem!, chainPem: chainPem! }, trustBundlePem: rootPem! })
-    return new IdentityManager({ source, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) })
+    return { identities: new IdentityManager({ source, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }), ca: source }
   }
   const [certPem, keyPem] = readPems('--cacerts', config.cacertsDir!, ['ca-cert.pem', 'ca-key.pem'])
   const source = new InProcessCertificateSource({ ca: { certPem: certPem!, keyPem: keyPem! }, trustDomain: config.trustDomain })
-  return new IdentityManager({ source, trustBundlePem: certPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) })
+  return { identities: new IdentityManager({ source, trustBundlePem: certPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }), ca: null }
 }
 
 export class Ztunnel {
@@ -79,13 +79,17 @@ export class Ztunnel {
         this.xds = xds
         this.stops.push(() => xds.stop())
       }
-      const identities = identitiesFor(config, log)
+      const { identities, ca } = identitiesFor(config, log)
       await identities.start()
       this.stops.push(() => identities.stop())
       // With `ambient ca`, the roots can rotate under us (Istio publishes old + new,
       // then new alone). In local mode the signer is the bundle: fixed for the process.
-      if (config.caAddress !== null) {
-        const bundle = new TrustBundleFile(join(config.nodeCertDir!, 'root-cert.pem'), identities.trustBundle, (pem) => identities.setTrustBundle(pem), log.child({ component: 'identity' }))
+      if (ca !== null) {
+        const apply = (pem: string): void => {
+          identities.setTrustBundle(pem) // workload contexts (peers' roots)
+          ca.setTrustBundle(pem) // and the channel to the CA, whose serving certificate may move to the new root
+        }
+        const bundle = new TrustBundleFile(join(config.nodeCertDir!, 'root-cert.pem'), identities.trustBundle, apply, log.child({ component: 'identity' }))
         bundle.start()
         this.stops.push(() => bundle.stop())
       }

@@ -52,6 +52,14 @@ t.test('a trust bundle published with an extra root is picked up by each ztunnel
   const replaced = (): boolean => ['n1', 'n2'].every((n) => /"roots":2,"msg":"trust bundle replaced"/.test(cluster.ztunnels.get(n)!.logs()))
   while (!replaced() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
   t.ok(replaced(), 'both ztunnels applied the two-root bundle')
+  const before = await certificateOf('n2', cluster.identity('b'))
+  const renewDeadline = Date.now() + 10_000
+  let after = before
+  while (after?.serialNumber === before?.serialNumber && Date.now() < renewDeadline) {
+    await new Promise((r) => setTimeout(r, 200))
+    after = await certificateOf('n2', cluster.identity('b'))
+  }
+  t.not(after?.serialNumber, before?.serialNumber, 'a renewal went through the CA channel rebuilt with the new bundle')
   const r = await connectMany(cluster.tb, cluster.pod('a'), target, { count: 5, concurrency: 1 })
   t.equal(r.ok, 5, `new connections work under the new bundle (${JSON.stringify(r.errors)})`)
 })
