@@ -2,7 +2,8 @@
 // benchmarks: per node, the datapath loaded on the node's pods cgroup and an
 // `ambient ztunnel` process (in the node's system cgroup, metrics on loopback);
 // workloads written to each ztunnel's local config; enrolled pods captured.
-// Until the agent drives it, this module plays the agent's part in-process.
+// This module plays the agent's part in-process (ztunnel's --local-config mode),
+// for tests and benchmarks of ztunnel alone; agent-cluster.ts runs real agents.
 import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
