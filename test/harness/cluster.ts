@@ -1,4 +1,4 @@
-// A small mesh on the testbed, shared by end-to-end tests, the demo and
+// A small mesh on the testbed, shared by end-to-end tests and
 // benchmarks: per node, the datapath loaded on the node's pods cgroup and an
 // `ambient ztunnel` process (in the node's system cgroup, metrics on loopback);
 // workloads written to each ztunnel's local config; enrolled pods captured.
