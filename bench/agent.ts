@@ -10,6 +10,8 @@
 //    reconcile pass durations from its histogram; then the agent is killed and
 //    restarted (adoption: a pass with nothing to change).
 //   node --import tsx bench/agent.ts [--rounds 5] [--pods 100,1000]
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { parseArgs } from 'node:util'
 import { join } from 'node:path'
 import { Datapath } from '../agent/dataplane/datapath.js'
@@ -48,8 +50,11 @@ async function labelToCapture(): Promise<number[]> {
         const deadline = Date.now() + 20_000
         while (datapath.counters().connect_redirected === before) {
           if (Date.now() > deadline) {
-            const tail = (text: string): string => text.trim().split('\n').slice(-25).map((l) => l.slice(0, 400)).join('\n')
-            console.error(`status: ${JSON.stringify(await cluster.status('n1'))}\nagent:\n${tail(cluster.agents.get('n1')!.logs())}\nztunnel:\n${tail(cluster.ztunnels.get('n1')!.logs())}`)
+            const dump = mkdtempSync(join(tmpdir(), 'bench-agent-stall-'))
+            writeFileSync(join(dump, 'agent.log'), cluster.agents.get('n1')!.logs())
+            writeFileSync(join(dump, 'ztunnel.log'), cluster.ztunnels.get('n1')!.logs())
+            writeFileSync(join(dump, 'status.json'), JSON.stringify(await cluster.status('n1'), null, 2))
+            console.error(`stalled at round ${i + 1}; t0 ${Date.now() - 20_000}; agent and ztunnel logs and the agent status in ${dump}`)
             throw new Error('no captured connection within 20 s of the label')
           }
           await new Promise((r) => setTimeout(r, 1))
