@@ -2,39 +2,30 @@
 // into a frozen object. A bad value throws ConfigError naming the setting.
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { ConfigError, fromEnv, parseAddress, parseDuration, parseInteger, parsePort, requireString, type Address } from '../common/config.js'
-import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from './dataplane/abi.js'
+import { ConfigError, fromEnv, parseAddress, parseDuration, parsePort, requireString, type Address } from '../common/config.js'
+import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
 import type { KubeConnection } from './kube/kube-client.js'
 
 export type AgentSourceConfig =
   | { readonly kind: 'manifests'; readonly dir: string }
   | { readonly kind: 'kube'; readonly connection: KubeConnection }
 
-export interface AgentConfig {
-  readonly node: string
+export interface AgentConfig extends NodeSettings {
   readonly source: AgentSourceConfig
   /** cgroup v2 folder holding kubelet's pod cgroups (kubepods or kubepods.slice). */
   readonly cgroupRoot: string
   /** The cgroup the datapath's connect hooks attach to: every pod's cgroup is below it. */
   readonly podsCgroup: string
-  readonly pinRoot: string
-  readonly proxyMark: number
-  readonly deliveryMark: number
-  readonly hbonePort: number
   readonly outboundPort: number
   readonly xdsSocket: string
   readonly status: Address
-  readonly trustDomain: string
-  readonly rootNamespace: string
   readonly clusterDomain: string
   readonly listenerWaitMs: number
   /** Write the ZtunnelAccepted condition onto policies (Kubernetes source only). */
   readonly writePolicyStatus: boolean
-  readonly logLevel: 'debug' | 'info' | 'warn' | 'error'
 }
 
-export interface AgentFlags {
-  readonly node?: string
+export interface AgentFlags extends NodeFlags {
   readonly manifests?: string
   readonly kubeconfig?: string
   readonly context?: string
@@ -42,35 +33,22 @@ export interface AgentFlags {
   readonly kubeInsecure?: boolean
   readonly cgroupRoot: string
   readonly podsCgroup?: string
-  readonly pinRoot: string
-  readonly proxyMark: string
-  readonly deliveryMark: string
-  readonly hbonePort: string
   readonly outboundPort: string
   readonly xdsSocket: string
   readonly statusAddr: string
-  readonly trustDomain: string
-  readonly rootNamespace: string
   readonly clusterDomain: string
   readonly listenerWait: string
   readonly policyStatus: boolean
-  readonly logLevel: string
 }
 
 export const AGENT_DEFAULTS = {
+  ...NODE_DEFAULTS,
   cgroupRoot: '/sys/fs/cgroup',
-  pinRoot: '/sys/fs/bpf/ambient',
-  proxyMark: String(DEFAULT_PROXY_MARK),
-  deliveryMark: String(DEFAULT_DELIVERY_MARK),
-  hbonePort: String(DEFAULT_HBONE_PORT),
   outboundPort: '15001',
   xdsSocket: '/var/run/ambient/agent.sock',
   statusAddr: '127.0.0.1:15014',
-  trustDomain: 'cluster.local',
-  rootNamespace: 'istio-system',
   clusterDomain: 'cluster.local',
   listenerWait: '5s',
-  logLevel: 'info',
 } as const
 
 function sourceOf(flags: AgentFlags, env: NodeJS.ProcessEnv): AgentSourceConfig {
@@ -101,26 +79,18 @@ function podsCgroupOf(flags: AgentFlags): string {
 }
 
 export function parseAgentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv): AgentConfig {
-  const logLevel = flags.logLevel
-  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new ConfigError('--log-level', `${JSON.stringify(logLevel)} must be debug, info, warn or error`)
+  const node = parseNodeSettings(flags, env)
   const status = parseAddress('--status-addr', flags.statusAddr)
   return Object.freeze({
-    node: requireString('--node (or AMBIENT_NODE_NAME)', flags.node ?? fromEnv(env, 'AMBIENT_NODE_NAME', '')),
+    ...node,
     source: sourceOf(flags, env),
     cgroupRoot: requireString('--cgroup-root', flags.cgroupRoot),
     podsCgroup: podsCgroupOf(flags),
-    pinRoot: requireString('--pin-root', flags.pinRoot),
-    proxyMark: parseInteger('--proxy-mark', flags.proxyMark, 1, 0xffffffff),
-    deliveryMark: parseInteger('--delivery-mark', flags.deliveryMark, 1, 0xffffffff),
-    hbonePort: parsePort('--hbone-port', flags.hbonePort),
     outboundPort: parsePort('--outbound-port', flags.outboundPort),
     xdsSocket: requireString('--xds-socket', flags.xdsSocket),
     status,
-    trustDomain: requireString('--trust-domain', flags.trustDomain),
-    rootNamespace: requireString('--root-namespace', flags.rootNamespace),
     clusterDomain: requireString('--cluster-domain', flags.clusterDomain),
     listenerWaitMs: parseDuration('--listener-wait', flags.listenerWait),
     writePolicyStatus: flags.policyStatus !== false,
-    logLevel: logLevel as AgentConfig['logLevel'],
   })
 }

@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { Command } from 'commander'
+import { addNodeOptions } from '../common/node-settings.js'
 import { StopStack } from '../common/lifecycle.js'
 import { createLogger, type Logger } from '../common/log.js'
 import { BPF_OBJECTS_DIR } from '../cli/paths.js'
@@ -125,10 +126,8 @@ export class Agent {
 }
 
 export function registerAgentCommand(program: Command): void {
-  program
-    .command('agent')
+  addNodeOptions(program.command('agent'))
     .description("the node agent: enrolls this node's pods of ambient namespaces in the datapath and streams workloads and policies to ztunnel")
-    .option('--node <name>', 'this node (default: $AMBIENT_NODE_NAME)')
     .option('--manifests <dir>', 'read Namespaces, Pods, Services, EndpointSlices, ServiceAccounts, AuthorizationPolicies and PeerAuthentications from YAML files in DIR (watched) instead of a cluster')
     .option('--kubeconfig <file>', 'watch the Kubernetes API described by this kubeconfig')
     .option('--context <name>', 'kubeconfig context (default: its current-context)')
@@ -136,19 +135,12 @@ export function registerAgentCommand(program: Command): void {
     .option('--kube-insecure', 'allow a plain http:// --kube-server or skip TLS verification (tests only)')
     .option('--cgroup-root <dir>', "cgroup v2 folder holding kubelet's pod cgroups", AGENT_DEFAULTS.cgroupRoot)
     .option('--pods-cgroup <dir>', 'cgroup the datapath attaches to (default: kubepods.slice or kubepods under --cgroup-root)')
-    .option('--pin-root <dir>', 'bpffs folder of the datapath pins', AGENT_DEFAULTS.pinRoot)
-    .option('--proxy-mark <n>', "SO_MARK of ztunnel's own outgoing sockets (never captured)", AGENT_DEFAULTS.proxyMark)
-    .option('--delivery-mark <n>', 'SO_MARK of delivery sockets into pods', AGENT_DEFAULTS.deliveryMark)
-    .option('--hbone-port <port>', 'HBONE port inside each pod', AGENT_DEFAULTS.hbonePort)
     .option('--outbound-port <port>', "port of ztunnel's in-pod outbound listener", AGENT_DEFAULTS.outboundPort)
     .option('--xds-socket <path>', 'Unix socket ztunnel connects to for workloads and policies (delta xDS)', AGENT_DEFAULTS.xdsSocket)
     .option('--status-addr <ip:port>', 'endpoint for /status (`ambient status`), /metrics and /healthz/ready; localhost by default, the node IP (or 0.0.0.0) to let a cluster Prometheus scrape it (it shows pod names, IPs and netns paths)', AGENT_DEFAULTS.statusAddr)
-    .option('--trust-domain <td>', 'SPIFFE trust domain of the mesh', AGENT_DEFAULTS.trustDomain)
-    .option('--root-namespace <ns>', "Istio's root namespace: its policies without a selector apply mesh-wide", AGENT_DEFAULTS.rootNamespace)
     .option('--cluster-domain <domain>', 'Kubernetes cluster domain, for service hostnames', AGENT_DEFAULTS.clusterDomain)
     .option('--no-policy-status', "do not write the ZtunnelAccepted condition onto AuthorizationPolicy and PeerAuthentication objects (a cluster needs one writer at least; every agent writes the same status)")
     .option('--listener-wait <duration>', "how long to wait for ztunnel's in-pod listener before capturing a pod anyway (its connections then fail closed)", AGENT_DEFAULTS.listenerWait)
-    .option('--log-level <level>', 'debug, info, warn or error', AGENT_DEFAULTS.logLevel)
     .action(async (flags: AgentFlags) => {
       const config = parseAgentConfig(flags, process.env)
       const log = createLogger({ name: 'agent', level: config.logLevel })

@@ -1,6 +1,6 @@
 // `ambient ca`'s configuration: flags parsed once into a frozen object; a bad
 // value throws ConfigError naming the flag.
-import { ConfigError, parseAddress, parseDuration, requireString, type Address } from '../common/config.js'
+import { ConfigError, parseAddress, parseDuration, parseLogLevel, requireString, type Address } from '../common/config.js'
 
 export interface CaConfig {
   readonly listen: Address
@@ -50,8 +50,7 @@ export function parseCaConfig(flags: CaFlags): CaConfig {
   const maxCertTtlMs = parseDuration('--max-cert-ttl', flags.maxCertTtl)
   if (certTtlMs > maxCertTtlMs) throw new ConfigError('--cert-ttl', `${flags.certTtl} is longer than --max-cert-ttl ${flags.maxCertTtl}`)
   if (certTtlMs < 1000) throw new ConfigError('--cert-ttl', `${flags.certTtl} is shorter than one second`)
-  const logLevel = flags.logLevel
-  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new ConfigError('--log-level', `${JSON.stringify(logLevel)} must be debug, info, warn or error`)
+  const logLevel = parseLogLevel(flags.logLevel)
   return Object.freeze({
     listen: parseAddress('--listen', flags.listen),
     cacertsDir: requireString('--cacerts', flags.cacerts),
@@ -61,6 +60,6 @@ export function parseCaConfig(flags: CaFlags): CaConfig {
     nodeIdentitiesFile: flags.nodeIdentities ?? null,
     manifestsDir: flags.manifests ?? null,
     dnsNames: Object.freeze(flags.dnsName.length > 0 ? [...flags.dnsName] : [...CA_DEFAULTS.dnsNames]),
-    logLevel: logLevel as CaConfig['logLevel'],
+    logLevel,
   })
 }

@@ -60,3 +60,11 @@ export function parseDuration(setting: string, value: string): number {
   if (!m) throw new ConfigError(setting, `${JSON.stringify(value)} is not a duration like 30s, 10m or 24h`)
   return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h']
 }
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+const LOG_LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error']
+
+export function parseLogLevel(value: string): LogLevel {
+  if (!LOG_LEVELS.includes(value)) throw new ConfigError('--log-level', `${JSON.stringify(value)} must be debug, info, warn or error`)
+  return value as LogLevel
+}

@@ -1,20 +1,13 @@
 // ztunnel's configuration, read once from flags and named environment variables
 // into a frozen object. A bad value throws ConfigError naming the setting.
-import { ConfigError, fromEnv, parseAddress, parseDuration, parseInteger, parsePort, requireString, type Address } from '../common/config.js'
-import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../agent/dataplane/abi.js'
+import { ConfigError, parseAddress, parseDuration, requireString, type Address } from '../common/config.js'
+import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
 
-export interface ZtunnelConfig {
-  readonly node: string
+export interface ZtunnelConfig extends NodeSettings {
   /** Workloads and policies from a YAML file; null when they come from the agent (xdsAddress). */
   readonly localConfig: string | null
   /** The node agent's Unix socket (delta xDS); null with localConfig. */
   readonly xdsAddress: string | null
-  readonly pinRoot: string
-  readonly proxyMark: number
-  readonly deliveryMark: number
-  readonly hbonePort: number
-  readonly trustDomain: string
-  readonly rootNamespace: string
   /** `ambient ca` address; null in local mode (cacertsDir). */
   readonly caAddress: string | null
   readonly nodeCertDir: string | null
@@ -23,19 +16,11 @@ export interface ZtunnelConfig {
   readonly metrics: Address
   readonly readiness: Address
   readonly admin: Address
-  readonly logLevel: 'debug' | 'info' | 'warn' | 'error'
 }
 
-export interface ZtunnelFlags {
-  readonly node?: string
+export interface ZtunnelFlags extends NodeFlags {
   readonly localConfig?: string
   readonly xdsAddress?: string
-  readonly pinRoot: string
-  readonly proxyMark: string
-  readonly deliveryMark: string
-  readonly hbonePort: string
-  readonly trustDomain: string
-  readonly rootNamespace: string
   readonly cacerts?: string
   readonly caAddress?: string
   readonly nodeCertDir?: string
@@ -43,44 +28,29 @@ export interface ZtunnelFlags {
   readonly metricsAddr: string
   readonly readinessAddr: string
   readonly adminAddr: string
-  readonly logLevel: string
 }
 
 export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv): ZtunnelConfig {
   const admin = parseAddress('--admin-addr', flags.adminAddr)
   if (admin.host !== '127.0.0.1') throw new ConfigError('--admin-addr', `the admin endpoint is localhost only, got ${flags.adminAddr}`)
-  const logLevel = flags.logLevel
-  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new ConfigError('--log-level', `${JSON.stringify(logLevel)} must be debug, info, warn or error`)
+  const node = parseNodeSettings(flags, env)
   return Object.freeze({
-    node: requireString('--node (or AMBIENT_NODE_NAME)', flags.node ?? fromEnv(env, 'AMBIENT_NODE_NAME', '')),
+    ...node,
     ...stateSource(flags),
-    pinRoot: requireString('--pin-root', flags.pinRoot),
-    proxyMark: parseInteger('--proxy-mark', flags.proxyMark, 1, 0xffffffff),
-    deliveryMark: parseInteger('--delivery-mark', flags.deliveryMark, 1, 0xffffffff),
-    hbonePort: parsePort('--hbone-port', flags.hbonePort),
-    trustDomain: requireString('--trust-domain', flags.trustDomain),
-    rootNamespace: requireString('--root-namespace', flags.rootNamespace),
     ...certificateSource(flags),
     certTtlMs: parseDuration('--cert-ttl', flags.certTtl),
     metrics: parseAddress('--metrics-addr', flags.metricsAddr),
     readiness: parseAddress('--readiness-addr', flags.readinessAddr),
     admin,
-    logLevel: logLevel as ZtunnelConfig['logLevel'],
   })
 }
 
 export const ZTUNNEL_DEFAULTS = {
-  pinRoot: '/sys/fs/bpf/ambient',
-  proxyMark: String(DEFAULT_PROXY_MARK),
-  deliveryMark: String(DEFAULT_DELIVERY_MARK),
-  hbonePort: String(DEFAULT_HBONE_PORT),
-  trustDomain: 'cluster.local',
-  rootNamespace: 'istio-system',
+  ...NODE_DEFAULTS,
   certTtl: '24h',
   metricsAddr: '127.0.0.1:15020',
   readinessAddr: '127.0.0.1:15021',
   adminAddr: '127.0.0.1:15000',
-  logLevel: 'info',
 } as const
 
 function certificateSource(flags: ZtunnelFlags): { caAddress: string | null; nodeCertDir: string | null; cacertsDir: string | null } {

@@ -4,6 +4,7 @@
 import { readFileSync, watchFile, unwatchFile } from 'node:fs'
 import { join } from 'node:path'
 import type { Command } from 'commander'
+import { addNodeOptions } from '../common/node-settings.js'
 import { StopStack } from '../common/lifecycle.js'
 import { createLogger, type Logger } from '../common/log.js'
 import { ConfigError } from '../common/config.js'
@@ -149,26 +150,17 @@ export class Ztunnel {
 }
 
 export function registerZtunnelCommand(program: Command): void {
-  program
-    .command('ztunnel')
+  addNodeOptions(program.command('ztunnel'))
     .description("the node's shared L4 proxy: carries enrolled pods' traffic in HBONE mutual-TLS tunnels")
-    .option('--node <name>', 'this node (default: $AMBIENT_NODE_NAME)')
     .option('--xds-address <path>', "get workloads and policies from the node agent over this Unix socket (delta xDS; `ambient agent --xds-socket`)")
     .option('--local-config <file>', "or: workloads and policies from a YAML file (Istio ztunnel's LOCAL_XDS_PATH shape, plus a netns path for this node's pods), watched")
     .option('--ca-address <host:port>', 'get workload certificates from `ambient ca` at this address (with --node-cert-dir)')
     .option('--node-cert-dir <dir>', "this node's CA credentials: node-cert.pem, node-key.pem, node-chain.pem, root-cert.pem (from `ambient ca node-cert`)")
     .option('--cacerts <dir>', "local mode instead of --ca-address: sign workload certificates from ca-cert.pem and ca-key.pem in DIR (Istio's cacerts layout)")
-    .option('--pin-root <dir>', 'bpffs folder of the datapath pins', ZTUNNEL_DEFAULTS.pinRoot)
-    .option('--proxy-mark <n>', "SO_MARK of ztunnel's own outgoing sockets", ZTUNNEL_DEFAULTS.proxyMark)
-    .option('--delivery-mark <n>', 'SO_MARK of delivery sockets into pods', ZTUNNEL_DEFAULTS.deliveryMark)
-    .option('--hbone-port <port>', 'HBONE port inside each pod', ZTUNNEL_DEFAULTS.hbonePort)
-    .option('--trust-domain <td>', 'SPIFFE trust domain of the mesh', ZTUNNEL_DEFAULTS.trustDomain)
-    .option('--root-namespace <ns>', "Istio's root namespace: its policies without a selector apply mesh-wide", ZTUNNEL_DEFAULTS.rootNamespace)
     .option('--cert-ttl <duration>', 'workload certificate lifetime (renewed at half-life)', ZTUNNEL_DEFAULTS.certTtl)
     .option('--metrics-addr <ip:port>', 'Prometheus metrics endpoint (/metrics)', ZTUNNEL_DEFAULTS.metricsAddr)
     .option('--readiness-addr <ip:port>', 'readiness endpoint (/healthz/ready)', ZTUNNEL_DEFAULTS.readinessAddr)
     .option('--admin-addr <127.0.0.1:port>', 'admin endpoint (/config_dump), localhost only', ZTUNNEL_DEFAULTS.adminAddr)
-    .option('--log-level <level>', 'debug, info, warn or error', ZTUNNEL_DEFAULTS.logLevel)
     .action(async (flags: ZtunnelFlags) => {
       const config = parseZtunnelConfig(flags, process.env)
       const log = createLogger({ name: 'ztunnel', level: config.logLevel })
