@@ -21,7 +21,7 @@ import { NodeProxy } from './node-proxy.js'
 import { readLocalConfig } from './state/local-config.js'
 import { WorkloadStore } from './state/workloads.js'
 import { PolicyStore } from './state/policies.js'
-import { XdsClient } from './state/xds-client.js'
+import { XdsClient, type XdsState } from './state/xds-client.js'
 
 function readPems(setting: string, dir: string, files: readonly string[]): string[] {
   try {
@@ -48,6 +48,11 @@ function identitiesFor(config: ZtunnelConfig, log: Logger): { identities: Identi
   return { identities: new IdentityManager({ source, trustBundlePem: certPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }), ca: null }
 }
 
+/** Same length and the same objects in order (the xDS client keeps unchanged resources' identity). */
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i])
+}
+
 export class Ztunnel {
   private readonly stops = new StopStack()
   private ready = false
@@ -64,16 +69,25 @@ export class Ztunnel {
       const metrics = new ZtunnelMetrics()
       if (config.localConfig !== null) this.watchLocalConfig(config.localConfig, store, policies, metrics)
       else {
+        let last: XdsState = { workloads: [], services: [], authorizations: [] }
         const xds = new XdsClient({
           address: config.xdsAddress!,
           node: { id: config.node },
           log: log.child({ component: 'xds' }),
+          // Called once per changed resource type; what did not change is not applied again
+          // (rebuilding the policy set re-evaluates every open connection).
           onUpdate: (state) => {
-            const result = store.replaceAll(state.workloads)
-            store.replaceServices(state.services)
-            for (const r of result.rejected) log.error({ uid: r.uid, error: r.error }, 'workload rejected')
-            const update = policies.replaceAuthorizations(state.authorizations)
-            log.info({ workloads: result.applied, authorizations: update.authorizations, peerAuthentications: update.peerAuthentications }, 'workloads and policies from the agent applied')
+            if (!sameItems(state.workloads, last.workloads)) {
+              const result = store.replaceAll(state.workloads)
+              for (const r of result.rejected) log.error({ uid: r.uid, error: r.error }, 'workload rejected')
+              log.info({ workloads: result.applied }, 'workloads from the agent applied')
+            }
+            if (!sameItems(state.services, last.services)) store.replaceServices(state.services)
+            if (!sameItems(state.authorizations, last.authorizations)) {
+              const update = policies.replaceAuthorizations(state.authorizations)
+              log.info({ authorizations: update.authorizations, peerAuthentications: update.peerAuthentications }, 'policies from the agent applied')
+            }
+            last = state
           },
         })
         xds.start()

@@ -9,7 +9,7 @@
 // converted form (a DENY Authorization named by Istio's convention).
 import type { WorkloadAuthorization } from '../../agent/model/authorization.js'
 import { labelsKey, selectorMatches } from '../../agent/model/convert/labels.js'
-import { CONVERTED_PEER_AUTHENTICATION_PREFIX, STATIC_STRICT_POLICY_NAME, mtlsAuthorization } from '../../agent/model/convert/peer-authentication.js'
+import { isConvertedPeerAuthentication, mtlsAuthorization } from '../../agent/model/convert/peer-authentication.js'
 import {
   type EffectiveMtls,
   type PeerAuthentication,
@@ -79,6 +79,7 @@ export class PolicySet {
   /** WORKLOAD_SELECTOR policies by `ns/name`, for workloads that name theirs. */
   private readonly byName = new Map<string, CompiledPolicy<L4Facts>>()
   private readonly attachedCache = new Map<string, DestinationPolicies>()
+  private readonly byAttachedList = new WeakMap<readonly string[], Map<string, DestinationPolicies>>()
   private readonly cache = new Map<string, DestinationPolicies>()
   /** Fast path: the same (usually frozen, shared) labels object seen again. */
   private readonly byLabelsObject = new WeakMap<Labels, Map<string, DestinationPolicies>>()
@@ -151,6 +152,17 @@ export class PolicySet {
    * A converted PeerAuthentication among them is the workload's mTLS requirement.
    */
   forAttached(namespace: string, attached: readonly string[]): DestinationPolicies {
+    // Fast path: the workload's own (shared, unchanging) list seen again; no key to build per connection.
+    let perList = this.byAttachedList.get(attached)
+    const hit = perList?.get(namespace)
+    if (hit !== undefined) return hit
+    const found = this.forAttachedKey(namespace, attached)
+    if (perList === undefined) this.byAttachedList.set(attached, (perList = new Map()))
+    perList.set(namespace, found)
+    return found
+  }
+
+  private forAttachedKey(namespace: string, attached: readonly string[]): DestinationPolicies {
     const key = `${namespace}\u0000${attached.join(',')}`
     let found = this.attachedCache.get(key)
     if (found === undefined) {
@@ -163,7 +175,7 @@ export class PolicySet {
 
   private selectAttached(namespace: string, attached: readonly string[]): DestinationPolicies {
     const named = attached.map((name) => this.byName.get(name)).filter((p): p is CompiledPolicy<L4Facts> => p !== undefined)
-    const mtls = named.find((p) => p.name === STATIC_STRICT_POLICY_NAME || p.name.startsWith(CONVERTED_PEER_AUTHENTICATION_PREFIX)) ?? null
+    const mtls = named.find((p) => isConvertedPeerAuthentication(p.name)) ?? null
     const all = [...(this.byNamespace.get(namespace) ?? []), ...this.global, ...named.filter((p) => p !== mtls).sort(byKey)]
     const plaintextRefused = (port: number): boolean =>
       mtls !== null && policyMatches(mtls, prepareL4({ sourceIdentity: undefined, sourceIp: '0.0.0.0', destination: { ip: '0.0.0.0', port, namespace, labels: {} } }))

@@ -2,7 +2,7 @@
 // the one place connections are evaluated against it. A new set replaces the old
 // one at once; listeners (open-connection re-evaluation) are told.
 import type { Authorization } from '../../agent/model/authorization.js'
-import { CONVERTED_PEER_AUTHENTICATION_PREFIX, STATIC_STRICT_POLICY_NAME } from '../../agent/model/convert/peer-authentication.js'
+import { isConvertedPeerAuthentication } from '../../agent/model/convert/peer-authentication.js'
 import { convertPolicies, type PolicyProblem } from '../../agent/model/convert/policies.js'
 import { parseSpiffeId } from '../identity/pki.js'
 import { evaluate, type Decision } from '../rbac/matcher.js'
@@ -18,8 +18,6 @@ export interface PolicyUpdate {
   readonly invalid: readonly PolicyProblem[]
   readonly ignored: readonly PolicyProblem[]
 }
-
-const isConvertedPeerAuthentication = (name: string): boolean => name === STATIC_STRICT_POLICY_NAME || name.startsWith(CONVERTED_PEER_AUTHENTICATION_PREFIX)
 
 export interface InboundAttributes {
   /** SPIFFE id of the peer certificate; null for plaintext. */

@@ -124,7 +124,18 @@ export class XdsClient {
     return { ...this.counters, address: this.address }
   }
 
-  /** The state as last applied (what `onUpdate` got last), built afresh. */
+  /** Merged local workloads, reused while neither part changes: unchanged workloads keep their identity across updates. */
+  private readonly merged = new WeakMap<Workload, { readonly netnsPath: string; readonly workload: Workload }>()
+
+  private withNetns(workload: Workload, netnsPath: string): Workload {
+    const hit = this.merged.get(workload)
+    if (hit !== undefined && hit.netnsPath === netnsPath) return hit.workload
+    const merged = { ...workload, netnsPath }
+    this.merged.set(workload, { netnsPath, workload: merged })
+    return merged
+  }
+
+  /** The state as last applied (what `onUpdate` got last); an unchanged resource is the same object as before. */
   state(): XdsState {
     const locals = this.tables[LOCAL_WORKLOAD_TYPE_URL].entries
     const workloads: Workload[] = []
@@ -133,7 +144,7 @@ export class XdsClient {
       if (value.kind === 'service') services.push(value.service)
       else {
         const local = locals.get(value.workload.uid)?.value
-        workloads.push(local ? { ...value.workload, netnsPath: local.netnsPath } : value.workload)
+        workloads.push(local ? this.withNetns(value.workload, local.netnsPath) : value.workload)
       }
     }
     const authorizations = [...sorted(this.tables[AUTHORIZATION_TYPE_URL].entries)].map(([, e]) => e.value)

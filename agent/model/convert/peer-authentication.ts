@@ -26,6 +26,11 @@ import { badField, badValue, checkKeys, labelMap, optionalRecord, optionalString
 
 export const STATIC_STRICT_POLICY_NAME = 'istio_converted_static_strict'
 export const CONVERTED_PEER_AUTHENTICATION_PREFIX = 'converted_peer_authentication_'
+
+/** Whether an Authorization is a PeerAuthentication in Istio's converted form (by Istio's naming). */
+export function isConvertedPeerAuthentication(name: string): boolean {
+  return name === STATIC_STRICT_POLICY_NAME || name.startsWith(CONVERTED_PEER_AUTHENTICATION_PREFIX)
+}
 const MODES: readonly MtlsMode[] = ['UNSET', 'DISABLE', 'PERMISSIVE', 'STRICT']
 
 export type PeerAuthenticationConversion =
