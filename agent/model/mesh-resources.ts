@@ -100,8 +100,21 @@ function attachedPolicies(selectorPolicies: readonly WorkloadAuthorization[], ro
   return out
 }
 
+/** Converted policies per (AuthorizationPolicy list, PeerAuthentication list): snapshots share unchanged lists, so a pass after a pod change converts nothing again. */
+const conversions = new WeakMap<readonly unknown[], WeakMap<readonly unknown[], Map<string, ConvertedPolicies>>>()
+
+function convertedPolicies(snapshot: Snapshot, rootNamespace: string): ConvertedPolicies {
+  let byPa = conversions.get(snapshot.authorizationPolicies)
+  if (byPa === undefined) conversions.set(snapshot.authorizationPolicies, (byPa = new WeakMap()))
+  let byRoot = byPa.get(snapshot.peerAuthentications)
+  if (byRoot === undefined) byPa.set(snapshot.peerAuthentications, (byRoot = new Map()))
+  let converted = byRoot.get(rootNamespace)
+  if (converted === undefined) byRoot.set(rootNamespace, (converted = convertPolicies(snapshot.authorizationPolicies.concat(snapshot.peerAuthentications), rootNamespace)))
+  return converted
+}
+
 export function meshResources(snapshot: Snapshot, options: MeshResourceOptions): MeshResources {
-  const policies = convertPolicies(snapshot.authorizationPolicies.concat(snapshot.peerAuthentications), options.rootNamespace)
+  const policies = convertedPolicies(snapshot, options.rootNamespace)
   const selectorPolicies = policies.authorizations.filter((wa) => wa.authorization.scope === 'WORKLOAD_SELECTOR')
   const authorizations = new Map<string, Authorization>()
   for (const wa of policies.authorizations) authorizations.set(authorizationKey(wa.authorization), wa.authorization)
