@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { Command } from 'commander'
 import { addNodeOptions } from '../common/node-settings.js'
-import { StopStack } from '../common/lifecycle.js'
+import { runUntilSignal, StopStack } from '../common/lifecycle.js'
 import { createLogger, type Logger } from '../common/log.js'
 import { BPF_OBJECTS_DIR } from '../cli/paths.js'
 import { AGENT_DEFAULTS, parseAgentConfig, type AgentConfig, type AgentFlags } from './config.js'
@@ -144,13 +144,6 @@ export function registerAgentCommand(program: Command): void {
     .action(async (flags: AgentFlags) => {
       const config = parseAgentConfig(flags, process.env)
       const log = createLogger({ name: 'agent', level: config.logLevel })
-      const agent = new Agent(config, log)
-      await agent.start()
-      await new Promise<void>((resolve) => {
-        process.once('SIGTERM', () => resolve())
-        process.once('SIGINT', () => resolve())
-      })
-      log.info('shutting down: the datapath stays pinned, enrolled pods stay captured')
-      await agent.stop()
+      await runUntilSignal(new Agent(config, log), log, 'shutting down: the datapath stays pinned, enrolled pods stay captured')
     })
 }

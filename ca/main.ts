@@ -4,7 +4,7 @@
 import { chmodSync, mkdirSync, unwatchFile, watchFile, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Command } from 'commander'
-import { StopStack } from '../common/lifecycle.js'
+import { runUntilSignal, StopStack } from '../common/lifecycle.js'
 import { createLogger, type Logger } from '../common/log.js'
 import { ConfigError, parseDuration, requireString } from '../common/config.js'
 import { CertificateAuthority } from './authority.js'
@@ -89,14 +89,7 @@ export function registerCaCommand(program: Command): void {
     .action(async (flags: CaFlags) => {
       const config = parseCaConfig(flags)
       const log = createLogger({ name: 'ca', level: config.logLevel })
-      const process_ = new CaProcess(config, log)
-      await process_.start()
-      await new Promise<void>((resolve) => {
-        process.once('SIGTERM', () => resolve())
-        process.once('SIGINT', () => resolve())
-      })
-      log.info('shutting down')
-      await process_.stop()
+      await runUntilSignal(new CaProcess(config, log), log)
     })
 
   ca.command('node-cert')

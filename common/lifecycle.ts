@@ -21,3 +21,14 @@ export class StopStack {
     }
   }
 }
+
+/** A process's main loop: start, run until SIGTERM or SIGINT, then stop (it stops itself after a failed start). */
+export async function runUntilSignal(component: { start(): Promise<void>; stop(): Promise<void> }, log: Logger, stopping = 'shutting down'): Promise<void> {
+  await component.start()
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve())
+    process.once('SIGINT', () => resolve())
+  })
+  log.info(stopping)
+  await component.stop()
+}

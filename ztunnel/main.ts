@@ -5,7 +5,7 @@ import { readFileSync, watchFile, unwatchFile } from 'node:fs'
 import { join } from 'node:path'
 import type { Command } from 'commander'
 import { addNodeOptions } from '../common/node-settings.js'
-import { StopStack } from '../common/lifecycle.js'
+import { runUntilSignal, StopStack } from '../common/lifecycle.js'
 import { createLogger, type Logger } from '../common/log.js'
 import { ConfigError } from '../common/config.js'
 import { Datapath } from '../agent/dataplane/datapath.js'
@@ -178,14 +178,6 @@ export function registerZtunnelCommand(program: Command): void {
     .action(async (flags: ZtunnelFlags) => {
       const config = parseZtunnelConfig(flags, process.env)
       const log = createLogger({ name: 'ztunnel', level: config.logLevel })
-      const ztunnel = new Ztunnel(config, log)
-      await ztunnel.start()
-      await new Promise<void>((resolve) => {
-        const shutdown = (): void => resolve()
-        process.once('SIGTERM', shutdown)
-        process.once('SIGINT', shutdown)
-      })
-      log.info('shutting down')
-      await ztunnel.stop()
+      await runUntilSignal(new Ztunnel(config, log), log)
     })
 }
