@@ -8,7 +8,6 @@
 // to un-enroll, the datapath lets go first, then ztunnel forgets the pod.
 import { eachLimited } from '../common/concurrency.js'
 import type { Logger } from '../common/log.js'
-import { rmSync } from 'node:fs'
 import { netnsCookieOf, type Datapath } from './dataplane/datapath.js'
 import { podNetns } from './enroll/pod-netns.js'
 import { enrolledPods, REDIRECTION_ANNOTATION, REDIRECTION_ENABLED } from './model/enrollment.js'
@@ -251,10 +250,7 @@ export class Reconciler {
   }
 
   #removeStaleLinks(): void {
-    for (const link of this.#o.datapath.staleNetnsLinks()) {
-      this.#log.info({ link }, 'removing the sk_lookup link of a pod that is gone')
-      rmSync(link, { force: true })
-    }
+    for (const link of this.#o.datapath.removeStaleNetnsLinks()) this.#log.info({ link }, 'removed the sk_lookup link of a pod that is gone')
   }
 
   /** What `ambient status` shows and the metrics; retries pending pods later. */

@@ -207,6 +207,13 @@ export class Datapath {
     return pods
   }
 
+  /** Unpins the sk_lookup links of pods no longer enrolled (their netns gone); returns the pins removed. */
+  removeStaleNetnsLinks(): string[] {
+    const stale = this.staleNetnsLinks()
+    for (const pin of stale) rmSync(pin, { force: true })
+    return stale
+  }
+
   /** Pins of sk_lookup links whose pod is no longer enrolled (netns gone). */
   staleNetnsLinks(): string[] {
     const enrolled = new Set(this.enrolledPods().map((p) => p.netnsCookie))
