@@ -3,6 +3,7 @@
 // becomes RST_STREAM(CONNECT_ERROR), and a stream reset resets the TCP socket.
 import http2 from 'node:http2'
 import type net from 'node:net'
+import { pump } from '../proxy/socket-pump.js'
 
 const { NGHTTP2_CONNECT_ERROR, NGHTTP2_NO_ERROR } = http2.constants
 
@@ -37,9 +38,8 @@ export function pipeStream(stream: http2.Http2Stream, socket: net.Socket): Promi
     // Half-close needs the socket to stay writable after the destination's FIN.
     socket.allowHalfOpen = true
     stream.on('data', (chunk: Buffer) => (received += chunk.length))
-    socket.on('data', (chunk: Buffer) => (sent += chunk.length))
     stream.pipe(socket)
-    socket.pipe(stream)
+    pump(socket, stream, (n) => (sent += n))
 
     socket.on('error', (err) => {
       error ??= err

@@ -2,6 +2,7 @@
 // An error or reset on either side destroys the other: a broken connection is
 // never left half-open.
 import type { Duplex } from 'node:stream'
+import { pump } from './socket-pump.js'
 
 export interface RelayResult {
   /** Bytes from `downstream` to `upstream`. */
@@ -25,10 +26,8 @@ export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult
       downstream.destroy()
       upstream.destroy()
     }
-    downstream.on('data', (chunk: Buffer) => (sent += chunk.length))
-    upstream.on('data', (chunk: Buffer) => (received += chunk.length))
-    downstream.pipe(upstream)
-    upstream.pipe(downstream)
+    pump(downstream, upstream, (n) => (sent += n))
+    pump(upstream, downstream, (n) => (received += n))
     downstream.on('error', fail)
     upstream.on('error', fail)
     // A side that closes without ending cleanly (reset) takes the other with it.
