@@ -37,8 +37,7 @@ export function pipeStream(stream: http2.Http2Stream, socket: net.Socket): Promi
     }
     // Half-close needs the socket to stay writable after the destination's FIN.
     socket.allowHalfOpen = true
-    stream.on('data', (chunk: Buffer) => (received += chunk.length))
-    stream.pipe(socket)
+    pump(stream, socket, (n) => (received += n))
     pump(socket, stream, (n) => (sent += n))
 
     socket.on('error', (err) => {

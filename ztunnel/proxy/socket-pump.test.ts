@@ -3,7 +3,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import { PassThrough, Writable } from 'node:stream'
 import t from 'tap'
-import { pump, pumpSocket, READ_CHUNK_BYTES } from './socket-pump.js'
+import { PAUSE_BYTES, pump, pumpSocket, pumpToSocket, READ_CHUNK_BYTES } from './socket-pump.js'
 
 /** A loopback connection: [client side, accepted server side]. */
 async function connectedPair(onAccept?: (s: net.Socket) => void): Promise<[net.Socket, net.Socket, () => void]> {
@@ -87,7 +87,7 @@ t.test('a slow sink pauses the socket instead of buffering without bound', async
   client.end(payload)
   await sink.ended
   t.equal(sha(sink.data()), sha(payload), 'all 16 MiB arrived intact')
-  t.ok(maxInFlight <= 2 * READ_CHUNK_BYTES, `at most two reads waited in the sink (${maxInFlight} bytes)`)
+  t.ok(maxInFlight <= PAUSE_BYTES + READ_CHUNK_BYTES, `at most PAUSE_BYTES and one read waited in the sink (${maxInFlight} bytes)`)
   accepted.destroy()
   close()
 })
@@ -119,6 +119,69 @@ t.test('a socket keeps writing after its read side ended (half-close)', async (t
   t.equal(reply.toString(), 'response after the FIN')
   accepted.destroy()
   client.destroy()
+  close()
+})
+
+t.test('chunks a stream hands over in one event-loop turn leave the socket in one writev', async (t) => {
+  const [client, accepted, close] = await connectedPair()
+  const calls = { write: 0, writev: [] as number[] }
+  const sink = client as net.Socket & { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void }
+  const write = sink._write.bind(sink)
+  const writev = sink._writev.bind(sink)
+  sink._write = (...a) => {
+    calls.write++
+    write(...a)
+  }
+  sink._writev = (...a) => {
+    calls.writev.push((a[0] as unknown[]).length)
+    writev(...a)
+  }
+  const source = new PassThrough()
+  let counted = 0
+  pumpToSocket(source, client, (n) => (counted += n))
+  const received: Buffer[] = []
+  accepted.on('data', (d: Buffer) => received.push(d))
+  for (let i = 0; i < 10; i++) source.write(Buffer.alloc(1000, 48 + i))
+  source.end()
+  await once(accepted, 'end')
+  t.same(calls, { write: 0, writev: [10] }, 'ten chunks, one writev')
+  t.equal(Buffer.concat(received).toString(), Array.from({ length: 10 }, (_, i) => String(i).repeat(1000)).join(''), 'in order, then FIN')
+  t.equal(counted, 10_000)
+  accepted.destroy()
+  close()
+})
+
+t.test('a socket that does not drain pauses the stream feeding it', async (t) => {
+  const [client, accepted, close] = await connectedPair()
+  accepted.pause() // the peer reads nothing: the kernel buffers fill, then the socket's own
+  const source = new PassThrough({ highWaterMark: 64 * 1024 })
+  pumpToSocket(source, client, () => undefined)
+  const payload = randomBytes(64 * 1024 * 1024)
+  let offered = 0
+  // Offer data as long as the source takes it; stop once pumpToSocket has paused it.
+  for (let taken = true; taken && offered < payload.length; ) {
+    taken = source.write(payload.subarray(offered, offered + 64 * 1024))
+    offered += 64 * 1024
+    if (!taken) await Promise.race([once(source, 'drain').then(() => (taken = true)), new Promise((r) => setTimeout(r, 100))])
+  }
+  await new Promise((r) => setTimeout(r, 100))
+  t.ok(source.isPaused(), 'the stream is paused')
+  t.ok(offered < payload.length, `the stream stopped taking data after ${offered} of ${payload.length} bytes`)
+  t.ok(client.writableLength < PAUSE_BYTES + 256 * 1024, `the socket holds about PAUSE_BYTES, not everything (${client.writableLength})`)
+  const received: Buffer[] = []
+  accepted.on('data', (d: Buffer) => received.push(d))
+  accepted.resume()
+  const rest = async (): Promise<void> => {
+    while (offered < payload.length) {
+      const slice = payload.subarray(offered, offered + 64 * 1024)
+      offered += slice.length
+      if (!source.write(slice)) await once(source, 'drain')
+    }
+    source.end()
+  }
+  await Promise.all([rest(), once(accepted, 'end')])
+  t.equal(sha(Buffer.concat(received)), sha(payload), 'all 64 MiB arrived intact once the peer read')
+  accepted.destroy()
   close()
 })
 

@@ -50,10 +50,36 @@ interface UserBufferHandle {
 }
 
 /**
+ * Writes handed to a sink but not completed, per direction, before its source
+ * pauses. A socket's or HTTP/2 stream's own high-water mark (16 KiB) is smaller
+ * than one read: pausing on it would stop and restart reading (two epoll_ctl
+ * calls) after every chunk.
+ */
+export const PAUSE_BYTES = 1024 * 1024
+
+/** Pauses `source` while `sink` holds PAUSE_BYTES or more; resumes once it drained. */
+function backpressure(source: Readable, sink: Writable): { readonly paused: () => boolean; readonly check: () => void } {
+  let paused = false
+  const onDrain = (): void => {
+    paused = false
+    source.resume()
+  }
+  return {
+    paused: () => paused,
+    check: () => {
+      // A write that filled the sink past its high-water mark returned false, so 'drain' will come.
+      if (paused || sink.writableLength < PAUSE_BYTES) return
+      paused = true
+      source.pause()
+      sink.once('drain', onDrain)
+    },
+  }
+}
+
+/**
  * Reads `source` until EOF and writes everything to `sink`, ending it on EOF
- * (TCP half-close). Pauses while the sink is full (write returned false) until it
- * drains. `onBytes` sees each read's length. Errors and closes are the caller's to
- * handle, as with `pipe`.
+ * (TCP half-close). `onBytes` sees each read's length. Errors and closes are the
+ * caller's to handle, as with `pipe`.
  */
 export function pumpSocket(source: net.Socket, sink: Writable, onBytes: (bytes: number) => void): void {
   const handle = (source as unknown as { _handle: UserBufferHandle | null })._handle
@@ -62,18 +88,11 @@ export function pumpSocket(source: net.Socket, sink: Writable, onBytes: (bytes: 
   const early: Buffer[] = []
   for (let chunk = source.read() as Buffer | null; chunk !== null; chunk = source.read() as Buffer | null) early.push(chunk)
 
-  let waitingForDrain = false
-  const onDrain = (): void => {
-    waitingForDrain = false
-    source.resume()
-  }
+  const flow = backpressure(source, sink)
   const write = (chunk: Buffer, done?: () => void): void => {
     onBytes(chunk.length)
-    if (!sink.write(chunk, done) && !waitingForDrain) {
-      waitingForDrain = true
-      source.pause()
-      sink.once('drain', onDrain)
-    }
+    sink.write(chunk, done)
+    flow.check()
   }
   const fields = source as unknown as Record<symbol, unknown>
   fields[SYMBOLS.buffer] = shared
@@ -81,18 +100,56 @@ export function pumpSocket(source: net.Socket, sink: Writable, onBytes: (bytes: 
     const chunk = takeChunk()
     buffer.copy(chunk, 0, 0, bytes)
     write(chunk.subarray(0, bytes), () => giveChunk(chunk))
-    return !waitingForDrain
+    return !flow.paused()
   }
   handle.useUserBuffer(shared)
   for (const chunk of early) write(chunk)
   source.once('end', () => sink.end())
   // Flowing mode: reads start, and EOF is delivered as 'end'.
-  if (!waitingForDrain) source.resume()
+  if (!flow.paused()) source.resume()
 }
 
-/** `pumpSocket` for a plain TCP socket; anything else (TLS, HTTP/2 streams) is piped. */
+/**
+ * Copies a readable (an HTTP/2 stream) into a TCP socket, one write per event-loop
+ * turn: the stream hands over each TLS record's worth (16 KiB, often split in
+ * two at frame boundaries) as its own chunk, and writing each at once cost a
+ * syscall and a trip through the TCP stack apiece. The socket is corked on the
+ * first chunk of a turn and uncorked right after the poll phase (setImmediate), so
+ * all of that turn's chunks leave in one writev.
+ */
+export function pumpToSocket(source: Readable, sink: net.Socket, onBytes: (bytes: number) => void): void {
+  const flow = backpressure(source, sink)
+  let corked = false
+  const flush = (): void => {
+    corked = false
+    sink.uncork()
+  }
+  source.on('data', (chunk: Buffer) => {
+    onBytes(chunk.length)
+    if (!corked) {
+      corked = true
+      sink.cork()
+      setImmediate(flush)
+    }
+    sink.write(chunk)
+    flow.check()
+  })
+  // end() uncorks fully, so what this turn gathered goes out before the FIN.
+  source.once('end', () => sink.end())
+}
+
+/**
+ * Copies `from` into `to` until EOF, ending `to` (half-close): a plain TCP source
+ * reads through the shared buffer, a plain TCP sink gathers each turn's chunks
+ * into one write, anything else is piped.
+ */
 export function pump(from: Readable, to: Writable, onBytes: (bytes: number) => void): void {
-  if (from instanceof net.Socket && !(from instanceof tls.TLSSocket)) return pumpSocket(from, to, onBytes)
+  if (isPlainSocket(from)) return pumpSocket(from, to, onBytes)
+  if (isPlainSocket(to)) return pumpToSocket(from, to, onBytes)
   from.on('data', (chunk: Buffer) => onBytes(chunk.length))
   from.pipe(to)
+}
+
+function isPlainSocket(stream: Readable | Writable): stream is net.Socket {
+  return stream instanceof net.Socket && !(stream instanceof tls.TLSSocket)
 }
