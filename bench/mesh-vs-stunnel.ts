@@ -3,8 +3,10 @@
 // ztunnels) and stunnel4 (the C peer: a TLS client in the client pod, a TLS server
 // in the server pod, mutual certificates). For each: single-stream throughput
 // (iperf3, --seconds), 64-byte request/response p50/p99 over one connection,
-// new-connection p50/p99 and rate, and proxy CPU seconds per GB moved.
-//   node --import tsx bench/mesh-vs-stunnel.ts [--seconds 5] [--connections 1000]
+// new-connection p50/p99 and rate, and proxy CPU seconds per GB moved. Latencies
+// are measured after --warmup unmeasured round trips and connections on the same
+// path (every Node process on it compiles its hot code first; stunnel is C).
+//   node --import tsx bench/mesh-vs-stunnel.ts [--seconds 5] [--connections 1000] [--warmup 1000]
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -14,7 +16,7 @@ import { startServer } from '../test/e2e/pod-clients.js'
 import { createRootCa, issueWorkloadCertificate } from '../ztunnel/identity/pki.js'
 import type { TestPod } from '../test/harness/testbed.js'
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '1000' } } })
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '1000' }, warmup: { type: 'string', default: '1000' } } })
 const seconds = Number(values.seconds)
 
 const cluster = await MeshCluster.start({
@@ -44,8 +46,8 @@ async function measure(label: string, client: TestPod, iperfTarget: [string, num
   const iperf = JSON.parse(await run(client, 'iperf3', ['-c', iperfTarget[0], '-p', String(iperfTarget[1]), '-t', String(seconds), '-J']))
   const bytes = iperf.end.sum_received.bytes as number
   const cpu = proxies().reduce((s, pid) => s + cpuSeconds(pid), 0) - cpuBefore
-  const rr = JSON.parse(await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'rr-latency.ts'), '--to', echoTarget, '--count', '2000']))
-  const conn = JSON.parse((await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'connect-latency.ts'), '--to', echoTarget, '--count', values.connections!])).trim().split('\n').pop()!)
+  const rr = JSON.parse(await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'rr-latency.ts'), '--to', echoTarget, '--count', '2000', '--warmup', values.warmup!]))
+  const conn = JSON.parse((await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'connect-latency.ts'), '--to', echoTarget, '--count', values.connections!, '--warmup', values.warmup!])).trim().split('\n').pop()!)
   return {
     label,
     throughputMiBps: iperf.end.sum_received.bits_per_second / 8 / 1048576,

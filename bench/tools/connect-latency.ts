@@ -1,5 +1,5 @@
-// Runs inside a testbed pod: opens `--count` connections to --to IP:PORT, `--concurrency`
-// at a time, and prints one JSON line with connect and first-byte latency
+// Runs inside a testbed pod: opens `--warmup` unmeasured connections, then `--count`
+// connections to --to IP:PORT, `--concurrency` at a time, and prints one JSON line with connect and first-byte latency
 // percentiles (microseconds) and the achieved connection rate. Bounded by count
 // and by --timeout-ms overall.
 import net from 'node:net'
@@ -9,6 +9,7 @@ const { values } = parseArgs({
   options: {
     to: { type: 'string' },
     count: { type: 'string', default: '2000' },
+    warmup: { type: 'string', default: '0' },
     concurrency: { type: 'string', default: '1' },
     'timeout-ms': { type: 'string', default: '60000' },
   },
@@ -21,7 +22,8 @@ if (!host || !Number.isInteger(port)) {
 }
 const count = Number(values.count)
 const concurrency = Number(values.concurrency)
-const deadline = Date.now() + Number(values['timeout-ms'])
+// Each phase (warm-up, measured) is bounded by --timeout-ms on its own.
+let deadline = Date.now() + Number(values['timeout-ms'])
 
 function once(): Promise<{ connectUs: number; firstByteUs: number }> {
   return new Promise((resolve, reject) => {
@@ -49,7 +51,18 @@ function percentile(sorted: number[], p: number): number {
 const connect: number[] = []
 const firstByte: number[] = []
 let failed = 0
+let warmupFailed = 0
 let next = 0
+// Unmeasured: the same path until every process on it has compiled its hot code.
+async function warmupWorker(total: number): Promise<void> {
+  while (next < total && Date.now() < deadline) {
+    next++
+    await once().catch(() => warmupFailed++)
+  }
+}
+await Promise.all(Array.from({ length: concurrency }, () => warmupWorker(Number(values.warmup))))
+next = 0
+deadline = Date.now() + Number(values['timeout-ms'])
 const started = process.hrtime.bigint()
 async function worker(): Promise<void> {
   while (next < count && Date.now() < deadline) {
@@ -70,6 +83,7 @@ firstByte.sort((a, b) => a - b)
 console.log(JSON.stringify({
   ok: connect.length,
   failed,
+  warmupFailed,
   seconds,
   rate: connect.length / seconds,
   connectP50Us: percentile(connect, 50),

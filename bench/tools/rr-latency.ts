@@ -1,12 +1,14 @@
 // Runs inside a testbed pod: one connection to --to IP:PORT (a fixtures/tcp-server
 // that greets with one line, then echoes), then --count 64-byte request/response
-// round trips; prints p50/p99 in microseconds. Bounded by count and --timeout-ms.
+// round trips after --warmup unmeasured ones; prints p50/p99 in microseconds.
+// Bounded by count and --timeout-ms.
 import net from 'node:net'
 import { parseArgs } from 'node:util'
 
-const { values } = parseArgs({ options: { to: { type: 'string' }, count: { type: 'string', default: '2000' }, 'timeout-ms': { type: 'string', default: '60000' } } })
+const { values } = parseArgs({ options: { to: { type: 'string' }, count: { type: 'string', default: '2000' }, warmup: { type: 'string', default: '0' }, 'timeout-ms': { type: 'string', default: '60000' } } })
 const [host, port] = (values.to ?? '').split(':')
 const count = Number(values.count)
+let warmup = Number(values.warmup)
 const payload = Buffer.alloc(64, 'x')
 const socket = net.connect({ host: host!, port: Number(port) })
 socket.setNoDelay(true)
@@ -28,7 +30,8 @@ socket.on('data', (chunk: Buffer) => {
   }
   pending -= chunk.length
   if (pending <= 0 && samples.length < count) {
-    samples.push(Number(process.hrtime.bigint() - start) / 1000)
+    if (warmup > 0) warmup--
+    else samples.push(Number(process.hrtime.bigint() - start) / 1000)
     next()
   }
 })
