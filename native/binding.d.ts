@@ -83,4 +83,6 @@ export interface NativeBinding {
    *  (the main thread never changes namespace), configured, optionally bound and
    *  listening. Non-blocking, close-on-exec. Resolves to the fd for Node to adopt. */
   socketInNetns(netnsPath: string, options: RawSocketOptions): Promise<number>
+  socketsInNetns(netnsPath: string, family: 4 | 6, count: number): Promise<number[]>
+  configureSocket(fd: number, netnsPath: string, options: RawSocketOptions): void
 }

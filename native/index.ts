@@ -379,6 +379,30 @@ export function socketInNetns(netnsPath: string, options: SocketOptions): Promis
   return callAsync(() => native().socketInNetns(netnsPath, options))
 }
 
+/**
+ * `count` (1-64) plain TCP sockets made inside another network namespace in one
+ * trip (non-blocking, close-on-exec), to be configured later with configureSocket:
+ * a socket keeps the namespace it was made in.
+ */
+export function socketsInNetns(netnsPath: string, family: 4 | 6, count: number): Promise<number[]> {
+  if (typeof netnsPath !== 'string' || netnsPath === '') return Promise.reject(NativeError.invalid(`netnsPath must be a non-empty string, got ${String(netnsPath)}`))
+  if (family !== 4 && family !== 6) return Promise.reject(NativeError.invalid(`family must be 4 or 6, got ${String(family)}`))
+  if (!Number.isInteger(count) || count < 1 || count > 64) return Promise.reject(NativeError.invalid(`count must be 1-64, got ${count}`))
+  return callAsync(() => native().socketsInNetns(netnsPath, family, count))
+}
+
+/**
+ * Applies socketInNetns's options (mark, transparent, device, bind, listen) to a
+ * socket from socketsInNetns, on the calling thread; `netnsPath` names it in errors.
+ * Throws with the same codes and messages as socketInNetns.
+ */
+export function configureSocket(fd: number, netnsPath: string, options: SocketOptions): void {
+  if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
+  const invalid = socketOptionsError(options)
+  if (invalid) throw invalid
+  call(() => native().configureSocket(fd, netnsPath, options))
+}
+
 /** Closes an fd from socketInNetns or the addon that Node never adopted. */
 export function closeFd(fd: number): void {
   if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)

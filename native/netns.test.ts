@@ -4,7 +4,7 @@
 import t from 'tap'
 import net from 'node:net'
 import { readlinkSync } from 'node:fs'
-import { closeFd, netnsCookie, socketInNetns } from './index.js'
+import { closeFd, configureSocket, netnsCookie, socketInNetns, socketsInNetns } from './index.js'
 import { makeNetns } from './testdata/fixtures.js'
 
 const nsA = makeNetns(t, 'a')
@@ -80,6 +80,39 @@ t.test('netns cookies: equal for one namespace, distinct across namespaces', asy
   t.not(a1, host)
   t.not(b, host)
   t.equal(await netnsCookie(`/proc/${process.pid}/ns/net`), host, 'a /proc path names the same namespace')
+})
+
+t.test('sockets made in a batch keep their netns; configured later on the main thread', async (t) => {
+  const fds = await socketsInNetns(nsA, 4, 8)
+  t.equal(fds.length, 8)
+  t.equal(new Set(fds).size, 8, 'eight distinct fds')
+  // One becomes a listener in netns a, configured from this (host-netns) thread.
+  configureSocket(fds[0]!, nsA, { family: 4, reuseAddr: true, bindAddress: '127.0.0.1', bindPort: 0, listenBacklog: 4 })
+  const server = net.createServer((s) => s.end('batch'))
+  await new Promise<void>((resolve) => server.listen({ fd: fds[0]! }, resolve))
+  t.teardown(() => server.close())
+  const port = (server.address() as net.AddressInfo).port
+  // Another, marked, bound to lo and to a source address, reaches it: bind and
+  // SO_BINDTODEVICE resolved in netns a, where the socket was made.
+  configureSocket(fds[1]!, nsA, { family: 4, mark: 0x539, bindToDevice: 'lo', bindAddress: '127.0.0.1', bindPort: 0 })
+  const client = new net.Socket({ fd: fds[1]!, readable: true, writable: true })
+  client.connect(port, '127.0.0.1')
+  t.equal(await readAll(client), 'batch')
+  // The same port in the host netns: nothing listens there.
+  const host = new net.Socket()
+  await t.rejects(readAll(host.connect(port, '127.0.0.1')), { code: 'ECONNREFUSED' }, 'the listener is not in the host netns')
+  // Errors name the value and the namespace, with socketInNetns's codes.
+  t.throws(() => configureSocket(fds[2]!, nsA, { family: 4, bindAddress: '198.18.0.79', bindPort: 0 }),
+    { code: 'EADDRNOTAVAIL', syscall: 'bind', message: `bind(198.18.0.79:0) in network namespace ${nsA} failed: address not available there: use an address of that namespace, or transparent: true` })
+  configureSocket(fds[5]!, nsA, { family: 4, transparent: true, bindAddress: '198.18.0.79', bindPort: 0 })
+  t.pass('with transparent the same foreign address binds')
+  t.throws(() => configureSocket(fds[3]!, nsA, { family: 4, bindToDevice: 'eth9' }), { code: 'ENODEV', message: `no device eth9 in network namespace ${nsA}` })
+  t.throws(() => configureSocket(fds[4]!, nsA, { family: 4, bindPort: 80 }), { code: 'EINVAL', message: 'bindPort needs bindAddress' })
+  t.throws(() => configureSocket(-1, nsA, { family: 4 }), { code: 'EINVAL', message: /fd must be a non-negative integer/ })
+  for (const fd of fds.slice(2)) closeFd(fd)
+  await t.rejects(socketsInNetns(nsA, 4, 0), { code: 'EINVAL', message: 'count must be 1-64, got 0' })
+  await t.rejects(socketsInNetns(nsA, 4, 65), { code: 'EINVAL', message: 'count must be 1-64, got 65' })
+  await t.rejects(socketsInNetns(`/run/netns/ambnat-${process.pid}-missing`, 4, 2), { code: 'ENOENT', message: /no network namespace at / })
 })
 
 t.test('no thread of this process is left in another namespace', async (t) => {

@@ -16,7 +16,7 @@ import { formatAuthority, formatForwarded } from './hbone/headers.js'
 import type { IdentityManager, ManagedCertificate, RotationReason } from './identity/manager.js'
 import type { IdentityCredentials } from './hbone/tls.js'
 import { tcpLabels, type TcpLabels, type ZtunnelMetrics } from './metrics.js'
-import { dialFromPod } from './proxy/inpod.js'
+import { dialFromPod, PodSockets } from './proxy/inpod.js'
 import { dialDelivery, HBONE_PORT, PodProxy, type CapturedConnection, type ConnectionHandler } from './proxy/pod-proxy.js'
 import { relay } from './proxy/relay.js'
 import { eachLimited } from '../common/concurrency.js'
@@ -41,6 +41,7 @@ interface PodRuntime {
   workload: Workload
   readonly proxy: PodProxy
   readonly hbone: HboneServer<Workload>
+  readonly sockets: PodSockets
 }
 
 /** Pods whose in-pod listeners are opened at once (each opens three sockets inside the pod's netns). */
@@ -157,8 +158,9 @@ export class NodeProxy {
     const { proxyMark, deliveryMark } = this.options.datapath.settings
     const log = this.options.log.child({ workload: `${w.namespace}/${w.name}` })
     const current = (): Workload => this.pods.get(w.uid)?.workload ?? w
+    const sockets = new PodSockets(netnsPath, (err) => log.debug({ err: err.message }, 'cannot make spare sockets in the pod; dials make their own'))
     const proxy = new PodProxy({
-      pod: { netnsPath, ip, netnsCookie },
+      pod: { netnsPath, ip, netnsCookie, sockets },
       proxyMark,
       deliveryMark,
       origins: {
@@ -182,7 +184,7 @@ export class NodeProxy {
         return { allowed: decision.allowed, policy: decision.policy ? `${decision.policy.namespace}/${decision.policy.name}` : undefined }
       },
       connectUpstream: async (_target, info) => {
-        const upstream = await dialDelivery({ netnsPath, ip }, info.destination, { ip: info.sourceIp, port: 0 }, deliveryMark)
+        const upstream = await dialDelivery({ netnsPath, ip, sockets }, info.destination, { ip: info.sourceIp, port: 0 }, deliveryMark)
         this.track(w.uid, { peerIdentity: info.peerIdentity, sourceIp: info.sourceIp, destination: current(), destinationIp: info.destination.ip, destinationPort: info.destination.port }, upstream, () => upstream.destroy(new Error('denied by a policy change')))
         return upstream
       },
@@ -204,15 +206,20 @@ export class NodeProxy {
       },
       log: log.child({ component: 'hbone-server' }),
     })
-    const fd = await socketInNetns(netnsPath, { family: 4, reuseAddr: true, bindAddress: ip, bindPort: HBONE_PORT, listenBacklog: 1024 })
-    await hbone.start({ kind: 'fd', fd })
     try {
-      await proxy.start()
+      const fd = await socketInNetns(netnsPath, { family: 4, reuseAddr: true, bindAddress: ip, bindPort: HBONE_PORT, listenBacklog: 1024 })
+      await hbone.start({ kind: 'fd', fd })
+      try {
+        await proxy.start()
+      } catch (err) {
+        await hbone.stop()
+        throw err
+      }
     } catch (err) {
-      await hbone.stop()
+      sockets.close()
       throw err
     }
-    this.pods.set(w.uid, { workload: w, proxy, hbone })
+    this.pods.set(w.uid, { workload: w, proxy, hbone, sockets })
     log.info({ ip }, 'workload captured')
   }
 
@@ -222,6 +229,7 @@ export class NodeProxy {
     this.pods.delete(uid)
     await pod.proxy.stop()
     await pod.hbone.stop()
+    pod.sockets.close()
     this.options.log.info({ workload: `${pod.workload.namespace}/${pod.workload.name}` }, 'workload released')
   }
 
@@ -264,7 +272,7 @@ export class NodeProxy {
   private async dialFromSource(nextHop: { ip: string; port: number }, sourceIp?: string): Promise<net.Socket> {
     const pod = sourceIp ? [...this.pods.values()].find((p) => p.workload.ips.includes(sourceIp)) : undefined
     if (!pod) throw new Error(`no local workload with ip ${sourceIp} to dial ${nextHop.ip}:${nextHop.port} from`)
-    return dialFromPod({ netnsPath: pod.workload.netnsPath!, ip: sourceIp! }, nextHop, { mark: this.options.datapath.settings.proxyMark })
+    return dialFromPod({ netnsPath: pod.workload.netnsPath!, ip: sourceIp!, sockets: pod.sockets }, nextHop, { mark: this.options.datapath.settings.proxyMark })
   }
 
   private outbound(currentSource: () => Workload): ConnectionHandler {

@@ -14,6 +14,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 #include "errors.h"
 #include "objects.h"
@@ -64,15 +65,17 @@ Failure InNetns(const std::string& path, Work work) {
   return failure;
 }
 
-Failure MakeSocket(const SocketOptions& o, int* out) {
-  int domain = o.family == 6 ? AF_INET6 : AF_INET;
-  int fd = socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+Failure CreateSocket(int family, int* out) {
+  int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return {errno, "socket"};
-  auto fail = [&](const char* what) {
-    Failure f{errno, what};
-    close(fd);
-    return f;
-  };
+  *out = fd;
+  return {};
+}
+
+// Options, bind and listen: none of these depend on the calling thread's netns (a
+// socket keeps the netns it was created in), so they may run on any thread.
+Failure ConfigureSocket(int fd, const SocketOptions& o) {
+  auto fail = [&](const char* what) { return Failure{errno, what}; };
   int one = 1;
   if (o.reuse_addr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one))) return fail("setsockopt(SO_REUSEADDR)");
   if (o.reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one))) return fail("setsockopt(SO_REUSEPORT)");
@@ -113,6 +116,18 @@ Failure MakeSocket(const SocketOptions& o, int* out) {
     if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len)) return fail("bind");
   }
   if (o.listen_backlog >= 0 && listen(fd, o.listen_backlog)) return fail("listen");
+  return {};
+}
+
+Failure MakeSocket(const SocketOptions& o, int* out) {
+  int fd;
+  Failure f = CreateSocket(o.family, &fd);
+  if (f.err) return f;
+  f = ConfigureSocket(fd, o);
+  if (f.err) {
+    close(fd);
+    return f;
+  }
   *out = fd;
   return {};
 }
@@ -145,14 +160,26 @@ std::string FailureMessage(const Failure& f, const std::string& path, const Sock
 
 class NetnsWorker : public Napi::AsyncWorker {
  public:
-  NetnsWorker(Napi::Env env, std::string path, bool cookie, SocketOptions options)
+  // count 0: one configured socket (or the cookie); count > 0: that many plain sockets.
+  NetnsWorker(Napi::Env env, std::string path, bool cookie, SocketOptions options, int count = 0)
       : Napi::AsyncWorker(env, "ambient:netns"), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)),
-        cookie_mode_(cookie), options_(std::move(options)) {}
+        cookie_mode_(cookie), options_(std::move(options)), count_(count) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
     failure_ = InNetns(path_, [&]() -> Failure {
+      for (int i = 0; i < count_; i++) {
+        int fd;
+        Failure f = CreateSocket(options_.family, &fd);
+        if (f.err) {
+          for (int made : fds_) close(made);
+          fds_.clear();
+          return f;
+        }
+        fds_.push_back(fd);
+      }
+      if (count_ > 0) return {};
       if (!cookie_mode_) return MakeSocket(options_, &fd_);
       int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
       if (s < 0) s = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -171,6 +198,10 @@ class NetnsWorker : public Napi::AsyncWorker {
     if (failure_.err) {
       Napi::Error error = ErrnoError(env, failure_.err, failure_.syscall, FailureMessage(failure_, path_, options_), false);
       deferred_.Reject(error.Value());
+    } else if (count_ > 0) {
+      Napi::Array fds = Napi::Array::New(env, fds_.size());
+      for (size_t i = 0; i < fds_.size(); i++) fds.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds_[i]));
+      deferred_.Resolve(fds);
     } else if (cookie_mode_) {
       deferred_.Resolve(Napi::BigInt::New(env, cookie_));
     } else {
@@ -183,7 +214,9 @@ class NetnsWorker : public Napi::AsyncWorker {
   std::string path_;
   bool cookie_mode_;
   SocketOptions options_;
+  int count_;
   Failure failure_;
+  std::vector<int> fds_;
   int fd_ = -1;
   uint64_t cookie_ = 0;
 };
@@ -197,11 +230,9 @@ Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
   return promise;
 }
 
-Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string path = ArgString(info, 0, "netnsPath");
-  if (!info[1].IsObject()) ThrowInvalid(env, "options must be an object");
-  Napi::Object o = info[1].As<Napi::Object>();
+SocketOptions ParseSocketOptions(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsObject()) ThrowInvalid(env, "options must be an object");
+  Napi::Object o = value.As<Napi::Object>();
   SocketOptions options;
   Napi::Value family = o.Get("family");
   options.family = family.IsNumber() ? family.As<Napi::Number>().Int32Value() : 0;
@@ -217,16 +248,53 @@ Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
   if ((v = o.Get("bindPort")).IsNumber()) options.bind_port = v.As<Napi::Number>().Int32Value();
   if (options.bind_port < 0 || options.bind_port > 65535) ThrowInvalid(env, "bindPort must be 0-65535");
   if ((v = o.Get("listenBacklog")).IsNumber()) options.listen_backlog = v.As<Napi::Number>().Int32Value();
-  auto* worker = new NetnsWorker(env, path, false, options);
+  return options;
+}
+
+Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "netnsPath");
+  auto* worker = new NetnsWorker(env, path, false, ParseSocketOptions(env, info[1]));
   auto promise = worker->Promise();
   worker->Queue();
   return promise;
+}
+
+// socketsInNetns(netnsPath, family, count): `count` plain TCP sockets made in one
+// trip into the namespace, to be configured later with configureSocket.
+Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "netnsPath");
+  SocketOptions options;
+  options.family = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+  if (options.family != 4 && options.family != 6) ThrowInvalid(env, "family must be 4 or 6");
+  int count = info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0;
+  if (count < 1 || count > 64) ThrowInvalid(env, "count must be 1-64");
+  auto* worker = new NetnsWorker(env, path, false, options, count);
+  auto promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// configureSocket(fd, netnsPath, options): socketInNetns's options applied on the
+// calling thread to a socket from socketsInNetns; netnsPath only names it in errors.
+Napi::Value ConfigureSocketSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) ThrowInvalid(env, "fd must be a number");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  std::string path = ArgString(info, 1, "netnsPath");
+  SocketOptions options = ParseSocketOptions(env, info[2]);
+  Failure failure = ConfigureSocket(fd, options);
+  if (failure.err) throw ErrnoError(env, failure.err, failure.syscall, FailureMessage(failure, path, options), false);
+  return env.Undefined();
 }
 }  // namespace
 
 void InitNetns(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie));
   exports.Set("socketInNetns", Napi::Function::New(env, SocketInNetns));
+  exports.Set("socketsInNetns", Napi::Function::New(env, SocketsInNetns));
+  exports.Set("configureSocket", Napi::Function::New(env, ConfigureSocketSync));
 }
 
 }  // namespace ambient
