@@ -47,7 +47,7 @@ async function measure(label: string, client: TestPod, iperfTarget: [string, num
   const bytes = iperf.end.sum_received.bytes as number
   const cpu = proxies().reduce((s, pid) => s + cpuSeconds(pid), 0) - cpuBefore
   const rr = JSON.parse(await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'rr-latency.ts'), '--to', echoTarget, '--count', '2000', '--warmup', values.warmup!]))
-  const conn = JSON.parse((await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'connect-latency.ts'), '--to', echoTarget, '--count', values.connections!, '--warmup', values.warmup!])).trim().split('\n').pop()!)
+  const conn = JSON.parse((await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'connect-latency.ts'), '--to', echoTarget, '--count', values.connections!, '--warmup', values.warmup!], 300_000)).trim().split('\n').pop()!)
   return {
     label,
     throughputMiBps: iperf.end.sum_received.bits_per_second / 8 / 1048576,
@@ -56,6 +56,7 @@ async function measure(label: string, client: TestPod, iperfTarget: [string, num
     connectP50Us: conn.firstByteP50Us,
     connectP99Us: conn.firstByteP99Us,
     connRate: conn.rate,
+    connFailed: conn.failed + conn.warmupFailed,
     cpuSecondsPerGB: proxies().length ? cpu / (bytes / 1e9) : 0,
   }
 }
@@ -74,13 +75,16 @@ try {
     writeFileSync(join(dir, `st-${side}.pem`), c.certPem + c.keyPem, { mode: 0o600 })
   }
   const conf = (side: string, services: string): string =>
-    `foreground = yes\npid =\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n${services}`
+    `foreground = yes\npid =\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\nTIMEOUTclose = 0\n${services}`
   const ss = tb.pod('ss')
   writeFileSync(join(dir, 'st-server.conf'), conf('server', [5201, 8080].map((p) => `[s${p}]\naccept = ${ss.ip}:${p + 10000}\nconnect = 127.0.0.1:${p}\ncert = ${dir}/st-server.pem\nCAfile = ${dir}/st-ca.pem\nverifyChain = yes\nsslVersionMin = TLSv1.3\n`).join('')))
   writeFileSync(join(dir, 'st-client.conf'), conf('client', [5201, 8080].map((p) => `[c${p}]\nclient = yes\naccept = 127.0.0.1:${p + 20000}\nconnect = ${ss.ip}:${p + 10000}\ncert = ${dir}/st-client.pem\nCAfile = ${dir}/st-ca.pem\nverifyChain = yes\nsslVersionMin = TLSv1.3\n`).join('')))
   const stServer = tb.spawnInPod(ss, 'stunnel4', [join(dir, 'st-server.conf')])
   const stClient = tb.spawnInPod(tb.pod('sc'), 'stunnel4', [join(dir, 'st-client.conf')])
   daemons.push(stServer, stClient)
+  // stunnel logs every connection; its errors are shown if its connections fail.
+  let stunnelLog = ''
+  for (const d of [stServer, stClient]) d.stderr?.on('data', (chunk: Buffer) => (stunnelLog = (stunnelLog + chunk.toString()).slice(-200_000)))
   await new Promise((r) => setTimeout(r, 1500))
 
   const ztunnels = [...cluster.ztunnels.values()].map((z) => z.child.pid!)
@@ -90,6 +94,10 @@ try {
     await measure('stunnel', tb.pod('sc'), ['127.0.0.1', 25201], '127.0.0.1:28080', () => [stServer.pid!, stClient.pid!]),
   ]
   console.table(results)
+  if ((results[2] as { connFailed: number }).connFailed > 0) {
+    const errors = stunnelLog.split('\n').filter((l) => /LOG[0-3]/.test(l) && !/TIMEOUTclose exceeded/.test(l))
+    console.error(`stunnel: ${(results[2] as { connFailed: number }).connFailed} connections failed; its errors:\n${errors.slice(-20).join('\n')}`)
+  }
   const [direct, ambient, stunnel] = results as Record<string, number>[]
   console.log(`throughput ambient/direct ${(ambient!.throughputMiBps! / direct!.throughputMiBps!).toFixed(2)}, ambient/stunnel ${(ambient!.throughputMiBps! / stunnel!.throughputMiBps!).toFixed(2)}`)
   console.log(`new connection p50 ambient/direct ${(ambient!.connectP50Us! / direct!.connectP50Us!).toFixed(2)}, stunnel/direct ${(stunnel!.connectP50Us! / direct!.connectP50Us!).toFixed(2)}`)
