@@ -121,8 +121,13 @@ export class PodProxy {
     this.options.listeners.unregisterListener(this.options.pod.ip)
     const servers = [this.inboundServer, this.outboundServer].filter((s): s is net.Server => s !== null)
     this.inboundServer = this.outboundServer = null
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
-    if (!options.drain) for (const socket of this.open) socket.destroy()
+    // A server's close callback waits for every connection it accepted to end: open
+    // ones are cut first unless draining, or stop() (and with it the pod's release
+    // and every pod change queued behind it) waits on the slowest client. Cut with
+    // a reset: a FIN would tell the client its peer finished.
+    const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+    if (!options.drain) for (const socket of this.open) socket.writableEnded ? socket.destroy() : socket.resetAndDestroy()
+    await closed
   }
 
   get connections(): number {
