@@ -65,6 +65,37 @@ interface SelectorEntry {
 }
 
 const CACHE_LIMIT = 4096
+
+/**
+ * Destination policies per (namespace, object): a fast path for the same object
+ * seen again (workloads share their frozen labels and attached lists, so no key
+ * is built per connection), in front of a bounded cache by the object's content.
+ */
+class DestinationCache<K extends object> {
+  private readonly byObject = new WeakMap<K, Map<string, DestinationPolicies>>()
+  private readonly byKey = new Map<string, DestinationPolicies>()
+
+  constructor(
+    private readonly keyOf: (namespace: string, object: K) => string,
+    private readonly select: (namespace: string, object: K) => DestinationPolicies,
+  ) {}
+
+  get(namespace: string, object: K): DestinationPolicies {
+    let perObject = this.byObject.get(object)
+    const hit = perObject?.get(namespace)
+    if (hit !== undefined) return hit
+    const key = this.keyOf(namespace, object)
+    let found = this.byKey.get(key)
+    if (found === undefined) {
+      found = this.select(namespace, object)
+      if (this.byKey.size >= CACHE_LIMIT) this.byKey.clear()
+      this.byKey.set(key, found)
+    }
+    if (perObject === undefined) this.byObject.set(object, (perObject = new Map()))
+    perObject.set(namespace, found)
+    return found
+  }
+}
 const byKey = (a: CompiledPolicy<L4Facts>, b: CompiledPolicy<L4Facts>): number =>
   a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
 
@@ -78,11 +109,14 @@ export class PolicySet {
   private readonly peerAuthentications: ReadonlyMap<string, readonly PeerAuthentication[]>
   /** WORKLOAD_SELECTOR policies by `ns/name`, for workloads that name theirs. */
   private readonly byName = new Map<string, CompiledPolicy<L4Facts>>()
-  private readonly attachedCache = new Map<string, DestinationPolicies>()
-  private readonly byAttachedList = new WeakMap<readonly string[], Map<string, DestinationPolicies>>()
-  private readonly cache = new Map<string, DestinationPolicies>()
-  /** Fast path: the same (usually frozen, shared) labels object seen again. */
-  private readonly byLabelsObject = new WeakMap<Labels, Map<string, DestinationPolicies>>()
+  private readonly byLabels = new DestinationCache<Labels>(
+    (namespace, labels) => `${namespace}\u0000${labelsKey(labels)}`,
+    (namespace, labels) => this.select(namespace, labels),
+  )
+  private readonly byAttached = new DestinationCache<readonly string[]>(
+    (namespace, attached) => `${namespace}\u0000${attached.join(',')}`,
+    (namespace, attached) => this.selectAttached(namespace, attached),
+  )
   /** The source namespaces each policy can match (null: any). */
   private readonly sourceNamespaces = new Map<CompiledPolicy<L4Facts>, ReadonlySet<string> | null>()
 
@@ -126,24 +160,7 @@ export class PolicySet {
 
   /** The policies selecting a workload with these namespace and labels (cached per label set). */
   forDestination(namespace: string, labels: Labels): DestinationPolicies {
-    let perObject = this.byLabelsObject.get(labels)
-    const hit = perObject?.get(namespace)
-    if (hit !== undefined) return hit
-    const found = this.forLabelSet(namespace, labels)
-    if (perObject === undefined) this.byLabelsObject.set(labels, (perObject = new Map()))
-    perObject.set(namespace, found)
-    return found
-  }
-
-  private forLabelSet(namespace: string, labels: Labels): DestinationPolicies {
-    const key = `${namespace}\u0000${labelsKey(labels)}`
-    let found = this.cache.get(key)
-    if (found === undefined) {
-      found = this.select(namespace, labels)
-      if (this.cache.size >= CACHE_LIMIT) this.cache.clear()
-      this.cache.set(key, found)
-    }
-    return found
+    return this.byLabels.get(namespace, labels)
   }
 
   /**
@@ -152,25 +169,7 @@ export class PolicySet {
    * A converted PeerAuthentication among them is the workload's mTLS requirement.
    */
   forAttached(namespace: string, attached: readonly string[]): DestinationPolicies {
-    // Fast path: the workload's own (shared, unchanging) list seen again; no key to build per connection.
-    let perList = this.byAttachedList.get(attached)
-    const hit = perList?.get(namespace)
-    if (hit !== undefined) return hit
-    const found = this.forAttachedKey(namespace, attached)
-    if (perList === undefined) this.byAttachedList.set(attached, (perList = new Map()))
-    perList.set(namespace, found)
-    return found
-  }
-
-  private forAttachedKey(namespace: string, attached: readonly string[]): DestinationPolicies {
-    const key = `${namespace}\u0000${attached.join(',')}`
-    let found = this.attachedCache.get(key)
-    if (found === undefined) {
-      found = this.selectAttached(namespace, attached)
-      if (this.attachedCache.size >= CACHE_LIMIT) this.attachedCache.clear()
-      this.attachedCache.set(key, found)
-    }
-    return found
+    return this.byAttached.get(namespace, attached)
   }
 
   private selectAttached(namespace: string, attached: readonly string[]): DestinationPolicies {
