@@ -18,7 +18,7 @@ import type { IdentityCredentials } from './hbone/tls.js'
 import { tcpLabels, type TcpLabels, type ZtunnelMetrics } from './metrics.js'
 import { dialFromPod, PodSockets } from './proxy/inpod.js'
 import { dialDelivery, HBONE_PORT, PodProxy, type CapturedConnection, type ConnectionHandler } from './proxy/pod-proxy.js'
-import { relay } from './proxy/relay.js'
+import { abortSocket, relay } from './proxy/relay.js'
 import { eachLimited } from '../common/concurrency.js'
 import { identityOf, type Workload, type WorkloadStore } from './state/workloads.js'
 import type { InboundAttributes, PolicyStore } from './state/policies.js'
@@ -331,7 +331,7 @@ export class NodeProxy {
         conn.socket.resetAndDestroy()
         return
       }
-      this.track(w.uid, attrs, conn.socket, () => conn.socket.resetAndDestroy())
+      this.track(w.uid, attrs, conn.socket, () => abortSocket(conn.socket))
       const { deliveryMark } = this.options.datapath.settings
       const upstream = await dialDelivery(conn.pod, conn.destination, conn.source, deliveryMark)
       this.options.metrics.connectionOpened(labels, 'inbound')

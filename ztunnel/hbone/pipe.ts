@@ -3,6 +3,7 @@
 // becomes RST_STREAM(CONNECT_ERROR), and a stream reset resets the TCP socket.
 import http2 from 'node:http2'
 import type net from 'node:net'
+import { abortSocket } from '../proxy/relay.js'
 import { pump } from '../proxy/socket-pump.js'
 
 const { NGHTTP2_CONNECT_ERROR, NGHTTP2_NO_ERROR } = http2.constants
@@ -13,17 +14,6 @@ export interface PipeResult {
   /** Bytes from the socket to the stream: destination → source. */
   readonly sent: number
   readonly error: Error | null
-}
-
-/**
- * Closes the socket with a TCP RST. libuv refuses a reset once a FIN was queued
- * (Node then emits 'error' and never 'close'), so a socket already ended is
- * destroyed plainly.
- */
-function abort(socket: net.Socket): void {
-  if (socket.destroyed) return
-  if (socket.writableEnded) socket.destroy()
-  else socket.resetAndDestroy()
 }
 
 export function pipeStream(stream: http2.Http2Stream, socket: net.Socket): Promise<PipeResult> {
@@ -56,11 +46,11 @@ export function pipeStream(stream: http2.Http2Stream, socket: net.Socket): Promi
     // emits 'aborted' before it ends the readable side, so reset before a FIN goes out.
     stream.on('aborted', () => {
       error ??= new Error(`hbone stream reset by the client (code ${stream.rstCode})`)
-      abort(socket)
+      abortSocket(socket)
     })
     stream.on('close', () => {
       const clean = stream.rstCode === NGHTTP2_NO_ERROR && stream.readableEnded
-      if (!clean) abort(socket)
+      if (!clean) abortSocket(socket)
       onClosed()
     })
   })

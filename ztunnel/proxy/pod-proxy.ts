@@ -6,7 +6,7 @@
 import type net from 'node:net'
 import type { Logger } from 'pino'
 import { dialFromPod, listenInPod, type PodNetns } from './inpod.js'
-import { relay, type RelayResult } from './relay.js'
+import { abortSocket, relay, type RelayResult } from './relay.js'
 
 export const OUTBOUND_PORT = 15001
 export const INBOUND_PLAINTEXT_PORT = 15006
@@ -126,7 +126,7 @@ export class PodProxy {
     // and every pod change queued behind it) waits on the slowest client. Cut with
     // a reset: a FIN would tell the client its peer finished.
     const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
-    if (!options.drain) for (const socket of this.open) socket.writableEnded ? socket.destroy() : socket.resetAndDestroy()
+    if (!options.drain) for (const socket of this.open) abortSocket(socket)
     await closed
   }
 
@@ -174,7 +174,7 @@ export class PodProxy {
       },
       (err: unknown) => {
         this.log.info({ direction, source, destination, err: (err as Error).message }, 'connection failed')
-        socket.resetAndDestroy()
+        abortSocket(socket)
       },
     )
   }

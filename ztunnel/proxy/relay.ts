@@ -1,6 +1,7 @@
 // Copies bytes both ways between two sockets with TCP half-close, counting them.
 // An error or reset on either side destroys the other: a broken connection is
 // never left half-open.
+import type net from 'node:net'
 import type { Duplex } from 'node:stream'
 import { pump } from './socket-pump.js'
 
@@ -40,4 +41,15 @@ export function relay(downstream: Duplex, upstream: Duplex): Promise<RelayResult
       onClose()
     })
   })
+}
+
+/**
+ * Closes a socket with a TCP RST. libuv refuses a reset once a FIN was queued
+ * (Node then emits 'error' and never 'close'), so a socket already ended is
+ * destroyed plainly.
+ */
+export function abortSocket(socket: net.Socket): void {
+  if (socket.destroyed) return
+  if (socket.writableEnded) socket.destroy()
+  else socket.resetAndDestroy()
 }
