@@ -100,16 +100,14 @@ function attachedPolicies(selectorPolicies: readonly WorkloadAuthorization[], ro
   return out
 }
 
-/** Converted policies per (AuthorizationPolicy list, PeerAuthentication list): snapshots share unchanged lists, so a pass after a pod change converts nothing again. */
-const conversions = new WeakMap<readonly unknown[], WeakMap<readonly unknown[], Map<string, ConvertedPolicies>>>()
+/** The last conversion: snapshots share unchanged policy lists, so a pass after a pod change converts nothing again. */
+let lastConversion: { readonly aps: readonly unknown[]; readonly pas: readonly unknown[]; readonly root: string; readonly converted: ConvertedPolicies } | null = null
 
 function convertedPolicies(snapshot: Snapshot, rootNamespace: string): ConvertedPolicies {
-  let byPa = conversions.get(snapshot.authorizationPolicies)
-  if (byPa === undefined) conversions.set(snapshot.authorizationPolicies, (byPa = new WeakMap()))
-  let byRoot = byPa.get(snapshot.peerAuthentications)
-  if (byRoot === undefined) byPa.set(snapshot.peerAuthentications, (byRoot = new Map()))
-  let converted = byRoot.get(rootNamespace)
-  if (converted === undefined) byRoot.set(rootNamespace, (converted = convertPolicies(snapshot.authorizationPolicies.concat(snapshot.peerAuthentications), rootNamespace)))
+  const last = lastConversion
+  if (last !== null && last.aps === snapshot.authorizationPolicies && last.pas === snapshot.peerAuthentications && last.root === rootNamespace) return last.converted
+  const converted = convertPolicies(snapshot.authorizationPolicies.concat(snapshot.peerAuthentications), rootNamespace)
+  lastConversion = { aps: snapshot.authorizationPolicies, pas: snapshot.peerAuthentications, root: rootNamespace, converted }
   return converted
 }
 
@@ -125,7 +123,9 @@ export function meshResources(snapshot: Snapshot, options: MeshResourceOptions):
   const workloads: Workload[] = []
   for (const key of [...snapshot.pods.keys()].sort()) {
     const pod = snapshot.pods.get(key)!
-    if (pod.podIP === '' || pod.hostNetwork || pod.phase === 'Succeeded' || pod.phase === 'Failed' || !pod.podIPs.concat(pod.podIP).some((ip) => isIPv4(ip))) continue
+    // IPv4 only: the datapath captures IPv4 (a dual-stack pod's IPv6 traffic is not meshed yet).
+    const ips = (pod.podIPs.length > 0 ? pod.podIPs : [pod.podIP]).filter((ip) => isIPv4(ip))
+    if (pod.podIP === '' || pod.hostNetwork || pod.phase === 'Succeeded' || pod.phase === 'Failed' || ips.length === 0) continue
     const enrolled = decide(pod, snapshot.namespaces.get(pod.namespace), pod.nodeName).enrolled
     const attached = attachedPolicies(selectorPolicies, options.rootNamespace, pod.namespace, pod.labels)
     const candidates = [...(pasByNamespace.get(pod.namespace) ?? []), ...(pod.namespace === options.rootNamespace ? [] : pasByNamespace.get(options.rootNamespace) ?? [])]
@@ -140,8 +140,7 @@ export function meshResources(snapshot: Snapshot, options: MeshResourceOptions):
       uid: workloadUid(pod.namespace, pod.name),
       name: pod.name,
       namespace: pod.namespace,
-      // IPv4 only: the datapath captures IPv4 (a dual-stack pod's IPv6 traffic is not meshed yet).
-      ips: (pod.podIPs.length > 0 ? pod.podIPs : [pod.podIP]).filter((ip) => isIPv4(ip)),
+      ips,
       network: '',
       tunnelProtocol: enrolled ? 'HBONE' : 'NONE',
       trustDomain: options.trustDomain,
