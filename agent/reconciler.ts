@@ -133,11 +133,7 @@ export class Reconciler {
             // Not one pod's problem (those are handled per pod): log, count, and try again shortly.
             this.#o.metrics.reconcileErrors.inc({ reason: 'pass' })
             this.#log.error({ err: (err as Error).message }, 'reconcile pass failed; retrying')
-            if (!this.#stopped) {
-              if (this.#retry) clearTimeout(this.#retry)
-              this.#retry = setTimeout(() => void this.schedule(), this.#o.retryMs)
-              this.#retry.unref()
-            }
+            this.#retryLater()
           }
         } while (this.#again && !this.#stopped)
       } finally {
@@ -277,11 +273,15 @@ export class Reconciler {
     const pending = this.#pods.filter((p) => p.state === 'pending').length
     this.#o.metrics.recordPass({ seconds, enrolled: this.#pods.length - pending, pending, occupancy: this.#o.datapath.occupancy() })
     this.#log.debug({ version: snapshot.version, desired: desired.length, pending, seconds }, 'reconciled')
-    if (pending > 0 && !this.#stopped) {
-      if (this.#retry) clearTimeout(this.#retry)
-      this.#retry = setTimeout(() => void this.schedule(), this.#o.retryMs)
-      this.#retry.unref()
-    }
+    if (pending > 0) this.#retryLater()
+  }
+
+  /** Another pass after retryMs (one timer at a time). */
+  #retryLater(): void {
+    if (this.#stopped) return
+    if (this.#retry) clearTimeout(this.#retry)
+    this.#retry = setTimeout(() => void this.schedule(), this.#o.retryMs)
+    this.#retry.unref()
   }
 
   #tryNetns(uid: string): string | undefined {
@@ -301,9 +301,8 @@ export class Reconciler {
     return true
   }
 
-  /** Sets the redirection annotation on captured pods and removes it from this node's other pods. Returns the failures. */
-  async #annotate(snapshot: Snapshot, captured: ReadonlySet<string>): Promise<number> {
-    let failures = 0
+  /** Sets the redirection annotation on captured pods and removes it from this node's other pods. */
+  async #annotate(snapshot: Snapshot, captured: ReadonlySet<string>): Promise<void> {
     for (const pod of snapshot.pods.values()) {
       if (pod.nodeName !== this.#o.node) continue
       const has = pod.annotations[REDIRECTION_ANNOTATION] === REDIRECTION_ENABLED
@@ -312,36 +311,35 @@ export class Reconciler {
       try {
         await this.#o.source.annotatePod(pod.namespace, pod.name, { [REDIRECTION_ANNOTATION]: want ? REDIRECTION_ENABLED : null })
       } catch (err) {
-        failures += 1
         this.#o.metrics.reconcileErrors.inc({ reason: 'annotate' })
         this.#log.warn({ pod: key(pod), err: (err as Error).message }, 'cannot update the redirection annotation')
       }
     }
-    return failures
   }
 
   #reportedPolicies = ''
+  #lastPolicies: MeshResources['policies'] | null = null
 
-  /** Puts each policy's ZtunnelAccepted condition on the object when it differs. Returns the failures. */
-  async #writePolicyStatus(snapshot: Snapshot, resources: MeshResources): Promise<number> {
+  /** Puts each policy's ZtunnelAccepted condition on the object when it differs. */
+  async #writePolicyStatus(snapshot: Snapshot, resources: MeshResources): Promise<void> {
     const writer = this.#o.policyStatus
-    if (writer === undefined) return 0
-    let failures = 0
+    if (writer === undefined) return
     for (const patch of policyStatusPatches([...snapshot.authorizationPolicies, ...snapshot.peerAuthentications], resources.policies)) {
       try {
         await writer.patchPolicyStatus(patch.kind, patch.namespace, patch.name, patch.conditions)
         this.#log.info({ policy: `${patch.namespace}/${patch.name}`, kind: patch.kind, status: patch.condition.status, reason: patch.condition.reason }, 'policy status written')
       } catch (err) {
-        failures += 1
         this.#o.metrics.reconcileErrors.inc({ reason: 'policy-status' })
         this.#log.warn({ policy: `${patch.namespace}/${patch.name}`, err: (err as Error).message }, 'cannot write policy status')
       }
     }
-    return failures
   }
 
   /** Logs policy problems once per change (ztunnel never sees invalid or ignored policies). */
   #reportPolicies(resources: MeshResources): void {
+    // The conversion is reused while the policies are unchanged: nothing new to count or log.
+    if (resources.policies === this.#lastPolicies) return
+    this.#lastPolicies = resources.policies
     const { invalid, ignored, warnings } = resources.policies
     const digest = JSON.stringify([invalid, ignored, warnings])
     this.#o.metrics.setPolicyProblems(resources.policies)
