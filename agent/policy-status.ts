@@ -53,17 +53,21 @@ export function policyStatusPatches(objects: readonly unknown[], converted: Pick
     else if (ignored.has(key)) condition = { type: ZTUNNEL_ACCEPTED, status: 'False', reason: 'UnsupportedValue', message: `not enforced by ztunnel: ${describe(ignored.get(key)!)}`, ...generation }
     else if (warnings.has(key)) condition = { type: ZTUNNEL_ACCEPTED, status: 'False', reason: 'UnsupportedValue', message: `enforced by ztunnel except: ${describe(warnings.get(key)!)}`, ...generation }
     else condition = { type: ZTUNNEL_ACCEPTED, status: 'True', reason: 'Accepted', message: 'attached to ztunnel', ...generation }
-    if (carries(object, condition)) continue
-    const status = object['status']
-    const others = isRecord(status) && Array.isArray(status['conditions']) ? status['conditions'].filter((c: unknown) => !(isRecord(c) && c['type'] === ZTUNNEL_ACCEPTED)) : []
+    const existing = conditionsOf(object)
+    if (carries(existing, condition)) continue
+    const others = existing.filter((c) => !(isRecord(c) && c['type'] === ZTUNNEL_ACCEPTED))
     patches.push({ kind, namespace, name, condition, conditions: [...others, condition] })
   }
   return patches
 }
 
-function carries(object: Record<string, unknown>, want: PolicyCondition): boolean {
+/** The object's status.conditions, or none. */
+function conditionsOf(object: Record<string, unknown>): readonly unknown[] {
   const status = object['status']
-  if (!isRecord(status) || !Array.isArray(status['conditions'])) return false
-  const have = status['conditions'].find((c: unknown) => isRecord(c) && c['type'] === ZTUNNEL_ACCEPTED) as Record<string, unknown> | undefined
+  return isRecord(status) && Array.isArray(status['conditions']) ? status['conditions'] : []
+}
+
+function carries(conditions: readonly unknown[], want: PolicyCondition): boolean {
+  const have = conditions.find((c: unknown) => isRecord(c) && c['type'] === ZTUNNEL_ACCEPTED) as Record<string, unknown> | undefined
   return have !== undefined && have['status'] === want.status && have['reason'] === want.reason && have['message'] === want.message && have['observedGeneration'] === want.observedGeneration
 }
