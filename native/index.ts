@@ -341,9 +341,12 @@ export class BpfObject {
   }
 }
 
+const isNetnsPath = (netnsPath: unknown): netnsPath is string => typeof netnsPath === 'string' && netnsPath !== ''
+const netnsPathError = (netnsPath: unknown): NativeError => NativeError.invalid(`netnsPath must be a non-empty string, got ${String(netnsPath)}`)
+
 /** The network-namespace cookie of the netns at `netnsPath` (e.g. /run/netns/x, /proc/PID/ns/net). */
 export function netnsCookie(netnsPath: string): Promise<bigint> {
-  if (typeof netnsPath !== 'string' || netnsPath === '') return Promise.reject(NativeError.invalid(`netnsPath must be a non-empty string, got ${String(netnsPath)}`))
+  if (!isNetnsPath(netnsPath)) return Promise.reject(netnsPathError(netnsPath))
   return callAsync(() => native().netnsCookie(netnsPath))
 }
 
@@ -373,7 +376,7 @@ function socketOptionsError(o: RawSocketOptions): NativeError | null {
  * followed by .connect() in the same tick.
  */
 export function socketInNetns(netnsPath: string, options: SocketOptions): Promise<number> {
-  if (typeof netnsPath !== 'string' || netnsPath === '') return Promise.reject(NativeError.invalid(`netnsPath must be a non-empty string, got ${String(netnsPath)}`))
+  if (!isNetnsPath(netnsPath)) return Promise.reject(netnsPathError(netnsPath))
   const invalid = socketOptionsError(options)
   if (invalid) return Promise.reject(invalid)
   return callAsync(() => native().socketInNetns(netnsPath, options))
@@ -385,7 +388,7 @@ export function socketInNetns(netnsPath: string, options: SocketOptions): Promis
  * a socket keeps the namespace it was made in.
  */
 export function socketsInNetns(netnsPath: string, family: 4 | 6, count: number): Promise<number[]> {
-  if (typeof netnsPath !== 'string' || netnsPath === '') return Promise.reject(NativeError.invalid(`netnsPath must be a non-empty string, got ${String(netnsPath)}`))
+  if (!isNetnsPath(netnsPath)) return Promise.reject(netnsPathError(netnsPath))
   if (family !== 4 && family !== 6) return Promise.reject(NativeError.invalid(`family must be 4 or 6, got ${String(family)}`))
   if (!Number.isInteger(count) || count < 1 || count > 64) return Promise.reject(NativeError.invalid(`count must be 1-64, got ${count}`))
   return callAsync(() => native().socketsInNetns(netnsPath, family, count))
