@@ -5,8 +5,10 @@
 // (iperf3, --seconds), 64-byte request/response p50/p99 over one connection,
 // new-connection p50/p99 and rate, and proxy CPU seconds per GB moved. Latencies
 // are measured after --warmup unmeasured round trips and connections on the same
-// path (every Node process on it compiles its hot code first; stunnel is C).
-//   node --import tsx bench/mesh-vs-stunnel.ts [--seconds 5] [--connections 1000] [--warmup 1000]
+// path, throughput after an unmeasured --warmup-seconds iperf3 run (every Node
+// process on it compiles its hot code first; stunnel is C). cpuUsPerRt and
+// cpuUsPerConn are both proxies' CPU per round trip and per new connection.
+//   node --import tsx bench/mesh-vs-stunnel.ts [--seconds 5] [--connections 1000] [--warmup 1000] [--warmup-seconds 2]
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -16,7 +18,7 @@ import { startServer } from '../test/e2e/pod-clients.js'
 import { createRootCa, issueWorkloadCertificate } from '../ztunnel/identity/pki.js'
 import type { TestPod } from '../test/harness/testbed.js'
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '1000' }, warmup: { type: 'string', default: '1000' } } })
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '1000' }, warmup: { type: 'string', default: '1000' }, 'warmup-seconds': { type: 'string', default: '2' } } })
 const seconds = Number(values.seconds)
 
 const cluster = await MeshCluster.start({
@@ -42,12 +44,19 @@ async function run(pod: TestPod, cmd: string, args: string[], timeoutMs = 120_00
 }
 
 async function measure(label: string, client: TestPod, iperfTarget: [string, number], echoTarget: string, proxies: () => number[]): Promise<Record<string, unknown>> {
+  if (Number(values['warmup-seconds']) > 0) await run(client, 'iperf3', ['-c', iperfTarget[0], '-p', String(iperfTarget[1]), '-t', values['warmup-seconds']!, '-J'])
   const cpuBefore = proxies().reduce((s, pid) => s + cpuSeconds(pid), 0)
   const iperf = JSON.parse(await run(client, 'iperf3', ['-c', iperfTarget[0], '-p', String(iperfTarget[1]), '-t', String(seconds), '-J']))
   const bytes = iperf.end.sum_received.bytes as number
   const cpu = proxies().reduce((s, pid) => s + cpuSeconds(pid), 0) - cpuBefore
-  const rr = JSON.parse(await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'rr-latency.ts'), '--to', echoTarget, '--count', '2000', '--warmup', values.warmup!]))
+  const proxyCpu = (): number => proxies().reduce((s, pid) => s + cpuSeconds(pid), 0)
+  const rrCount = 2000
+  const cpuBeforeRr = proxyCpu()
+  const rr = JSON.parse(await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'rr-latency.ts'), '--to', echoTarget, '--count', String(rrCount), '--warmup', values.warmup!]))
+  const cpuRr = proxyCpu() - cpuBeforeRr
+  const cpuBeforeConn = proxyCpu()
   const conn = JSON.parse((await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'connect-latency.ts'), '--to', echoTarget, '--count', values.connections!, '--warmup', values.warmup!], 300_000)).trim().split('\n').pop()!)
+  const cpuConn = proxyCpu() - cpuBeforeConn
   return {
     label,
     throughputMiBps: iperf.end.sum_received.bits_per_second / 8 / 1048576,
@@ -58,6 +67,9 @@ async function measure(label: string, client: TestPod, iperfTarget: [string, num
     connRate: conn.rate,
     connFailed: conn.failed + conn.warmupFailed,
     cpuSecondsPerGB: proxies().length ? cpu / (bytes / 1e9) : 0,
+    // Both proxies' CPU, warm-up included (its round trips and connections take the same path).
+    cpuUsPerRt: (cpuRr * 1e6) / (rrCount + Number(values.warmup)),
+    cpuUsPerConn: (cpuConn * 1e6) / (Number(values.connections) + Number(values.warmup)),
   }
 }
 
