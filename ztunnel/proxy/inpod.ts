@@ -127,6 +127,8 @@ export interface DialOptions {
   readonly transparentSource?: string
   /** Source port to bind with transparentSource (0: any). */
   readonly sourcePort?: number
+  /** SO_REUSEADDR before the bind: the source port may be held by TIME_WAIT sockets of earlier dials. */
+  readonly reuseAddr?: boolean
   readonly bindToDevice?: string
   readonly timeoutMs?: number
 }
@@ -138,6 +140,7 @@ export async function dialFromPod(pod: PodNetns, target: { readonly ip: string; 
     mark: options.mark,
     transparent: options.transparentSource !== undefined,
     bindToDevice: options.bindToDevice,
+    reuseAddr: options.reuseAddr,
     bindAddress: options.transparentSource,
     bindPort: options.transparentSource !== undefined ? (options.sourcePort ?? 0) : undefined,
   }

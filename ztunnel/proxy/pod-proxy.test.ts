@@ -1,11 +1,15 @@
 // PodProxy.stop() releases a pod at once: open connections are closed, not waited for.
+// Deliveries reuse source ports that TIME_WAIT holds.
 import net from 'node:net'
+import { execFileSync } from 'node:child_process'
 import { once } from 'node:events'
+import { basename } from 'node:path'
 import t from 'tap'
 import { netnsCookie, socketInNetns } from '../../native/index.js'
 import { makeNetns } from '../../native/testdata/fixtures.js'
 import { silentLogger } from '../../common/log.js'
-import { OUTBOUND_PORT, PodProxy } from './pod-proxy.js'
+import { listenInPod } from './inpod.js'
+import { dialDelivery, OUTBOUND_PORT, PodProxy } from './pod-proxy.js'
 
 const netnsPath = makeNetns(t, 'podproxy')
 
@@ -41,4 +45,45 @@ t.test('stop() closes a held connection instead of waiting for the client to end
   t.equal(proxy.connections, 0)
   t.notOk(registered.has('127.0.0.1'), 'the listener was unregistered')
   client.destroy()
+})
+
+t.test('a delivery binds a source port that TIME_WAIT holds, and leaves a 4-tuple still in TIME_WAIT for another port', async (t) => {
+  const ns = basename(netnsPath)
+  // Without TCP timestamps a connect may not take over a 4-tuple in TIME_WAIT (with them
+  // it may, on an explicitly bound port): the EADDRNOTAVAIL case, made certain here.
+  execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.tcp_timestamps=0'])
+  const pod = { netnsPath, ip: '127.0.0.1' }
+  // Each server ends after the delivery does, so the delivery side is left in TIME_WAIT.
+  const listen = (): Promise<{ server: net.Server }> => listenInPod(pod, { host: '127.0.0.1', port: 0 }, (s) => s.on('end', () => s.end()).resume())
+  const a = (await listen()).server
+  const b = (await listen()).server
+  t.teardown(() => {
+    a.close()
+    b.close()
+  })
+  const endpoint = (server: net.Server): { ip: string; port: number } => ({ ip: '127.0.0.1', port: (server.address() as net.AddressInfo).port })
+  const client = { ip: '127.0.0.5', port: 1111 }
+  const port = 40404
+  const closeFirst = async (s: net.Socket): Promise<void> => {
+    s.end()
+    s.resume()
+    await once(s, 'close')
+  }
+
+  const first = await dialDelivery(pod, endpoint(a), client, 0x53a, () => port)
+  t.equal(first.localAddress, client.ip, 'delivered from the client address')
+  await closeFirst(first)
+  const timeWait = execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Htn', 'state', 'time-wait'], { encoding: 'utf8' })
+  t.match(timeWait, new RegExp(`${client.ip.replaceAll('.', '\\.')}(%lo)?:${port}\\s`), 'the first delivery left its port in TIME_WAIT')
+
+  const second = await dialDelivery(pod, endpoint(b), client, 0x53a, () => port)
+  t.equal(second.localPort, port, 'a delivery to another destination binds the port TIME_WAIT holds')
+  await closeFirst(second)
+
+  const ports = [port, port + 1]
+  const third = await dialDelivery(pod, endpoint(a), client, 0x53a, () => ports.shift()!)
+  t.equal(third.localPort, port + 1, 'the 4-tuple still in TIME_WAIT (EADDRNOTAVAIL) moved on to another port')
+  third.destroy()
+
+  await t.rejects(dialDelivery(pod, endpoint(a), client, 0x53a, () => port), { code: 'EADDRNOTAVAIL' }, 'a port that never frees up fails with the reason')
 })

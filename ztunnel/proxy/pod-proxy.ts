@@ -68,20 +68,34 @@ function deliveryPort(clientPort: number): number {
   }
 }
 
+/** Delivery attempts before a connection is refused; each tries another source port. */
+const DELIVERY_ATTEMPTS = 8
+
 /**
  * Dials the application inside the pod with the client's own address as source: a
  * transparent socket bound to lo (so sk_lookup lets it through) and marked (so the
  * application's replies route back to it). The source port differs from the
  * client's: the same 4-tuple as the connection being relayed would hang.
+ * Deliveries from one client address leave TIME_WAIT sockets on their ports (ztunnel
+ * often closes first), and those fill up in a minute at a few hundred connections a
+ * second: SO_REUSEADDR lets a new delivery bind such a port. A port in live use
+ * (EADDRINUSE) or a 4-tuple still in TIME_WAIT (EADDRNOTAVAIL) moves on to another port.
  */
-export async function dialDelivery(pod: PodNetns, destination: Endpoint, source: Endpoint, mark: number): Promise<net.Socket> {
+export async function dialDelivery(
+  pod: PodNetns,
+  destination: Endpoint,
+  source: Endpoint,
+  mark: number,
+  pickPort: (clientPort: number) => number = deliveryPort,
+): Promise<net.Socket> {
   let lastError: unknown
-  for (let attempt = 0; attempt < 4; attempt++) {
+  for (let attempt = 0; attempt < DELIVERY_ATTEMPTS; attempt++) {
     try {
-      return await dialFromPod(pod, destination, { mark, transparentSource: source.ip, sourcePort: deliveryPort(source.port), bindToDevice: 'lo' })
+      return await dialFromPod(pod, destination, { mark, transparentSource: source.ip, sourcePort: pickPort(source.port), bindToDevice: 'lo', reuseAddr: true })
     } catch (err) {
       lastError = err
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') break
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'EADDRINUSE' && code !== 'EADDRNOTAVAIL') break
     }
   }
   throw lastError
