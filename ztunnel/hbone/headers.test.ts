@@ -55,6 +55,11 @@ t.test('forwarded', async (t) => {
 t.test('traceparent', async (t) => {
   const generated = generateTraceparent()
   t.ok(isTraceparent(generated), generated)
+  // Past two refills of the random pool: every id valid and none repeated.
+  const many = Array.from({ length: 400 }, () => generateTraceparent())
+  t.ok(many.every((v) => isTraceparent(v)), 'all well-formed')
+  t.equal(new Set(many.map((v) => v.slice(3, 35))).size, 400, 'trace ids unique')
+  t.equal(new Set(many.map((v) => v.slice(36, 52))).size, 400, 'span ids unique')
   t.notOk(isTraceparent('00-00000000000000000000000000000000-0000000000000001-01'))
   t.notOk(isTraceparent('garbage'))
   const given = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'
