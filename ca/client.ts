@@ -27,18 +27,22 @@ type UnaryMethod = (request: IstioCertificateRequest, options: grpc.CallOptions,
 
 export class CaClient implements CertificateSource {
   private client: grpc.Client & { CreateCertificate: UnaryMethod }
+  private node: CaClientOptions['node']
+  private trustBundlePem: string
 
   constructor(private readonly options: CaClientOptions) {
-    this.client = this.connect(options.trustBundlePem)
+    this.node = options.node
+    this.trustBundlePem = options.trustBundlePem
+    this.client = this.connect()
   }
 
-  private connect(trustBundlePem: string): grpc.Client & { CreateCertificate: UnaryMethod } {
-    const { options } = this
+  private connect(): grpc.Client & { CreateCertificate: UnaryMethod } {
+    const { options, node } = this
     const expected = options.caIdentity ?? caSpiffeId(options.trustDomain)
     const credentials = grpc.credentials.createSsl(
-      Buffer.from(trustBundlePem),
-      Buffer.from(options.node.keyPem),
-      Buffer.from(options.node.certPem + (options.node.chainPem ?? '')),
+      Buffer.from(this.trustBundlePem),
+      Buffer.from(node.keyPem),
+      Buffer.from(node.certPem + (node.chainPem ?? '')),
       {
         checkServerIdentity: (_host, cert) => {
           const actual = cert.raw ? spiffeIdOf(new X509Certificate(cert.raw)) : null
@@ -53,8 +57,19 @@ export class CaClient implements CertificateSource {
 
   /** New roots for checking the CA (a root rotation): later requests use a channel that trusts them. */
   setTrustBundle(trustBundlePem: string): void {
+    this.trustBundlePem = trustBundlePem
+    this.reconnect()
+  }
+
+  /** A rotated node certificate and key: later requests present them. */
+  setNodeCredentials(node: CaClientOptions['node']): void {
+    this.node = node
+    this.reconnect()
+  }
+
+  private reconnect(): void {
     const old = this.client
-    this.client = this.connect(trustBundlePem)
+    this.client = this.connect()
     old.close()
   }
 

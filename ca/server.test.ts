@@ -99,6 +99,20 @@ t.test('a node gets certificates for its pods over gRPC, and they work for mutua
   t.equal(seen, CLIENT, 'the server saw the client identity')
 })
 
+t.test('a node certificate rotated under a running client is used for later requests', async (t) => {
+  const { bundle } = loadOrCreateCacerts(cacerts)
+  const server = await startCa(bundle)
+  t.teardown(() => server.stop())
+  const shortLived = issueNodeCertificate({ bundle, trustDomain: TD, node: 'node-a', ttlMs: 1000 })
+  const client = new CaClient({ address: server.address, trustDomain: TD, node: shortLived, trustBundlePem: bundle.trustBundlePem })
+  t.teardown(() => client.close())
+  t.ok((await client.requestCertificate(csrFor(WEB), WEB)).certChainPem.length > 0, 'served with the first node certificate')
+  await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(new X509Certificate(shortLived.certPem).validTo) + 1100 - Date.now())))
+  await t.rejects(client.requestCertificate(csrFor(WEB), WEB), { code: 'AMBIENT_ERR_CA_UNAUTHENTICATED' }, 'refused once it expired')
+  client.setNodeCredentials(issueNodeCertificate({ bundle, trustDomain: TD, node: 'node-a', ttlMs: 3600_000 }))
+  t.ok((await client.requestCertificate(csrFor(WEB), WEB)).certChainPem.length > 0, 'served again with the rotated one, same client')
+})
+
 t.test('refusals carry a clear gRPC status', async (t) => {
   const { bundle } = loadOrCreateCacerts(cacerts)
   const server = await startCa(bundle)

@@ -15,6 +15,7 @@ import { parseZtunnelConfig, ZTUNNEL_DEFAULTS, type ZtunnelConfig, type ZtunnelF
 import { IdentityManager } from './identity/manager.js'
 import { InProcessCertificateSource } from './identity/certificate-source.js'
 import { TrustBundleFile } from './identity/trust-bundle-file.js'
+import { NODE_CREDENTIAL_FILES, NodeCredentialFiles, parseNodeCredentials, type NodeCredentials } from './identity/node-credential-files.js'
 import { CaClient } from '../ca/client.js'
 import { ZtunnelMetrics } from './metrics.js'
 import { NodeProxy } from './node-proxy.js'
@@ -37,11 +38,17 @@ function readPems(setting: string, dir: string, files: readonly string[]): strin
  * cacerts this ztunnel holds (--cacerts). Either way the IdentityManager renews
  * them at half-life and rotates contexts with the trust bundle.
  */
-function identitiesFor(config: ZtunnelConfig, log: Logger): { identities: IdentityManager; ca: CaClient | null } {
+function identitiesFor(config: ZtunnelConfig, log: Logger): { identities: IdentityManager; ca: { client: CaClient; node: NodeCredentials } | null } {
   if (config.caAddress !== null) {
-    const [certPem, keyPem, chainPem, rootPem] = readPems('--node-cert-dir', config.nodeCertDir!, ['node-cert.pem', 'node-key.pem', 'node-chain.pem', 'root-cert.pem'])
-    const source = new CaClient({ address: config.caAddress, trustDomain: config.trustDomain, node: { certPem: certPem!, keyPem: keyPem!, chainPem: chainPem! }, trustBundlePem: rootPem! })
-    return { identities: new IdentityManager({ source, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }), ca: source }
+    const [certPem, keyPem, chainPem, rootPem] = readPems('--node-cert-dir', config.nodeCertDir!, [...NODE_CREDENTIAL_FILES, 'root-cert.pem'])
+    let node: NodeCredentials
+    try {
+      node = parseNodeCredentials([certPem!, keyPem!, chainPem!], { trustDomain: config.trustDomain, node: config.node })
+    } catch (err) {
+      throw new ConfigError('--node-cert-dir', `${config.nodeCertDir}: ${(err as Error).message}`)
+    }
+    const client = new CaClient({ address: config.caAddress, trustDomain: config.trustDomain, node, trustBundlePem: rootPem! })
+    return { identities: new IdentityManager({ source: client, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }), ca: { client, node } }
   }
   const [certPem, keyPem] = readPems('--cacerts', config.cacertsDir!, ['ca-cert.pem', 'ca-key.pem'])
   const source = new InProcessCertificateSource({ ca: { certPem: certPem!, keyPem: keyPem! }, trustDomain: config.trustDomain })
@@ -102,11 +109,16 @@ export class Ztunnel {
       if (ca !== null) {
         const apply = (pem: string): void => {
           identities.setTrustBundle(pem) // workload contexts (peers' roots)
-          ca.setTrustBundle(pem) // and the channel to the CA, whose serving certificate may move to the new root
+          ca.client.setTrustBundle(pem) // and the channel to the CA, whose serving certificate may move to the new root
         }
-        const bundle = new TrustBundleFile(join(config.nodeCertDir!, 'root-cert.pem'), identities.trustBundle, apply, log.child({ component: 'identity' }))
+        const identityLog = log.child({ component: 'identity' })
+        const bundle = new TrustBundleFile(join(config.nodeCertDir!, 'root-cert.pem'), identities.trustBundle, apply, identityLog)
         bundle.start()
         this.stops.push(() => bundle.stop())
+        const expected = { trustDomain: config.trustDomain, node: config.node }
+        const nodeFiles = new NodeCredentialFiles(config.nodeCertDir!, expected, ca.node, (node) => ca.client.setNodeCredentials(node), identityLog)
+        nodeFiles.start()
+        this.stops.push(() => nodeFiles.stop())
       }
       const datapath = Datapath.open({ pinRoot: config.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: config.proxyMark, deliveryMark: config.deliveryMark, hbonePort: config.hbonePort })
       this.stops.push(() => datapath.close())

@@ -22,6 +22,17 @@ interface Dump { certificates: { identity: string; serialNumber: string; notAfte
 const certificateOf = async (node: string, identity: string) =>
   ((await (await fetch(`http://127.0.0.1:${cluster.ztunnels.get(node)!.admin.port}/config_dump`)).json()) as Dump).certificates.find((c) => c.identity === identity)
 
+/** b's certificate on n2 once its serial differs from `before`'s (10 s at most). */
+async function renewedAfter(before: { serialNumber: string } | undefined): Promise<{ serialNumber: string } | undefined> {
+  const deadline = Date.now() + 10_000
+  let after = before
+  while (after?.serialNumber === before?.serialNumber && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200))
+    after = await certificateOf('n2', cluster.identity('b'))
+  }
+  return after
+}
+
 t.test('a long-lived connection survives renewals and the expiry of its first certificate', async (t) => {
   const first = await certificateOf('n2', cluster.identity('b'))
   t.ok(first?.serialNumber, 'node 2 holds a certificate for b from the CA')
@@ -53,13 +64,28 @@ t.test('a trust bundle published with an extra root is picked up by each ztunnel
   while (!replaced() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
   t.ok(replaced(), 'both ztunnels applied the two-root bundle')
   const before = await certificateOf('n2', cluster.identity('b'))
-  const renewDeadline = Date.now() + 10_000
-  let after = before
-  while (after?.serialNumber === before?.serialNumber && Date.now() < renewDeadline) {
-    await new Promise((r) => setTimeout(r, 200))
-    after = await certificateOf('n2', cluster.identity('b'))
-  }
+  const after = await renewedAfter(before)
   t.not(after?.serialNumber, before?.serialNumber, 'a renewal went through the CA channel rebuilt with the new bundle')
   const r = await connectMany(cluster.tb, cluster.pod('a'), target, { count: 5, concurrency: 1 })
   t.equal(r.ok, 5, `new connections work under the new bundle (${JSON.stringify(r.errors)})`)
+})
+
+t.test('a node certificate re-issued into --node-cert-dir is picked up without a restart; renewals go on', async (t) => {
+  const { join } = await import('node:path')
+  const { readFileSync } = await import('node:fs')
+  const dir = join(cluster.workDir, 'node-n2')
+  const before = readFileSync(join(dir, 'node-cert.pem'), 'utf8')
+  const cli = join(import.meta.dirname, '..', '..', 'bin', 'ambient.js')
+  const issued = await cluster.tb.execHost(process.execPath, [cli, 'ca', '--cacerts', join(cluster.workDir, 'ca'), 'node-cert', '--node', 'n2', '--out', dir])
+  t.equal(issued.code, 0, issued.stderr)
+  t.not(readFileSync(join(dir, 'node-cert.pem'), 'utf8'), before, 'a new node certificate is on disk')
+  const logs = (): string => cluster.ztunnels.get('n2')!.logs()
+  const deadline = Date.now() + 10_000
+  while (!/"msg":"node certificate replaced"/.test(logs()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+  t.match(logs(), /"expires":"[^"]+","msg":"node certificate replaced"/, 'ztunnel on n2 applied it')
+  const current = await certificateOf('n2', cluster.identity('b'))
+  const after = await renewedAfter(current)
+  t.not(after?.serialNumber, current?.serialNumber, 'a renewal went through the CA channel rebuilt with the new node certificate')
+  const r = await connectMany(cluster.tb, cluster.pod('a'), target, { count: 5, concurrency: 1 })
+  t.equal(r.ok, 5, `new connections work (${JSON.stringify(r.errors)})`)
 })
