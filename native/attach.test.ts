@@ -5,7 +5,7 @@ import t from 'tap'
 import net from 'node:net'
 import { existsSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { BpfObject, socketInNetns } from './index.js'
+import { BpfLink, BpfObject, socketInNetns } from './index.js'
 import { bpftool, compileProbe, makeCgroup, makeNetns, pinDir, run, sumPerCpu, u32 } from './testdata/fixtures.js'
 
 const OBJECT = compileProbe(t)
@@ -47,8 +47,14 @@ t.test('cgroup connect4: runs for processes of the cgroup with the global set be
   t.throws(() => link.pin(join(pins, 'elsewhere')), { code: 'EBUSY', message: /this link is already pinned/ })
   link.close()
   link.close()
+  const globals = obj.globals()
+  t.same(globals.map((g) => [g.name, g.size]), [['probe_setting', 4]], "the object's const volatile globals")
   obj.close()
   t.same(cgroupPrograms(cg), ['cgroup_inet4_connect:probe_connect4'], 'the pinned link keeps the program attached after the object closed')
+  const rodata = BpfLink.pinnedRodata(pin)
+  t.equal(rodata?.readUInt32LE(globals[0]!.offset), 5, 'the pinned link tells the value its program was loaded with')
+  t.throws(() => BpfLink.pinnedRodata(join(pins, 'no-such-link')), { code: 'ENOENT', message: /no pinned link at / })
+  t.throws(() => BpfLink.pinnedRodata(join(pins, 'probe_pinned')), { code: 'EINVAL', message: /probe_pinned is pinned, but not a link/ })
   rmSync(pin)
   // The kernel frees the link once the last reference (the pin) is gone.
   for (let i = 0; i < 50 && cgroupPrograms(cg).length > 0; i++) await new Promise((r) => setTimeout(r, 20))

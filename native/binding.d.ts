@@ -26,6 +26,12 @@ export interface RawProgramInfo {
   fd: number // -1 before load
 }
 
+export interface RawGlobalInfo {
+  name: string
+  offset: number
+  size: number
+}
+
 export interface RawSocketOptions {
   family: 4 | 6
   mark?: number // SO_MARK
@@ -50,6 +56,8 @@ export interface NativeBinding {
   objectClose(handle: number): void
   objectPrograms(handle: number): RawProgramInfo[]
   objectMaps(handle: number): RawMapInfo[]
+  /** The object's `const volatile` globals: name, byte offset and size in .rodata (empty without one). */
+  objectGlobals(handle: number): RawGlobalInfo[]
 
   /** bpf_program__attach_cgroup; returns a link id owned by the addon. The attach
    *  functions need a loaded object (EINVAL otherwise). */
@@ -61,6 +69,8 @@ export interface NativeBinding {
   linkPin(linkId: number, path: string): void
   /** Closes the addon's reference; the attachment stays while a pin holds it. */
   linkClose(linkId: number): void
+  /** The .rodata value (the `const volatile` globals as loaded) of the program behind a pinned link; null without one. */
+  pinnedLinkRodata(path: string): Buffer | null
 
   /** bpf_obj_get: fd of a pinned map/program/link. */
   pinnedOpen(path: string): number

@@ -6,13 +6,14 @@ import { existsSync, statfsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { NativeBinding, RawMapInfo, RawProgramInfo, RawSocketOptions } from './binding.js'
+import type { NativeBinding, RawGlobalInfo, RawMapInfo, RawProgramInfo, RawSocketOptions } from './binding.js'
 import { NativeError } from './errors.js'
 
 export { NativeError }
 export type { NativeErrorFields } from './errors.js'
 export type SocketOptions = RawSocketOptions
 export type ProgramInfo = RawProgramInfo
+export type GlobalInfo = RawGlobalInfo
 
 export const BPF_ANY = 0
 export const BPF_NOEXIST = 1
@@ -233,6 +234,18 @@ export class BpfLink {
     this.closed = true
     native().linkClose(this.id)
   }
+
+  /**
+   * The `const volatile` globals the program behind a pinned link was loaded with
+   * (its .rodata value; decode with BpfObject.globals() of the same object file),
+   * or null when it has none.
+   */
+  static pinnedRodata(path: string): Buffer | null {
+    if (typeof path !== 'string' || path === '') throw NativeError.invalid(`link pin path must be a non-empty string, got ${String(path)}`)
+    const notBpffs = bpffsError(path, 'link pin path')
+    if (notBpffs) throw notBpffs
+    return call(() => native().pinnedLinkRodata(path))
+  }
 }
 
 export interface OpenOptions {
@@ -284,6 +297,12 @@ export class BpfObject {
   programs(): ProgramInfo[] {
     this.live()
     return call(() => native().objectPrograms(this.handle))
+  }
+
+  /** The `const volatile` globals and where they sit in .rodata (works before load). */
+  globals(): GlobalInfo[] {
+    this.live()
+    return call(() => native().objectGlobals(this.handle))
   }
 
   /** Every map of the loaded object (fds owned by the object). */

@@ -122,6 +122,8 @@ export class Ztunnel {
       }
       const datapath = Datapath.open({ pinRoot: config.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: config.proxyMark, deliveryMark: config.deliveryMark, hbonePort: config.hbonePort })
       this.stops.push(() => datapath.close())
+      // The agent loaded the programs: refuse to run with a mark or port they do not know.
+      datapath.verifySettings()
       const proxy = new NodeProxy({ node: config.node, datapath, store, identities, policies, trustDomain: config.trustDomain, metrics, log: log.child({ component: 'proxy' }) })
       await proxy.start()
       this.stops.push(() => proxy.stop())

@@ -9,7 +9,7 @@
 //   <pinRoot>/v1/links/netns<cookie>            sk_lookup attachment of one pod
 import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, statfsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { BpfMap, BpfObject, netnsCookie, type NativeError } from '../../native/index.js'
+import { BpfLink, BpfMap, BpfObject, netnsCookie, type GlobalInfo, type NativeError } from '../../native/index.js'
 import * as abi from './abi.js'
 import { DatapathError } from './errors.js'
 import { configurePodRouting, removePodRouting } from './pod-routing.js'
@@ -143,7 +143,50 @@ export class Datapath {
       // are gone: someone removed them by hand. Load one object to recreate them.
       openObject(settings, 'sk_lookup').close()
     }
-    return Datapath.open(settings)
+    const datapath = Datapath.open(settings)
+    try {
+      datapath.verifySettings()
+    } catch (err) {
+      datapath.close()
+      throw err
+    }
+    return datapath
+  }
+
+  /**
+   * Checks that the attached programs were loaded with these settings. Programs
+   * keep the proxy mark and HBONE port they were loaded with; an agent or ztunnel
+   * that adopts them with other values would have its own connections redirected
+   * back to itself, or leave captured ones uncaught, with nothing said. Throws
+   * SETTINGS_MISMATCH naming each value that differs.
+   */
+  verifySettings(): void {
+    const links = join(this.dir, 'links')
+    const pins = existsSync(links) ? readdirSync(links) : []
+    const expected = abi.encodeGlobals(this.settings)
+    const differences: string[] = []
+    const objects = [...CGROUP_PROGRAMS, { object: 'sk_lookup', program: 'netns' }]
+    for (const { object, program } of objects) {
+      // Every pod's sk_lookup link comes from the same load: the first one stands for all.
+      const mine = pins.filter((p) => (program === 'netns' ? p.startsWith('netns') : p.endsWith(`-${program}`))).slice(0, program === 'netns' ? 1 : undefined)
+      if (mine.length === 0) continue
+      const layout = globalsOf(this.settings, object)
+      for (const pin of mine) {
+        const loaded = BpfLink.pinnedRodata(join(links, pin))
+        for (const [name, want] of Object.entries(expected)) {
+          const global = layout.find((g) => g.name === name)
+          const have = loaded && global ? loaded.subarray(global.offset, global.offset + global.size) : null
+          if (have === null) differences.push(`the program of link ${pin} has no ${name} (loaded from another build?)`)
+          else if (!have.equals(want)) differences.push(`${SETTING_NAMES[name] ?? name} is ${showSetting(name, have)} in the program of link ${pin}, not ${showSetting(name, want)}`)
+        }
+      }
+    }
+    if (differences.length > 0) {
+      throw new DatapathError(
+        'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH',
+        `the datapath pinned at ${this.dir} was loaded with other settings: ${differences.join('; ')}: start with the settings it was loaded with, or run \`ambient datapath unload\` and load it again`,
+      )
+    }
   }
 
   /** Detaches everything and removes every pin of this ABI version. */
@@ -290,6 +333,25 @@ function openObject(settings: DatapathSettings, name: string): BpfObject {
     const native = err as NativeError
     throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `loading ${path} failed: ${native.message}`, { cause: err })
   }
+}
+
+/** Where an object's `const volatile` globals sit in its .rodata (the object is opened, not loaded). */
+function globalsOf(settings: DatapathSettings, name: string): GlobalInfo[] {
+  const path = join(settings.objectsDir, `${name}.bpf.o`)
+  if (!existsSync(path)) throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `missing BPF object ${path}: run \`npm run build\``)
+  const obj = BpfObject.open(path, { pinRoot: versionDir(settings.pinRoot) })
+  try {
+    return obj.globals()
+  } finally {
+    obj.close()
+  }
+}
+
+const SETTING_NAMES: Record<string, string> = { proxy_mark: 'the proxy mark', hbone_port: 'the HBONE port' }
+
+function showSetting(name: string, value: Buffer): string {
+  const n = value.length === 2 ? value.readUInt16LE(0) : value.readUInt32LE(0)
+  return name.endsWith('_mark') ? `0x${n.toString(16)}` : String(n)
 }
 
 async function cookieOf(netnsPath: string): Promise<bigint> {

@@ -5,6 +5,7 @@ export type DatapathErrorCode =
   | 'AMBIENT_ERR_DATAPATH_ENROLL'
   | 'AMBIENT_ERR_DATAPATH_POD_ROUTING'
   | 'AMBIENT_ERR_DATAPATH_BAD_INPUT'
+  | 'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH'
 
 export class DatapathError extends Error {
   readonly code: DatapathErrorCode

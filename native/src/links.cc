@@ -7,8 +7,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "errors.h"
 #include "objects.h"
@@ -130,6 +133,63 @@ Napi::Value LinkPin(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Closes an fd when it leaves scope.
+struct Fd {
+  int fd;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+// The .rodata value (its `const volatile` globals as loaded) of the program behind a
+// pinned link, or null when that program has none.
+Napi::Value PinnedLinkRodata(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  Fd link(bpf_obj_get(path.c_str()));
+  if (link.fd < 0) {
+    int err = errno;
+    if (err == ENOENT) ThrowErrno(env, err, "bpf_obj_get", "no pinned link at " + path, false);
+    ThrowCall(env, err, "bpf_obj_get", path);
+  }
+  // bpf_obj_get_info_by_fd fills whatever info the fd's kind has: tell a link by its fdinfo.
+  std::ifstream fdinfo("/proc/self/fdinfo/" + std::to_string(link.fd));
+  std::string fdinfo_text((std::istreambuf_iterator<char>(fdinfo)), std::istreambuf_iterator<char>());
+  if (fdinfo_text.find("link_type:") == std::string::npos) {
+    ThrowErrno(env, EINVAL, "bpf_obj_get", path + " is pinned, but not a link (a map or a program?)", false);
+  }
+  bpf_link_info link_info{};
+  uint32_t len = sizeof(link_info);
+  if (bpf_obj_get_info_by_fd(link.fd, &link_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", path + " (is it a link?)");
+  Fd prog(bpf_prog_get_fd_by_id(link_info.prog_id));
+  if (prog.fd < 0) ThrowCall(env, errno, "bpf_prog_get_fd_by_id", "program " + std::to_string(link_info.prog_id) + " of " + path);
+  bpf_prog_info prog_info{};
+  len = sizeof(prog_info);
+  if (bpf_obj_get_info_by_fd(prog.fd, &prog_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", "program of " + path);
+  std::vector<uint32_t> map_ids(prog_info.nr_map_ids);
+  prog_info = bpf_prog_info{};
+  prog_info.nr_map_ids = map_ids.size();
+  prog_info.map_ids = reinterpret_cast<uint64_t>(map_ids.data());
+  len = sizeof(prog_info);
+  if (bpf_obj_get_info_by_fd(prog.fd, &prog_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", "maps of the program of " + path);
+  for (uint32_t id : map_ids) {
+    Fd map(bpf_map_get_fd_by_id(id));
+    if (map.fd < 0) continue;  // gone meanwhile
+    bpf_map_info map_info{};
+    len = sizeof(map_info);
+    if (bpf_obj_get_info_by_fd(map.fd, &map_info, &len)) continue;
+    std::string name = map_info.name;
+    const std::string suffix = ".rodata";
+    if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    Napi::Buffer<uint8_t> value = Napi::Buffer<uint8_t>::New(env, map_info.value_size);
+    uint32_t key = 0;
+    if (bpf_map_lookup_elem(map.fd, &key, value.Data())) ThrowCall(env, errno, "bpf_map_lookup_elem", name + " of the program of " + path);
+    return value;
+  }
+  return env.Null();
+}
+
 Napi::Value LinkClose(const Napi::CallbackInfo& info) {
   auto it = links.find(ArgInt(info, 0, "linkId"));
   if (it != links.end()) {
@@ -147,6 +207,7 @@ void InitLinks(Napi::Env env, Napi::Object exports) {
   exports.Set("attachToMap", Napi::Function::New(env, AttachToMap));
   exports.Set("linkPin", Napi::Function::New(env, LinkPin));
   exports.Set("linkClose", Napi::Function::New(env, LinkClose));
+  exports.Set("pinnedLinkRodata", Napi::Function::New(env, PinnedLinkRodata));
 }
 
 }  // namespace ambient

@@ -5,7 +5,10 @@
 import t from 'tap'
 import { Datapath } from '../../agent/dataplane/datapath.js'
 import { BpfMap } from '../../native/index.js'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { loadOrCreateCacerts } from '../../ca/cacerts.js'
 import { Testbed } from '../harness/testbed.js'
 import { CaptureLog, datapathSettings, enrollWithProxy, startProxy } from './datapath-fixture.js'
 import { connectMany, holdConnection, startServer, waitFor } from './pod-clients.js'
@@ -118,6 +121,35 @@ t.test('the loader exits and a new one adopts the datapath: open connections flo
   t.equal(log.count('outbound', d.ip) - before, 5, 'new connections are captured')
   const held = await hold.stop()
   t.ok(held.sent > 0 && held.sent === held.echoed, `the open connection kept flowing (${held.sent} lines echoed)`)
+})
+
+t.test('adopting the datapath with another proxy mark or HBONE port is refused, naming both values', async (t) => {
+  const adopted = Datapath.open(settings)
+  t.teardown(() => adopted.close())
+  t.doesNotThrow(() => adopted.verifySettings(), 'the settings it was loaded with pass')
+  const mark = `0x${settings.proxyMark.toString(16)}`
+  const otherMark = `0x${(settings.proxyMark + 1).toString(16)}`
+  t.throws(() => Datapath.load({ ...settings, proxyMark: settings.proxyMark + 1 }, tb.node('n1').podsCgroup), {
+    code: 'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH',
+    message: new RegExp(`the proxy mark is ${mark} in the program of link cg\\d+-ambient_connect4, not ${otherMark}.*ambient datapath unload`),
+  })
+  const otherPort = Datapath.open({ ...settings, hbonePort: settings.hbonePort + 1 })
+  t.teardown(() => otherPort.close())
+  t.throws(() => otherPort.verifySettings(), {
+    code: 'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH',
+    message: new RegExp(`the HBONE port is ${settings.hbonePort} in the program of link netns\\d+, not ${settings.hbonePort + 1}`),
+  })
+  // ztunnel started with another mark than the agent's refuses to run.
+  const dir = mkdtempSync(join(tmpdir(), 'ztunnel-mark-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  loadOrCreateCacerts(join(dir, 'cacerts'))
+  writeFileSync(join(dir, 'local.yaml'), 'workloads: []\n')
+  const cli = join(import.meta.dirname, '..', '..', 'bin', 'ambient.js')
+  const ztunnel = await tb.execHost(process.execPath, [cli, 'ztunnel', '--node', 'n1', '--local-config', join(dir, 'local.yaml'), '--cacerts', join(dir, 'cacerts'),
+    '--pin-root', settings.pinRoot, '--proxy-mark', otherMark, '--metrics-addr', '127.0.0.1:0', '--readiness-addr', '127.0.0.1:0', '--admin-addr', '127.0.0.1:0'])
+  t.equal(ztunnel.code, 1, 'ztunnel with another --proxy-mark exits 1')
+  t.match(ztunnel.stderr, new RegExp(`the proxy mark is ${mark} in the program of link .*, not ${otherMark}`), 'and says which value differs')
+  t.ok(adopted.enrolledPods().length >= 1, 'the loaded datapath is untouched')
 })
 
 t.test('bad input gives clear errors and crashes nothing', async (t) => {
