@@ -45,11 +45,12 @@ async function run(pod: TestPod, cmd: string, args: string[], timeoutMs = 120_00
 
 async function measure(label: string, client: TestPod, iperfTarget: [string, number], echoTarget: string, proxies: () => number[]): Promise<Record<string, unknown>> {
   if (Number(values['warmup-seconds']) > 0) await run(client, 'iperf3', ['-c', iperfTarget[0], '-p', String(iperfTarget[1]), '-t', values['warmup-seconds']!, '-J'])
-  const cpuBefore = proxies().reduce((s, pid) => s + cpuSeconds(pid), 0)
+  // Whole-process CPU (exited threads included: stunnel runs a thread per connection), 10 ms ticks.
+  const proxyCpu = (): number => proxies().reduce((s, pid) => s + cpuSeconds(pid), 0)
+  const cpuBefore = proxyCpu()
   const iperf = JSON.parse(await run(client, 'iperf3', ['-c', iperfTarget[0], '-p', String(iperfTarget[1]), '-t', String(seconds), '-J']))
   const bytes = iperf.end.sum_received.bytes as number
-  const cpu = proxies().reduce((s, pid) => s + cpuSeconds(pid), 0) - cpuBefore
-  const proxyCpu = (): number => proxies().reduce((s, pid) => s + cpuSeconds(pid), 0)
+  const cpu = proxyCpu() - cpuBefore
   const rrCount = 2000
   const cpuBeforeRr = proxyCpu()
   const rr = JSON.parse(await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'rr-latency.ts'), '--to', echoTarget, '--count', String(rrCount), '--warmup', values.warmup!]))

@@ -26,10 +26,9 @@ export interface RawProgramInfo {
   fd: number // -1 before load
 }
 
-export interface RawGlobalInfo {
+export interface RawGlobalValue {
   name: string
-  offset: number
-  size: number
+  value: Buffer
 }
 
 export interface RawSocketOptions {
@@ -56,8 +55,6 @@ export interface NativeBinding {
   objectClose(handle: number): void
   objectPrograms(handle: number): RawProgramInfo[]
   objectMaps(handle: number): RawMapInfo[]
-  /** The object's `const volatile` globals: name, byte offset and size in .rodata (empty without one). */
-  objectGlobals(handle: number): RawGlobalInfo[]
 
   /** bpf_program__attach_cgroup; returns a link id owned by the addon. The attach
    *  functions need a loaded object (EINVAL otherwise). */
@@ -69,8 +66,9 @@ export interface NativeBinding {
   linkPin(linkId: number, path: string): void
   /** Closes the addon's reference; the attachment stays while a pin holds it. */
   linkClose(linkId: number): void
-  /** The .rodata value (the `const volatile` globals as loaded) of the program behind a pinned link; null without one. */
-  pinnedLinkRodata(path: string): Buffer | null
+  /** The `const volatile` globals the program behind a pinned link was loaded with, read from its
+   *  .rodata map as that map's BTF lays it out; empty when it has none. EINVAL for a pin that is not a link. */
+  pinnedLinkGlobals(path: string): RawGlobalValue[]
 
   /** bpf_obj_get: fd of a pinned map/program/link. */
   pinnedOpen(path: string): number

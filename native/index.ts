@@ -6,14 +6,13 @@ import { existsSync, statfsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { NativeBinding, RawGlobalInfo, RawMapInfo, RawProgramInfo, RawSocketOptions } from './binding.js'
+import type { NativeBinding, RawMapInfo, RawProgramInfo, RawSocketOptions } from './binding.js'
 import { NativeError } from './errors.js'
 
 export { NativeError }
 export type { NativeErrorFields } from './errors.js'
 export type SocketOptions = RawSocketOptions
 export type ProgramInfo = RawProgramInfo
-export type GlobalInfo = RawGlobalInfo
 
 export const BPF_ANY = 0
 export const BPF_NOEXIST = 1
@@ -236,15 +235,15 @@ export class BpfLink {
   }
 
   /**
-   * The `const volatile` globals the program behind a pinned link was loaded with
-   * (its .rodata value; decode with BpfObject.globals() of the same object file),
-   * or null when it has none.
+   * The `const volatile` globals the program behind a pinned link was loaded with,
+   * by name (read from the kernel: its .rodata map, laid out by that map's BTF);
+   * empty when the program has none.
    */
-  static pinnedRodata(path: string): Buffer | null {
+  static pinnedGlobals(path: string): Map<string, Buffer> {
     if (typeof path !== 'string' || path === '') throw NativeError.invalid(`link pin path must be a non-empty string, got ${String(path)}`)
     const notBpffs = bpffsError(path, 'link pin path')
     if (notBpffs) throw notBpffs
-    return call(() => native().pinnedLinkRodata(path))
+    return new Map(call(() => native().pinnedLinkGlobals(path)).map((g) => [g.name, g.value]))
   }
 }
 
@@ -297,12 +296,6 @@ export class BpfObject {
   programs(): ProgramInfo[] {
     this.live()
     return call(() => native().objectPrograms(this.handle))
-  }
-
-  /** The `const volatile` globals and where they sit in .rodata (works before load). */
-  globals(): GlobalInfo[] {
-    this.live()
-    return call(() => native().objectGlobals(this.handle))
   }
 
   /** Every map of the loaded object (fds owned by the object). */

@@ -9,7 +9,7 @@
 //   <pinRoot>/v1/links/netns<cookie>            sk_lookup attachment of one pod
 import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, statfsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { BpfLink, BpfMap, BpfObject, netnsCookie, type GlobalInfo, type NativeError } from '../../native/index.js'
+import { BpfLink, BpfMap, BpfObject, netnsCookie, type NativeError } from '../../native/index.js'
 import * as abi from './abi.js'
 import { DatapathError } from './errors.js'
 import { configurePodRouting, removePodRouting } from './pod-routing.js'
@@ -126,6 +126,9 @@ export class Datapath {
       const hint = code === 'EACCES' || code === 'EPERM' ? 'not permitted: run as root or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN' : String(err)
       throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `cannot create ${links}: ${hint}`, { cause: err })
     }
+    // Before attaching anything: programs already pinned must have been loaded with
+    // these settings, or this load would leave a mix behind.
+    checkPinnedSettings(settings)
     for (const { object, program } of CGROUP_PROGRAMS) {
       const pin = join(links, `cg${cgid}-${program}`)
       if (existsSync(pin)) continue
@@ -143,14 +146,7 @@ export class Datapath {
       // are gone: someone removed them by hand. Load one object to recreate them.
       openObject(settings, 'sk_lookup').close()
     }
-    const datapath = Datapath.open(settings)
-    try {
-      datapath.verifySettings()
-    } catch (err) {
-      datapath.close()
-      throw err
-    }
-    return datapath
+    return Datapath.open(settings)
   }
 
   /**
@@ -161,32 +157,7 @@ export class Datapath {
    * SETTINGS_MISMATCH naming each value that differs.
    */
   verifySettings(): void {
-    const links = join(this.dir, 'links')
-    const pins = existsSync(links) ? readdirSync(links) : []
-    const expected = abi.encodeGlobals(this.settings)
-    const differences: string[] = []
-    const objects = [...CGROUP_PROGRAMS, { object: 'sk_lookup', program: 'netns' }]
-    for (const { object, program } of objects) {
-      // Every pod's sk_lookup link comes from the same load: the first one stands for all.
-      const mine = pins.filter((p) => (program === 'netns' ? p.startsWith('netns') : p.endsWith(`-${program}`))).slice(0, program === 'netns' ? 1 : undefined)
-      if (mine.length === 0) continue
-      const layout = globalsOf(this.settings, object)
-      for (const pin of mine) {
-        const loaded = BpfLink.pinnedRodata(join(links, pin))
-        for (const [name, want] of Object.entries(expected)) {
-          const global = layout.find((g) => g.name === name)
-          const have = loaded && global ? loaded.subarray(global.offset, global.offset + global.size) : null
-          if (have === null) differences.push(`the program of link ${pin} has no ${name} (loaded from another build?)`)
-          else if (!have.equals(want)) differences.push(`${SETTING_NAMES[name] ?? name} is ${showSetting(name, have)} in the program of link ${pin}, not ${showSetting(name, want)}`)
-        }
-      }
-    }
-    if (differences.length > 0) {
-      throw new DatapathError(
-        'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH',
-        `the datapath pinned at ${this.dir} was loaded with other settings: ${differences.join('; ')}: start with the settings it was loaded with, or run \`ambient datapath unload\` and load it again`,
-      )
-    }
+    checkPinnedSettings(this.settings)
   }
 
   /** Detaches everything and removes every pin of this ABI version. */
@@ -216,7 +187,11 @@ export class Datapath {
     if (!existsSync(pin)) {
       // One loaded sk_lookup program serves every pod's netns: loading (and
       // verifying) it per pod would dominate enrolling many pods.
-      this.skLookup ??= openObject(this.settings, 'sk_lookup')
+      if (this.skLookup === null) {
+        // The first sk_lookup load of this process: its settings must match the pods' links already there.
+        this.verifySettings()
+        this.skLookup = openObject(this.settings, 'sk_lookup')
+      }
       const link = this.skLookup.attachNetns('ambient_sk_lookup', pod.netnsPath)
       link.pin(pin)
       link.close()
@@ -335,23 +310,40 @@ function openObject(settings: DatapathSettings, name: string): BpfObject {
   }
 }
 
-/** Where an object's `const volatile` globals sit in its .rodata (the object is opened, not loaded). */
-function globalsOf(settings: DatapathSettings, name: string): GlobalInfo[] {
-  const path = join(settings.objectsDir, `${name}.bpf.o`)
-  if (!existsSync(path)) throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `missing BPF object ${path}: run \`npm run build\``)
-  const obj = BpfObject.open(path, { pinRoot: versionDir(settings.pinRoot) })
-  try {
-    return obj.globals()
-  } finally {
-    obj.close()
-  }
-}
-
 const SETTING_NAMES: Record<string, string> = { proxy_mark: 'the proxy mark', hbone_port: 'the HBONE port' }
 
 function showSetting(name: string, value: Buffer): string {
-  const n = value.length === 2 ? value.readUInt16LE(0) : value.readUInt32LE(0)
+  const n = value.length === 2 ? value.readUInt16LE(0) : value.length === 4 ? value.readUInt32LE(0) : null
+  if (n === null) return `0x${value.toString('hex')}`
   return name.endsWith('_mark') ? `0x${n.toString(16)}` : String(n)
+}
+
+/** Compares the globals of every pinned link's program with what `settings` would load. */
+function checkPinnedSettings(settings: DatapathSettings): void {
+  const links = join(versionDir(settings.pinRoot), 'links')
+  if (!existsSync(links)) return
+  const expected = Object.entries(abi.encodeGlobals(settings))
+  const differences: string[] = []
+  for (const pin of readdirSync(links)) {
+    let loaded: Map<string, Buffer>
+    try {
+      loaded = BpfLink.pinnedGlobals(join(links, pin))
+    } catch (err) {
+      if ((err as NativeError).code === 'ENOENT') continue // unpinned meanwhile (a pod left)
+      throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `cannot read the settings of the program of link ${join(links, pin)}: ${(err as Error).message}`, { cause: err })
+    }
+    for (const [name, want] of expected) {
+      const have = loaded.get(name) // absent: the program does not carry that setting
+      if (have && !have.equals(want)) differences.push(`${SETTING_NAMES[name] ?? name} is ${showSetting(name, have)} in the program of link ${pin}, not ${showSetting(name, want)}`)
+    }
+  }
+  if (differences.length > 0) {
+    const shown = differences.slice(0, 6).join('; ') + (differences.length > 6 ? `; and ${differences.length - 6} more` : '')
+    throw new DatapathError(
+      'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH',
+      `the datapath pinned at ${versionDir(settings.pinRoot)} was loaded with other settings: ${shown}: start with the settings it was loaded with, or run \`ambient datapath unload\` and load it again`,
+    )
+  }
 }
 
 async function cookieOf(netnsPath: string): Promise<bigint> {

@@ -2,13 +2,13 @@
 // link), or to a sockmap (bpf_prog_attach; libbpf 1.1 has no sockmap link). Links
 // live in a table keyed by integer ids owned by the JS side.
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <fstream>
-#include <iterator>
+#include <memory>
 #include <map>
 #include <string>
 #include <vector>
@@ -137,14 +137,26 @@ Napi::Value LinkPin(const Napi::CallbackInfo& info) {
 struct Fd {
   int fd;
   explicit Fd(int f) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
   ~Fd() {
     if (fd >= 0) close(fd);
   }
 };
 
-// The .rodata value (its `const volatile` globals as loaded) of the program behind a
-// pinned link, or null when that program has none.
-Napi::Value PinnedLinkRodata(const Napi::CallbackInfo& info) {
+struct BtfFree {
+  void operator()(btf* b) const { btf__free(b); }
+};
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The `const volatile` globals the program behind a pinned link was loaded with:
+// [{ name, value }] read from its .rodata map and laid out by that map's own BTF
+// (the kernel's copy, so no object file on disk is needed). Empty when the program
+// has none bound.
+Napi::Value PinnedLinkGlobals(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "path");
   Fd link(bpf_obj_get(path.c_str()));
@@ -153,15 +165,10 @@ Napi::Value PinnedLinkRodata(const Napi::CallbackInfo& info) {
     if (err == ENOENT) ThrowErrno(env, err, "bpf_obj_get", "no pinned link at " + path, false);
     ThrowCall(env, err, "bpf_obj_get", path);
   }
-  // bpf_obj_get_info_by_fd fills whatever info the fd's kind has: tell a link by its fdinfo.
-  std::ifstream fdinfo("/proc/self/fdinfo/" + std::to_string(link.fd));
-  std::string fdinfo_text((std::istreambuf_iterator<char>(fdinfo)), std::istreambuf_iterator<char>());
-  if (fdinfo_text.find("link_type:") == std::string::npos) {
-    ThrowErrno(env, EINVAL, "bpf_obj_get", path + " is pinned, but not a link (a map or a program?)", false);
-  }
+  if (!FdInfoHas(link.fd, "link_type:")) ThrowErrno(env, EINVAL, "bpf_obj_get", path + " is pinned, but not a link (a map or a program?)", false);
   bpf_link_info link_info{};
   uint32_t len = sizeof(link_info);
-  if (bpf_obj_get_info_by_fd(link.fd, &link_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", path + " (is it a link?)");
+  if (bpf_obj_get_info_by_fd(link.fd, &link_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", path);
   Fd prog(bpf_prog_get_fd_by_id(link_info.prog_id));
   if (prog.fd < 0) ThrowCall(env, errno, "bpf_prog_get_fd_by_id", "program " + std::to_string(link_info.prog_id) + " of " + path);
   bpf_prog_info prog_info{};
@@ -173,21 +180,33 @@ Napi::Value PinnedLinkRodata(const Napi::CallbackInfo& info) {
   prog_info.map_ids = reinterpret_cast<uint64_t>(map_ids.data());
   len = sizeof(prog_info);
   if (bpf_obj_get_info_by_fd(prog.fd, &prog_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", "maps of the program of " + path);
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
   for (uint32_t id : map_ids) {
     Fd map(bpf_map_get_fd_by_id(id));
     if (map.fd < 0) continue;  // gone meanwhile
     bpf_map_info map_info{};
     len = sizeof(map_info);
     if (bpf_obj_get_info_by_fd(map.fd, &map_info, &len)) continue;
-    std::string name = map_info.name;
-    const std::string suffix = ".rodata";
-    if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
-    Napi::Buffer<uint8_t> value = Napi::Buffer<uint8_t>::New(env, map_info.value_size);
+    if (!EndsWith(map_info.name, ".rodata") || map_info.btf_id == 0 || map_info.btf_value_type_id == 0) continue;
+    std::vector<uint8_t> value(map_info.value_size);
     uint32_t key = 0;
-    if (bpf_map_lookup_elem(map.fd, &key, value.Data())) ThrowCall(env, errno, "bpf_map_lookup_elem", name + " of the program of " + path);
-    return value;
+    if (bpf_map_lookup_elem(map.fd, &key, value.data())) ThrowCall(env, errno, "bpf_map_lookup_elem", std::string(map_info.name) + " of the program of " + path);
+    std::unique_ptr<btf, BtfFree> types(btf__load_from_kernel_by_id(map_info.btf_id));
+    if (!types) ThrowCall(env, errno, "btf__load_from_kernel_by_id", "BTF " + std::to_string(map_info.btf_id) + " of " + map_info.name);
+    const btf_type* sec = btf__type_by_id(types.get(), map_info.btf_value_type_id);
+    if (!sec || !btf_is_datasec(sec)) continue;
+    const btf_var_secinfo* vars = btf_var_secinfos(sec);
+    for (int i = 0; i < btf_vlen(sec); i++) {
+      const btf_type* var = btf__type_by_id(types.get(), vars[i].type);
+      if (!var || static_cast<size_t>(vars[i].offset) + vars[i].size > value.size()) continue;
+      Napi::Object g = Napi::Object::New(env);
+      g.Set("name", btf__name_by_offset(types.get(), var->name_off));
+      g.Set("value", Napi::Buffer<uint8_t>::Copy(env, value.data() + vars[i].offset, vars[i].size));
+      out.Set(n++, g);
+    }
   }
-  return env.Null();
+  return out;
 }
 
 Napi::Value LinkClose(const Napi::CallbackInfo& info) {
@@ -207,7 +226,7 @@ void InitLinks(Napi::Env env, Napi::Object exports) {
   exports.Set("attachToMap", Napi::Function::New(env, AttachToMap));
   exports.Set("linkPin", Napi::Function::New(env, LinkPin));
   exports.Set("linkClose", Napi::Function::New(env, LinkClose));
-  exports.Set("pinnedLinkRodata", Napi::Function::New(env, PinnedLinkRodata));
+  exports.Set("pinnedLinkGlobals", Napi::Function::New(env, PinnedLinkGlobals));
 }
 
 }  // namespace ambient

@@ -17,21 +17,6 @@ namespace ambient {
 namespace {
 std::string MapTarget(int fd) { return "map fd " + std::to_string(fd); }
 
-// The kernel fills bpf_map_info from a program or link fd too (with their own
-// layout): /proc/self/fdinfo tells the kinds apart.
-bool IsMapFd(int fd) {
-  std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
-  FILE* f = fopen(path.c_str(), "re");
-  if (!f) return true;  // no procfs: trust the caller
-  char line[256];
-  bool map = false;
-  while (fgets(line, sizeof(line), f)) {
-    if (strncmp(line, "map_type:", 9) == 0) map = true;
-  }
-  fclose(f);
-  return map;
-}
-
 Napi::Value PinnedOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "path");
@@ -54,7 +39,7 @@ Napi::Value MapInfo(const Napi::CallbackInfo& info) {
     if (err == EINVAL) ThrowErrno(env, err, "bpf_obj_get_info_by_fd", "fd " + std::to_string(fd) + " is not a BPF map", false);
     ThrowCall(env, err, "bpf_obj_get_info_by_fd", MapTarget(fd));
   }
-  if (!IsMapFd(fd)) ThrowErrno(env, EINVAL, "bpf_obj_get_info_by_fd", "fd " + std::to_string(fd) + " is not a BPF map (a program or link?)", false);
+  if (!FdInfoHas(fd, "map_type:")) ThrowErrno(env, EINVAL, "bpf_obj_get_info_by_fd", "fd " + std::to_string(fd) + " is not a BPF map (a program or link?)", false);
   Napi::Object m = Napi::Object::New(env);
   m.Set("name", map_info.name);
   m.Set("fd", fd);
@@ -126,6 +111,22 @@ Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), n);
 }
 }  // namespace
+
+// The kernel fills bpf_*_info from an fd of another kind too (with its own layout):
+// /proc/self/fdinfo tells maps ("map_type:"), programs and links ("link_type:") apart.
+bool FdInfoHas(int fd, const char* key) {
+  std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
+  FILE* f = fopen(path.c_str(), "re");
+  if (!f) return true;  // no procfs: trust the caller
+  char line[256];
+  bool found = false;
+  size_t n = strlen(key);
+  while (fgets(line, sizeof(line), f)) {
+    if (strncmp(line, key, n) == 0) found = true;
+  }
+  fclose(f);
+  return found;
+}
 
 void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("pinnedOpen", Napi::Function::New(env, PinnedOpen));

@@ -11,7 +11,6 @@
 #include <cstring>
 #include <map>
 #include <string>
-#include <vector>
 
 #include "errors.h"
 
@@ -49,28 +48,6 @@ Napi::Value ObjectOpen(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, handle);
 }
 
-struct RodataVar {
-  std::string name;
-  uint32_t offset;
-  uint32_t size;
-};
-
-// The `const volatile` globals of an object, from its BTF .rodata section.
-std::vector<RodataVar> RodataVars(Napi::Env env, ObjectEntry& entry) {
-  const btf* btf = bpf_object__btf(entry.obj);
-  if (!btf) ThrowErrno(env, ENOENT, "btf__find_by_name_kind", entry.path + " has no BTF: compile it with clang -g");
-  std::vector<RodataVar> out;
-  int sec_id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
-  if (sec_id < 0) return out;
-  const btf_type* sec = btf__type_by_id(btf, sec_id);
-  const btf_var_secinfo* vars = btf_var_secinfos(sec);
-  for (int i = 0; i < btf_vlen(sec); i++) {
-    const btf_type* var = btf__type_by_id(btf, vars[i].type);
-    if (var) out.push_back({btf__name_by_offset(btf, var->name_off), vars[i].offset, vars[i].size});
-  }
-  return out;
-}
-
 Napi::Value ObjectSetGlobal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ObjectEntry& entry = ObjectArg(info, 0);
@@ -79,15 +56,20 @@ Napi::Value ObjectSetGlobal(const Napi::CallbackInfo& info) {
   if (entry.load_attempted) {
     ThrowInvalid(env, "global " + name + " of " + entry.path + " can only be set before load(): set it, then load");
   }
-  std::vector<RodataVar> vars = RodataVars(env, entry);
-  if (vars.empty()) {
+  const btf* btf = bpf_object__btf(entry.obj);
+  if (!btf) ThrowErrno(env, ENOENT, "btf__find_by_name_kind", entry.path + " has no BTF: compile it with clang -g");
+  int sec_id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+  if (sec_id < 0) {
     ThrowErrno(env, ENOENT, "btf__find_by_name_kind",
                "no global " + name + " in " + entry.path + ": it has no .rodata (declare it `const volatile`)", false);
   }
-  for (const RodataVar& var : vars) {
-    if (var.name != name) continue;
-    if (var.size != value.Length()) {
-      ThrowInvalid(env, "global " + name + " of " + entry.path + " is " + std::to_string(var.size) +
+  const btf_type* sec = btf__type_by_id(btf, sec_id);
+  const btf_var_secinfo* vars = btf_var_secinfos(sec);
+  for (int i = 0; i < btf_vlen(sec); i++) {
+    const btf_type* var = btf__type_by_id(btf, vars[i].type);
+    if (!var || name != btf__name_by_offset(btf, var->name_off)) continue;
+    if (vars[i].size != value.Length()) {
+      ThrowInvalid(env, "global " + name + " of " + entry.path + " is " + std::to_string(vars[i].size) +
                             " bytes, got " + std::to_string(value.Length()) + ": encode it with its C type's size");
     }
     bpf_map* map = nullptr;
@@ -99,30 +81,14 @@ Napi::Value ObjectSetGlobal(const Napi::CallbackInfo& info) {
     size_t size = 0;
     // Before load this is libbpf's own writable copy of the section (const in the 1.1 API).
     void* data = const_cast<void*>(bpf_map__initial_value(rodata, &size));
-    if (!data || static_cast<size_t>(var.offset) + var.size > size) {
+    if (!data || static_cast<size_t>(vars[i].offset) + vars[i].size > size) {
       ThrowErrno(env, EINVAL, "bpf_map__initial_value", "global " + name + " lies outside .rodata of " + entry.path, false);
     }
-    memcpy(static_cast<uint8_t*>(data) + var.offset, value.Data(), value.Length());
+    memcpy(static_cast<uint8_t*>(data) + vars[i].offset, value.Data(), value.Length());
     return env.Undefined();
   }
   ThrowErrno(env, ENOENT, "btf__find_by_name_kind",
              "no global " + name + " in .rodata of " + entry.path + ": check the name (a `const volatile` global)", false);
-}
-
-// [{ name, offset, size }] of the object's `const volatile` globals (empty without .rodata).
-Napi::Value ObjectGlobals(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  ObjectEntry& entry = ObjectArg(info, 0);
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t i = 0;
-  for (const RodataVar& var : RodataVars(env, entry)) {
-    Napi::Object v = Napi::Object::New(env);
-    v.Set("name", var.name);
-    v.Set("offset", var.offset);
-    v.Set("size", var.size);
-    out.Set(i++, v);
-  }
-  return out;
 }
 
 // Why a load failed beyond the errno: program types the kernel lacks.
@@ -234,7 +200,6 @@ void InitObjects(Napi::Env env, Napi::Object exports) {
   exports.Set("objectClose", Napi::Function::New(env, ObjectClose));
   exports.Set("objectPrograms", Napi::Function::New(env, ObjectPrograms));
   exports.Set("objectMaps", Napi::Function::New(env, ObjectMaps));
-  exports.Set("objectGlobals", Napi::Function::New(env, ObjectGlobals));
 }
 
 }  // namespace ambient

@@ -23,6 +23,9 @@ bpf_program* ProgramOf(Napi::Env env, ObjectEntry& entry, const std::string& nam
 /** As ProgramOf, and loaded (has an fd), or throws EINVAL telling to load first. */
 bpf_program* LoadedProgramOf(Napi::Env env, ObjectEntry& entry, const std::string& name);
 
+/** Whether /proc/self/fdinfo of `fd` has a line starting with `key` (true without procfs). */
+bool FdInfoHas(int fd, const char* key);
+
 void InitObjects(Napi::Env env, Napi::Object exports);
 void InitLinks(Napi::Env env, Napi::Object exports);
 void InitMaps(Napi::Env env, Napi::Object exports);

@@ -5,7 +5,7 @@
 import t from 'tap'
 import { Datapath } from '../../agent/dataplane/datapath.js'
 import { BpfMap } from '../../native/index.js'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadOrCreateCacerts } from '../../ca/cacerts.js'
@@ -133,6 +133,10 @@ t.test('adopting the datapath with another proxy mark or HBONE port is refused, 
     code: 'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH',
     message: new RegExp(`the proxy mark is ${mark} in the program of link cg\\d+-ambient_connect4, not ${otherMark}.*ambient datapath unload`),
   })
+  // Another cgroup with the wrong mark: refused before anything is attached there.
+  const linksBefore = readdirSync(join(adopted.dir, 'links')).sort()
+  t.throws(() => Datapath.load({ ...settings, proxyMark: settings.proxyMark + 1 }, tb.node('n2').podsCgroup), { code: 'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH' })
+  t.same(readdirSync(join(adopted.dir, 'links')).sort(), linksBefore, 'no link was added for the other cgroup')
   const otherPort = Datapath.open({ ...settings, hbonePort: settings.hbonePort + 1 })
   t.teardown(() => otherPort.close())
   t.throws(() => otherPort.verifySettings(), {

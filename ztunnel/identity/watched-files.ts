@@ -32,14 +32,17 @@ export class WatchedFiles<T> {
     this.#current = initial
   }
 
+  readonly #onChange = (): void => void this.reload()
+
   start(): void {
     if (this.#started) return
     this.#started = true
-    for (const path of this.spec.paths) watchFile(path, { interval: this.intervalMs }, () => this.reload())
+    for (const path of this.spec.paths) watchFile(path, { interval: this.intervalMs }, this.#onChange)
   }
 
+  /** Stops this watcher only (other watchers of the same files in the process keep theirs). */
   stop(): void {
-    if (this.#started) for (const path of this.spec.paths) unwatchFile(path)
+    if (this.#started) for (const path of this.spec.paths) unwatchFile(path, this.#onChange)
     this.#started = false
   }
 

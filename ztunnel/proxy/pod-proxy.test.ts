@@ -47,11 +47,8 @@ t.test('stop() closes a held connection instead of waiting for the client to end
   client.destroy()
 })
 
-t.test('a delivery binds a source port that TIME_WAIT holds, and leaves a 4-tuple still in TIME_WAIT for another port', async (t) => {
+t.test('a delivery reuses source ports that TIME_WAIT holds; a 4-tuple it cannot take over moves to another port', async (t) => {
   const ns = basename(netnsPath)
-  // Without TCP timestamps a connect may not take over a 4-tuple in TIME_WAIT (with them
-  // it may, on an explicitly bound port): the EADDRNOTAVAIL case, made certain here.
-  execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.tcp_timestamps=0'])
   const pod = { netnsPath, ip: '127.0.0.1' }
   // Each server ends after the delivery does, so the delivery side is left in TIME_WAIT.
   const listen = (): Promise<{ server: net.Server }> => listenInPod(pod, { host: '127.0.0.1', port: 0 }, (s) => s.on('end', () => s.end()).resume())
@@ -63,27 +60,35 @@ t.test('a delivery binds a source port that TIME_WAIT holds, and leaves a 4-tupl
   })
   const endpoint = (server: net.Server): { ip: string; port: number } => ({ ip: '127.0.0.1', port: (server.address() as net.AddressInfo).port })
   const client = { ip: '127.0.0.5', port: 1111 }
-  const port = 40404
   const closeFirst = async (s: net.Socket): Promise<void> => {
     s.end()
     s.resume()
     await once(s, 'close')
   }
+  const timeWaitOn = (port: number): boolean =>
+    new RegExp(`${client.ip.replaceAll('.', '\\.')}(%lo)?:${port}\\s`).test(execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Htn', 'state', 'time-wait'], { encoding: 'utf8' }))
 
-  const first = await dialDelivery(pod, endpoint(a), client, 0x53a, () => port)
-  t.equal(first.localAddress, client.ip, 'delivered from the client address')
-  await closeFirst(first)
-  const timeWait = execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Htn', 'state', 'time-wait'], { encoding: 'utf8' })
-  t.match(timeWait, new RegExp(`${client.ip.replaceAll('.', '\\.')}(%lo)?:${port}\\s`), 'the first delivery left its port in TIME_WAIT')
+  // With TCP timestamps (the default): the same port again, to the same and to another destination.
+  const port = 40404
+  await closeFirst(await dialDelivery(pod, endpoint(a), client, 0x53a, () => port))
+  t.ok(timeWaitOn(port), 'the first delivery left its port in TIME_WAIT')
+  const again = await dialDelivery(pod, endpoint(a), client, 0x53a, () => port)
+  t.equal(again.localPort, port, 'the same 4-tuple again: connect takes the TIME_WAIT one over')
+  t.equal(again.localAddress, client.ip, 'delivered from the client address')
+  await closeFirst(again)
+  const other = await dialDelivery(pod, endpoint(b), client, 0x53a, () => port)
+  t.equal(other.localPort, port, 'another destination binds the port TIME_WAIT holds')
+  await closeFirst(other)
 
-  const second = await dialDelivery(pod, endpoint(b), client, 0x53a, () => port)
-  t.equal(second.localPort, port, 'a delivery to another destination binds the port TIME_WAIT holds')
-  await closeFirst(second)
-
-  const ports = [port, port + 1]
-  const third = await dialDelivery(pod, endpoint(a), client, 0x53a, () => ports.shift()!)
-  t.equal(third.localPort, port + 1, 'the 4-tuple still in TIME_WAIT (EADDRNOTAVAIL) moved on to another port')
-  third.destroy()
-
-  await t.rejects(dialDelivery(pod, endpoint(a), client, 0x53a, () => port), { code: 'EADDRNOTAVAIL' }, 'a port that never frees up fails with the reason')
+  // Without timestamps a connect may not take over a 4-tuple in TIME_WAIT: EADDRNOTAVAIL, another port.
+  execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.tcp_timestamps=0'])
+  t.teardown(() => execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.tcp_timestamps=1']))
+  const plain = port + 10
+  await closeFirst(await dialDelivery(pod, endpoint(a), client, 0x53a, () => plain))
+  t.ok(timeWaitOn(plain), 'a TIME_WAIT without timestamps')
+  const ports = [plain, plain + 1]
+  const moved = await dialDelivery(pod, endpoint(a), client, 0x53a, () => ports.shift()!)
+  t.equal(moved.localPort, plain + 1, 'the 4-tuple in TIME_WAIT (EADDRNOTAVAIL at connect) moved on to another port')
+  moved.destroy()
+  await t.rejects(dialDelivery(pod, endpoint(a), client, 0x53a, () => plain), { code: 'EADDRNOTAVAIL' }, 'a port that never frees up fails with the reason')
 })

@@ -78,8 +78,12 @@ const DELIVERY_ATTEMPTS = 8
  * client's: the same 4-tuple as the connection being relayed would hang.
  * Deliveries from one client address leave TIME_WAIT sockets on their ports (ztunnel
  * often closes first), and those fill up in a minute at a few hundred connections a
- * second: SO_REUSEADDR lets a new delivery bind such a port. A port in live use
- * (EADDRINUSE) or a 4-tuple still in TIME_WAIT (EADDRNOTAVAIL) moves on to another port.
+ * second: with SO_REUSEADDR on every delivery socket a bind never conflicts with
+ * them (nor with another live delivery: Linux allows that between non-listening
+ * SO_REUSEADDR sockets); the 4-tuple is checked at connect, which takes over a
+ * TIME_WAIT one when TCP timestamps were on and fails with EADDRNOTAVAIL otherwise
+ * or when a live connection has it. Then, and on EADDRINUSE (TIME_WAIT left by a
+ * socket without SO_REUSEADDR), the next attempt takes another port.
  */
 export async function dialDelivery(
   pod: PodNetns,
@@ -94,8 +98,9 @@ export async function dialDelivery(
       return await dialFromPod(pod, destination, { mark, transparentSource: source.ip, sourcePort: pickPort(source.port), bindToDevice: 'lo', reuseAddr: true })
     } catch (err) {
       lastError = err
-      const code = (err as NodeJS.ErrnoException).code
-      if (code !== 'EADDRINUSE' && code !== 'EADDRNOTAVAIL') break
+      const { code, syscall } = err as NodeJS.ErrnoException
+      // EADDRNOTAVAIL from bind is a setup problem (no transparent bind), not a busy port.
+      if (code !== 'EADDRINUSE' && !(code === 'EADDRNOTAVAIL' && syscall === 'connect')) break
     }
   }
   throw lastError
