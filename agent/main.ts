@@ -13,6 +13,7 @@ import { BPF_OBJECTS_DIR } from '../cli/paths.js'
 import { AGENT_DEFAULTS, parseAgentConfig, type AgentConfig, type AgentFlags } from './config.js'
 import { Datapath } from './dataplane/datapath.js'
 import { KubeSource } from './kube/kube-source.js'
+import { LeaseElector, POLICY_STATUS_LEASE } from './kube/lease.js'
 import { ManifestsSource } from './local/manifests-source.js'
 import { AgentMetrics } from './metrics.js'
 import { Reconciler, type AgentSource } from './reconciler.js'
@@ -58,6 +59,17 @@ export class Agent {
       this.source = source
       this.stops.push(() => source.stop()) // also after a partial start: its watches may be open
       await source.start()
+      const elector =
+        source instanceof KubeSource && config.writePolicyStatus
+          ? new LeaseElector({
+              api: source.api,
+              namespace: config.rootNamespace,
+              name: POLICY_STATUS_LEASE,
+              identity: config.node,
+              log: log.child({ component: 'lease' }),
+              onChange: (leading) => void (leading && this.reconciler?.schedule()),
+            })
+          : null
       const reconciler = new Reconciler({
         node: config.node,
         source,
@@ -72,11 +84,16 @@ export class Agent {
         retryMs: 1000,
         log: log.child({ component: 'reconciler' }),
         metrics: this.metrics,
-        ...(source instanceof KubeSource && config.writePolicyStatus ? { policyStatus: source } : {}),
+        ...(elector !== null && source instanceof KubeSource ? { policyStatus: { patchPolicyStatus: source.patchPolicyStatus.bind(source), writing: () => elector.leading } } : {}),
       })
       this.reconciler = reconciler
       this.stops.push(() => reconciler.stop())
       await reconciler.start()
+      if (elector !== null) {
+        // One agent writes policy status (every agent computes the same); a new holder writes at once.
+        elector.start()
+        this.stops.push(() => elector.stop())
+      }
       const sample = setInterval(() => this.sampleMetrics(), 1000)
       sample.unref()
       this.stops.push(() => clearInterval(sample))
@@ -139,7 +156,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--xds-socket <path>', 'Unix socket ztunnel connects to for workloads and policies (delta xDS)', AGENT_DEFAULTS.xdsSocket)
     .option('--status-addr <ip:port>', 'endpoint for /status (`ambient status`), /metrics and /healthz/ready; localhost by default, the node IP (or 0.0.0.0) to let a cluster Prometheus scrape it (it shows pod names, IPs and netns paths)', AGENT_DEFAULTS.statusAddr)
     .option('--cluster-domain <domain>', 'Kubernetes cluster domain, for service hostnames', AGENT_DEFAULTS.clusterDomain)
-    .option('--no-policy-status', "do not write the ZtunnelAccepted condition onto AuthorizationPolicy and PeerAuthentication objects (a cluster needs one writer at least; every agent writes the same status)")
+    .option('--no-policy-status', "do not write the ZtunnelAccepted condition onto AuthorizationPolicy and PeerAuthentication objects (agents that do elect one writer with the Lease ambient-policy-status in the root namespace)")
     .option('--listener-wait <duration>', "how long to wait for ztunnel's in-pod listener before capturing a pod anyway (its connections then fail closed)", AGENT_DEFAULTS.listenerWait)
     .action(async (flags: AgentFlags) => {
       const config = parseAgentConfig(flags, process.env)

@@ -28,6 +28,8 @@ export interface AgentSource {
 /** Writes policy status in a cluster (the Kubernetes source); absent with a manifests folder. */
 export interface PolicyStatusWriter {
   patchPolicyStatus(kind: 'AuthorizationPolicy' | 'PeerAuthentication', namespace: string, name: string, conditions: readonly unknown[]): Promise<void>
+  /** False while another agent holds the policy-status lease: nothing is written. */
+  writing?(): boolean
 }
 
 /** Where the agent sends the workload API resources (the xDS server). */
@@ -323,7 +325,7 @@ export class Reconciler {
   /** Puts each policy's ZtunnelAccepted condition on the object when it differs. */
   async #writePolicyStatus(snapshot: Snapshot, resources: MeshResources): Promise<void> {
     const writer = this.#o.policyStatus
-    if (writer === undefined) return
+    if (writer === undefined || writer.writing?.() === false) return
     for (const patch of policyStatusPatches([...snapshot.authorizationPolicies, ...snapshot.peerAuthentications], resources.policies)) {
       try {
         await writer.patchPolicyStatus(patch.kind, patch.namespace, patch.name, patch.conditions)

@@ -8,6 +8,7 @@ import { applyBatch, emptySnapshot, type ResourceKind, type Snapshot } from '../
 import { convertEvents, type RawEvent } from './batch.js'
 import { InvalidObjectError, SourceError } from './errors.js'
 import { KubeClient, KubeRequestError, resolveEndpoint, statusMessage, type KubeConnection } from './kube-client.js'
+import type { LeaseApi } from './lease.js'
 import { DEFAULT_BACKOFF, Reflector, type Backoff, type InformerStats, type ResourceSpec } from './reflector.js'
 import { RejectedObjects, type SnapshotListener } from './rejected-objects.js'
 
@@ -160,6 +161,16 @@ export class KubeSource {
       throw new KubeRequestError('PATCH', path, reply.status, `cannot annotate pod ${namespace}/${name}: ${statusMessage(reply.body)}`)
     }
     this.#log.debug({ namespace, name, annotations }, 'pod annotated')
+  }
+
+  /** Raw requests on this source's connection (the policy-status Lease); fails before start(). */
+  get api(): LeaseApi {
+    return {
+      request: (method, path, options) => {
+        if (this.#client === undefined || this.#stopped) return Promise.reject(new SourceError('AMBIENT_ERR_SOURCE_STOPPED', `cannot ${method} ${path}: kube source is not running`))
+        return this.#client.request(method, path, options)
+      },
+    }
   }
 
   /**

@@ -3,7 +3,8 @@
 // can drop streams or answer slowly): labelling a namespace enrolls its pods, the
 // agent patches the redirection annotation onto them, traffic becomes mTLS;
 // dropped watches and expired resourceVersions are survived; unlabelling and the
-// opt-out un-enroll; deleting a pod removes its entries.
+// opt-out un-enroll; deleting a pod removes its entries; one agent (the Lease
+// holder) writes policy status.
 import t from 'tap'
 import { REDIRECTION_ANNOTATION } from '../../agent/model/enrollment.js'
 import { AgentCluster } from '../harness/agent-cluster.js'
@@ -86,4 +87,9 @@ t.test('policies carry a ZtunnelAccepted condition in the cluster, naming what z
   await cluster.until('the malformed policy is marked Invalid', () => condition('broken')?.['reason'] === 'Invalid')
   t.match(condition('broken'), { status: 'False', message: /spec\.action/ })
   t.match(condition('web-l4'), { status: 'True' }, 'the others are untouched')
+  // One writer: the agent that holds the policy-status Lease; the other only computes.
+  const holder = (fake.get('Lease', 'istio-system', 'ambient-policy-status')?.['spec'] as { holderIdentity?: string } | undefined)?.holderIdentity
+  t.ok(holder === 'n1' || holder === 'n2', `one agent holds the lease (${holder})`)
+  const writers = ['n1', 'n2'].filter((n) => /"msg":"policy status written"/.test(cluster.agents.get(n)!.logs()))
+  t.same(writers, [holder], 'only the lease holder wrote policy status')
 })

@@ -1,5 +1,5 @@
 // A fake Kubernetes API server for tests: LIST, WATCH, GET and PATCH of the kinds
-// the agent watches, behaving like the real one where @kubernetes/client-node's
+// the agent watches, POST and PUT (with resourceVersion conflicts) for its Lease, behaving like the real one where @kubernetes/client-node's
 // informers look (one global resourceVersion as in etcd, 410 Gone for a compacted
 // resourceVersion, bookmarks, field and label selectors), plus knobs to make it
 // misbehave (latency, failures, dropped watches, compaction).
@@ -15,6 +15,7 @@ export type FakeKind =
   | 'EndpointSlice'
   | 'AuthorizationPolicy'
   | 'PeerAuthentication'
+  | 'Lease'
 
 interface ResourceType {
   readonly kind: FakeKind
@@ -34,6 +35,7 @@ const TYPES: readonly ResourceType[] = [
   { kind: 'EndpointSlice', group: 'discovery.k8s.io', version: 'v1', plural: 'endpointslices', namespaced: true, custom: false },
   { kind: 'AuthorizationPolicy', group: 'security.istio.io', version: 'v1', plural: 'authorizationpolicies', namespaced: true, custom: true },
   { kind: 'PeerAuthentication', group: 'security.istio.io', version: 'v1', plural: 'peerauthentications', namespaced: true, custom: true },
+  { kind: 'Lease', group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true, custom: false },
 ]
 
 const typeOf = (kind: FakeKind): ResourceType => TYPES.find((t) => t.kind === kind) as ResourceType
@@ -64,6 +66,8 @@ export interface RequestCounts {
   watch: number
   get: number
   patch: number
+  create: number
+  update: number
 }
 
 export interface FakeKubeApiServerOptions {
@@ -205,7 +209,7 @@ export class FakeKubeApiServer {
 
   /** Request counters per resource plural (`pods`, `authorizationpolicies`...). */
   counts(plural: string): RequestCounts {
-    return { ...(this.#counts.get(plural) ?? { list: 0, watch: 0, get: 0, patch: 0 }) }
+    return { ...(this.#counts.get(plural) ?? noRequests()) }
   }
 
   activeWatches(plural?: string): number {
@@ -269,7 +273,7 @@ export class FakeKubeApiServer {
   }
 
   #count(plural: string, what: keyof RequestCounts): void {
-    const c = this.#counts.get(plural) ?? { list: 0, watch: 0, get: 0, patch: 0 }
+    const c = this.#counts.get(plural) ?? noRequests()
     c[what] += 1
     this.#counts.set(plural, c)
   }
@@ -290,6 +294,15 @@ export class FakeKubeApiServer {
     const route = parseRoute(url.pathname)
     if (route === undefined) return this.#status(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`)
     const { type, namespace, name, subresource } = route
+    if (name === undefined && req.method === 'POST') {
+      this.#count(type.plural, 'create')
+      const obj = parseObject(body)
+      const objName = obj?.metadata?.['name']
+      if (obj === undefined || typeof objName !== 'string' || objName === '') return this.#status(res, 400, 'BadRequest', 'the body is not an object with metadata.name')
+      const metadata = { ...obj.metadata, ...(type.namespaced && { namespace }) }
+      if (this.#store(type.kind).has(keyOf(metadata))) return this.#status(res, 409, 'AlreadyExists', `${type.plural} "${objName}" already exists`)
+      return json(res, 201, this.create(type.kind, { ...obj, metadata: { ...metadata, resourceVersion: undefined } }))
+    }
     if (name === undefined) {
       if (req.method !== 'GET') return this.#status(res, 405, 'MethodNotAllowed', `${req.method} not supported on collections`)
       const matches = selector(url.searchParams.get('fieldSelector'), url.searchParams.get('labelSelector'))
@@ -310,6 +323,17 @@ export class FakeKubeApiServer {
       this.#count(type.plural, 'get')
       if (current === undefined) return this.#status(res, 404, 'NotFound', `${type.plural} "${name}" not found`)
       return json(res, 200, current)
+    }
+    if (req.method === 'PUT') {
+      this.#count(type.plural, 'update')
+      if (current === undefined) return this.#status(res, 404, 'NotFound', `${type.plural} "${name}" not found`)
+      const obj = parseObject(body)
+      if (obj === undefined) return this.#status(res, 400, 'BadRequest', 'the body is not an object')
+      // Optimistic concurrency as the real server does it: an update names the version it read.
+      if (obj.metadata?.['resourceVersion'] !== current.metadata?.['resourceVersion']) {
+        return this.#status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${type.plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`)
+      }
+      return json(res, 200, this.update(type.kind, { ...obj, metadata: { ...obj.metadata, name, ...(type.namespaced && { namespace }) } }))
     }
     if (req.method === 'PATCH') {
       this.#count(type.plural, 'patch')
@@ -403,6 +427,17 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
     else out[k] = mergePatch(out[k], v)
   }
   return out
+}
+
+const noRequests = (): RequestCounts => ({ list: 0, watch: 0, get: 0, patch: 0, create: 0, update: 0 })
+
+function parseObject(body: string): KubeObject | undefined {
+  try {
+    const obj: unknown = JSON.parse(body)
+    return obj !== null && typeof obj === 'object' && !Array.isArray(obj) ? (obj as KubeObject) : undefined
+  } catch {
+    return undefined
+  }
 }
 
 function parseRoute(pathname: string): { type: ResourceType; namespace?: string; name?: string; subresource?: 'status' } | undefined {
