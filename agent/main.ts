@@ -87,13 +87,12 @@ export class Agent {
         ...(elector !== null && source instanceof KubeSource ? { policyStatus: { patchPolicyStatus: source.patchPolicyStatus.bind(source), writing: () => elector.leading } } : {}),
       })
       this.reconciler = reconciler
+      // Stopped after the reconciler (stops run in reverse): no write follows the release.
+      if (elector !== null) this.stops.push(() => elector.stop())
       this.stops.push(() => reconciler.stop())
       await reconciler.start()
-      if (elector !== null) {
-        // One agent writes policy status (every agent computes the same); a new holder writes at once.
-        elector.start()
-        this.stops.push(() => elector.stop())
-      }
+      // One agent writes policy status (every agent computes the same); a new holder writes at once.
+      elector?.start()
       const sample = setInterval(() => this.sampleMetrics(), 1000)
       sample.unref()
       this.stops.push(() => clearInterval(sample))

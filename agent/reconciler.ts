@@ -327,6 +327,7 @@ export class Reconciler {
     const writer = this.#o.policyStatus
     if (writer === undefined || writer.writing?.() === false) return
     for (const patch of policyStatusPatches([...snapshot.authorizationPolicies, ...snapshot.peerAuthentications], resources.policies)) {
+      if (writer.writing?.() === false) return // the lease moved on mid-pass
       try {
         await writer.patchPolicyStatus(patch.kind, patch.namespace, patch.name, patch.conditions)
         this.#log.info({ policy: `${patch.namespace}/${patch.name}`, kind: patch.kind, status: patch.condition.status, reason: patch.condition.reason }, 'policy status written')

@@ -82,3 +82,75 @@ t.test('an update that read an old resourceVersion loses (409), and API errors a
   fake.failNext('/apis/coordination.k8s.io/v1/namespaces/istio-system/leases/status-4', 500)
   await t.rejects(elector('node-a', 'status-4').tryOnce(), { message: /GET lease istio-system\/status-4: 500 injected failure/ })
 })
+
+/** An API whose requests of one method wait for `open()`. */
+function gated(method: string): { api: LeaseApi; open: () => void; waiting: () => number } {
+  let release!: () => void
+  const gate = new Promise<void>((r) => (release = r))
+  let waiting = 0
+  return {
+    api: {
+      async request(m, path, options) {
+        if (m === method) {
+          waiting++
+          await gate
+        }
+        return api.request(m, path, options)
+      },
+    },
+    open: () => release(),
+    waiting: () => waiting,
+  }
+}
+
+t.test('both agents read no lease, then both create it: one gets 409 and does not lead', async (t) => {
+  const gate = gated('POST')
+  const a = elector('node-a', 'status-5', { api: gate.api })
+  const b = elector('node-b', 'status-5', { api: gate.api })
+  const both = Promise.all([a.tryOnce(), b.tryOnce()])
+  for (let i = 0; i < 100 && gate.waiting() < 2; i++) await new Promise((r) => setTimeout(r, 5))
+  t.equal(gate.waiting(), 2, 'both read 404 and are about to create')
+  gate.open()
+  const results = await both
+  t.same(results.slice().sort(), [false, true], 'one created it, the other got 409')
+  t.equal([a.leading, b.leading].filter(Boolean).length, 1)
+})
+
+t.test('a holder whose renewals fail steps down at the renew deadline, before anyone may take over', async (t) => {
+  const a = elector('node-a', 'status-6', { renewDeadlineMs: 10_000 })
+  const b = elector('node-b', 'status-6')
+  t.equal(await a.tryOnce(), true)
+  t.equal(await b.tryOnce(), false, 'b sees a holding it')
+  const path = '/apis/coordination.k8s.io/v1/namespaces/istio-system/leases/status-6'
+  fake.failNext(path, 500, 2) // a's next renewal and b's next attempt
+  clock += 5_000
+  await t.rejects(a.tryOnce(), { message: /500/ })
+  t.ok(a.leading, 'one failed renewal 5 s after the last: still the holder')
+  clock += 6_000
+  t.notOk(a.leading, '11 s without a renewal: no longer counts itself the holder')
+  await t.rejects(b.tryOnce(), { message: /500/ })
+  // b first saw the renewal at t0; 11 s later it must still wait, 15 s later it takes over.
+  t.equal(await b.tryOnce(), false, 'b waits the whole lease duration')
+  clock += 4_000
+  t.equal(await b.tryOnce(), true, 'then takes it over')
+})
+
+t.test('stop() during the first attempt releases what that attempt acquired; a renewal keeps labels', async (t) => {
+  const gate = gated('POST')
+  const a = elector('node-a', 'status-7', { api: gate.api })
+  a.start()
+  for (let i = 0; i < 100 && gate.waiting() < 1; i++) await new Promise((r) => setTimeout(r, 5))
+  const stopping = a.stop()
+  gate.open()
+  await stopping
+  t.equal((fake.get('Lease', 'istio-system', 'status-7')?.['spec'] as { holderIdentity: string }).holderIdentity, '', 'released after the in-flight create')
+
+  const b = elector('node-b', 'status-7')
+  t.equal(await b.tryOnce(), true, 'a released lease is taken at once')
+  const lease = fake.get('Lease', 'istio-system', 'status-7')!
+  fake.update('Lease', { ...lease, metadata: { ...lease.metadata, labels: { owner: 'ops' } } })
+  clock += 1000
+  t.equal(await b.tryOnce(), true)
+  t.same((fake.get('Lease', 'istio-system', 'status-7')?.metadata as { labels?: unknown }).labels, { owner: 'ops' }, 'a renewal keeps what others put on the lease')
+  t.equal((fake.get('Lease', 'istio-system', 'status-7')?.['spec'] as { leaseTransitions: number }).leaseTransitions, 1, 'taking a released lease counts a transition')
+})

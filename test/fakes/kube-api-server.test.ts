@@ -236,3 +236,28 @@ t.test('custom resources change status only through /status', async (t) => {
   t.match(fake.get('AuthorizationPolicy', 'ns', 'p'), { spec: { action: 'DENY' }, status: { conditions: [{ type: 'ZtunnelAccepted' }] } }, 'the main resource ignores status')
   t.equal((await call(fake.url, 'PATCH', '/api/v1/namespaces/ns/pods/x/status', { token: 'secret', contentType: 'application/merge-patch+json', body: '{}' })).status, 404)
 })
+
+t.test('Lease: POST creates once, PUT needs the resourceVersion it read, mismatches are refused as the real server does', async (t) => {
+  const fake = await FakeKubeApiServer.start()
+  t.teardown(() => fake.stop())
+  const base = '/apis/coordination.k8s.io/v1/namespaces/ops/leases'
+  const lease = (extra: Record<string, unknown> = {}): string => JSON.stringify({ metadata: { name: 'l1', ...extra }, spec: { holderIdentity: 'a' } })
+  const json = 'application/json'
+  const created = await call(fake.url, 'POST', base, { body: lease(), contentType: json })
+  t.equal(created.status, 201)
+  t.equal(created.body.metadata.namespace, 'ops', 'namespace from the URL')
+  t.equal((await call(fake.url, 'POST', base, { body: lease(), contentType: json })).status, 409, 'AlreadyExists')
+  t.equal((await call(fake.url, 'POST', base, { body: lease({ name: 'l2', resourceVersion: '5' }), contentType: json })).status, 400, 'resourceVersion on create')
+  t.equal((await call(fake.url, 'POST', base, { body: lease({ name: 'l3', namespace: 'other' }), contentType: json })).status, 400, 'namespace mismatch')
+  t.equal((await call(fake.url, 'POST', '/apis/coordination.k8s.io/v1/leases', { body: lease(), contentType: json })).status, 405, 'no namespace')
+  const rv = created.body.metadata.resourceVersion as string
+  const put = (body: string) => call(fake.url, 'PUT', `${base}/l1`, { body, contentType: json })
+  t.equal((await put(lease())).status, 422, 'an update without resourceVersion')
+  t.equal((await put(lease({ resourceVersion: '1' }))).status, 409, 'a stale resourceVersion conflicts')
+  t.equal((await put(JSON.stringify({ metadata: { name: 'l9', resourceVersion: rv } }))).status, 400, 'name mismatch')
+  const updated = await put(JSON.stringify({ metadata: { name: 'l1', resourceVersion: rv }, spec: { holderIdentity: 'b' } }))
+  t.equal(updated.status, 200)
+  t.equal(updated.body.spec.holderIdentity, 'b')
+  t.not(updated.body.metadata.resourceVersion, rv, 'a new resourceVersion')
+  t.equal(fake.counts('leases').update, 4, 'every PUT counted')
+})

@@ -296,9 +296,13 @@ export class FakeKubeApiServer {
     const { type, namespace, name, subresource } = route
     if (name === undefined && req.method === 'POST') {
       this.#count(type.plural, 'create')
+      if (type.namespaced && namespace === undefined) return this.#status(res, 405, 'MethodNotAllowed', `create ${type.plural} in a namespace`)
       const obj = parseObject(body)
       const objName = obj?.metadata?.['name']
       if (obj === undefined || typeof objName !== 'string' || objName === '') return this.#status(res, 400, 'BadRequest', 'the body is not an object with metadata.name')
+      const mismatch = this.#metadataMismatch(obj, namespace)
+      if (mismatch) return this.#status(res, 400, 'BadRequest', mismatch)
+      if (obj.metadata?.['resourceVersion'] !== undefined) return this.#status(res, 400, 'BadRequest', 'resourceVersion should not be set on objects to be created')
       const metadata = { ...obj.metadata, ...(type.namespaced && { namespace }) }
       if (this.#store(type.kind).has(keyOf(metadata))) return this.#status(res, 409, 'AlreadyExists', `${type.plural} "${objName}" already exists`)
       return json(res, 201, this.create(type.kind, { ...obj, metadata: { ...metadata, resourceVersion: undefined } }))
@@ -329,6 +333,10 @@ export class FakeKubeApiServer {
       if (current === undefined) return this.#status(res, 404, 'NotFound', `${type.plural} "${name}" not found`)
       const obj = parseObject(body)
       if (obj === undefined) return this.#status(res, 400, 'BadRequest', 'the body is not an object')
+      if (subresource !== undefined) return this.#status(res, 405, 'MethodNotAllowed', 'PUT on a subresource is not supported by the fake')
+      const mismatch = this.#metadataMismatch(obj, namespace) ?? (obj.metadata?.['name'] !== name ? `the name of the object (${String(obj.metadata?.['name'])}) does not match the name on the URL (${name})` : undefined)
+      if (mismatch) return this.#status(res, 400, 'BadRequest', mismatch)
+      if (typeof obj.metadata?.['resourceVersion'] !== 'string') return this.#status(res, 422, 'Invalid', 'metadata.resourceVersion: Invalid value: 0x0: must be specified for an update')
       // Optimistic concurrency as the real server does it: an update names the version it read.
       if (obj.metadata?.['resourceVersion'] !== current.metadata?.['resourceVersion']) {
         return this.#status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${type.plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`)
@@ -359,6 +367,13 @@ export class FakeKubeApiServer {
       return json(res, 200, this.#record(type.kind, 'MODIFIED', { ...merged, metadata }, current))
     }
     return this.#status(res, 405, 'MethodNotAllowed', `${req.method} not supported`)
+  }
+
+  /** The real server's 400 for a body whose namespace differs from the URL's. */
+  #metadataMismatch(obj: KubeObject, namespace: string | undefined): string | undefined {
+    const ns = obj.metadata?.['namespace']
+    if (ns !== undefined && ns !== namespace) return 'the namespace of the provided object does not match the namespace sent on the request'
+    return undefined
   }
 
   #watch(url: URL, res: ServerResponse, type: ResourceType, namespace: string | undefined, matches: (o: KubeObject) => boolean): void {
