@@ -177,7 +177,7 @@ export class KubeClient {
   }
 
   /** One JSON request; resolves with any status, rejects only when no reply came. */
-  async request(method: string, path: string, options: { readonly body?: unknown; readonly contentType?: string } = {}): Promise<KubeReply> {
+  async request(method: string, path: string, options: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number } = {}): Promise<KubeReply> {
     const { response } = this.open(method, path, options)
     const res = await response
     const chunks: Buffer[] = []

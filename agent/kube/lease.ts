@@ -16,7 +16,7 @@ export const POLICY_STATUS_LEASE = 'ambient-policy-status'
 
 /** The part of the API client the elector needs (KubeSource.api). */
 export interface LeaseApi {
-  request(method: string, path: string, options?: { readonly body?: unknown; readonly contentType?: string }): Promise<KubeReply>
+  request(method: string, path: string, options?: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number }): Promise<KubeReply>
 }
 
 export interface LeaseElectorOptions {
@@ -202,12 +202,7 @@ export class LeaseElector {
   }
 
   #request(method: string, path: string, body?: unknown): Promise<KubeReply> {
-    const ms = this.#o.requestTimeoutMs ?? 5000
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${method} lease ${this.#label()}: no answer within ${ms} ms`)), ms)
-    })
-    return Promise.race([this.#o.api.request(method, path, body === undefined ? {} : { body }), timeout]).finally(() => clearTimeout(timer))
+    return this.#o.api.request(method, path, { ...(body !== undefined && { body }), timeoutMs: this.#o.requestTimeoutMs ?? 5000 })
   }
 
   #check(method: string, reply: KubeReply): void {
