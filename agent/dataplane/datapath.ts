@@ -85,6 +85,8 @@ export class Datapath {
   private readonly maps: Record<keyof typeof abi.MAP_NAMES, BpfMap>
   /** The sk_lookup program, loaded on first enrollment and kept. */
   private skLookup: BpfObject | null = null
+  /** The pinned programs' settings were checked against ours (by load() or verifySettings()). */
+  private settingsVerified = false
 
   private constructor(readonly settings: DatapathSettings, maps: Record<keyof typeof abi.MAP_NAMES, BpfMap>) {
     this.dir = versionDir(settings.pinRoot)
@@ -146,7 +148,9 @@ export class Datapath {
       // are gone: someone removed them by hand. Load one object to recreate them.
       openObject(settings, 'sk_lookup').close()
     }
-    return Datapath.open(settings)
+    const datapath = Datapath.open(settings)
+    datapath.settingsVerified = true // checked above, before attaching
+    return datapath
   }
 
   /**
@@ -158,6 +162,7 @@ export class Datapath {
    */
   verifySettings(): void {
     checkPinnedSettings(this.settings)
+    this.settingsVerified = true
   }
 
   /** Detaches everything and removes every pin of this ABI version. */
@@ -188,8 +193,9 @@ export class Datapath {
       // One loaded sk_lookup program serves every pod's netns: loading (and
       // verifying) it per pod would dominate enrolling many pods.
       if (this.skLookup === null) {
-        // The first sk_lookup load of this process: its settings must match the pods' links already there.
-        this.verifySettings()
+        // The first sk_lookup load of this process: its settings must match the pods' links already there
+        // (load() checked them already; an adopter from open(), such as `ambient datapath enroll`, has not).
+        if (!this.settingsVerified) this.verifySettings()
         this.skLookup = openObject(this.settings, 'sk_lookup')
       }
       const link = this.skLookup.attachNetns('ambient_sk_lookup', pod.netnsPath)

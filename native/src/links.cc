@@ -152,27 +152,23 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// The `const volatile` globals the program behind a pinned link was loaded with:
-// [{ name, value }] read from its .rodata map and laid out by that map's own BTF
-// (the kernel's copy, so no object file on disk is needed). Empty when the program
-// has none bound.
-Napi::Value PinnedLinkGlobals(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string path = ArgString(info, 0, "path");
-  Fd link(bpf_obj_get(path.c_str()));
-  if (link.fd < 0) {
-    int err = errno;
-    if (err == ENOENT) ThrowErrno(env, err, "bpf_obj_get", "no pinned link at " + path, false);
-    ThrowCall(env, err, "bpf_obj_get", path);
-  }
-  if (!FdInfoHas(link.fd, "link_type:")) ThrowErrno(env, EINVAL, "bpf_obj_get", path + " is pinned, but not a link (a map or a program?)", false);
-  bpf_link_info link_info{};
-  uint32_t len = sizeof(link_info);
-  if (bpf_obj_get_info_by_fd(link.fd, &link_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", path);
-  Fd prog(bpf_prog_get_fd_by_id(link_info.prog_id));
-  if (prog.fd < 0) ThrowCall(env, errno, "bpf_prog_get_fd_by_id", "program " + std::to_string(link_info.prog_id) + " of " + path);
+struct Global {
+  std::string name;
+  std::vector<uint8_t> value;
+};
+
+// Globals by program id. A loaded program's .rodata is frozen and the kernel does
+// not reuse program ids, so one read per program serves every link to it (every
+// pod's sk_lookup link shares one program).
+std::map<uint32_t, std::vector<Global>> program_globals;
+
+// The globals of program `prog_id`: its .rodata map read and laid out by that map's
+// own BTF (the kernel's copy, so no object file on disk is needed).
+std::vector<Global> ReadProgramGlobals(Napi::Env env, uint32_t prog_id, const std::string& path) {
+  Fd prog(bpf_prog_get_fd_by_id(prog_id));
+  if (prog.fd < 0) ThrowCall(env, errno, "bpf_prog_get_fd_by_id", "program " + std::to_string(prog_id) + " of " + path);
   bpf_prog_info prog_info{};
-  len = sizeof(prog_info);
+  uint32_t len = sizeof(prog_info);
   if (bpf_obj_get_info_by_fd(prog.fd, &prog_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", "program of " + path);
   std::vector<uint32_t> map_ids(prog_info.nr_map_ids);
   prog_info = bpf_prog_info{};
@@ -180,8 +176,7 @@ Napi::Value PinnedLinkGlobals(const Napi::CallbackInfo& info) {
   prog_info.map_ids = reinterpret_cast<uint64_t>(map_ids.data());
   len = sizeof(prog_info);
   if (bpf_obj_get_info_by_fd(prog.fd, &prog_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", "maps of the program of " + path);
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t n = 0;
+  std::vector<Global> out;
   for (uint32_t id : map_ids) {
     Fd map(bpf_map_get_fd_by_id(id));
     if (map.fd < 0) continue;  // gone meanwhile
@@ -200,11 +195,39 @@ Napi::Value PinnedLinkGlobals(const Napi::CallbackInfo& info) {
     for (int i = 0; i < btf_vlen(sec); i++) {
       const btf_type* var = btf__type_by_id(types.get(), vars[i].type);
       if (!var || static_cast<size_t>(vars[i].offset) + vars[i].size > value.size()) continue;
-      Napi::Object g = Napi::Object::New(env);
-      g.Set("name", btf__name_by_offset(types.get(), var->name_off));
-      g.Set("value", Napi::Buffer<uint8_t>::Copy(env, value.data() + vars[i].offset, vars[i].size));
-      out.Set(n++, g);
+      auto first = value.begin() + vars[i].offset;
+      out.push_back({btf__name_by_offset(types.get(), var->name_off), std::vector<uint8_t>(first, first + vars[i].size)});
     }
+  }
+  return out;
+}
+
+// The `const volatile` globals the program behind a pinned link was loaded with:
+// [{ name, value }]; empty when the program has none bound.
+Napi::Value PinnedLinkGlobals(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  Fd link(bpf_obj_get(path.c_str()));
+  if (link.fd < 0) {
+    int err = errno;
+    if (err == ENOENT) ThrowErrno(env, err, "bpf_obj_get", "no pinned link at " + path, false);
+    ThrowCall(env, err, "bpf_obj_get", path);
+  }
+  if (!FdInfoHas(link.fd, "link_type:")) ThrowErrno(env, EINVAL, "bpf_obj_get", path + " is pinned, but not a link (a map or a program?)", false);
+  bpf_link_info link_info{};
+  uint32_t len = sizeof(link_info);
+  if (bpf_obj_get_info_by_fd(link.fd, &link_info, &len)) ThrowCall(env, errno, "bpf_obj_get_info_by_fd", path);
+  auto cached = program_globals.find(link_info.prog_id);
+  if (cached == program_globals.end()) {
+    cached = program_globals.emplace(link_info.prog_id, ReadProgramGlobals(env, link_info.prog_id, path)).first;
+  }
+  Napi::Array out = Napi::Array::New(env, cached->second.size());
+  for (uint32_t i = 0; i < cached->second.size(); i++) {
+    const Global& g = cached->second[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", g.name);
+    o.Set("value", Napi::Buffer<uint8_t>::Copy(env, g.value.data(), g.value.size()));
+    out.Set(i, o);
   }
   return out;
 }
