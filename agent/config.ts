@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigError, fromEnv, parseAddress, parseDuration, parsePort, requireString, type Address } from '../common/config.js'
 import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
-import type { KubeConnection } from './kube/kube-client.js'
+import type { KubeConnection } from '../common/kube/kube-client.js'
 
 export type AgentSourceConfig =
   | { readonly kind: 'manifests'; readonly dir: string }

@@ -2,8 +2,8 @@
 // datapath map use, the sources' watch restarts, the xDS stream to ztunnel, and
 // the policies it could not apply as written.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { MapOccupancy } from './dataplane/datapath.js'
-import type { ConvertedPolicies } from './model/convert/policies.js'
+import type { MapOccupancy } from '../datapath/datapath.js'
+import type { ConvertedPolicies } from '../common/model/convert/policies.js'
 
 export class AgentMetrics {
   readonly registry = new Registry()

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { convertPolicies } from './model/convert/policies.js'
+import { convertPolicies } from '../common/model/convert/policies.js'
 import { policyStatusPatches } from './policy-status.js'
 
 const ap = (name: string, spec: Record<string, unknown>, status?: unknown) => ({

@@ -2,8 +2,8 @@
 // PeerAuthentication: a `ZtunnelAccepted` status condition, as Istio ambient does,
 // saying whether ztunnel enforces the policy as written and, if not, which field
 // it could not apply and why. Pure: the reconciler compares and patches.
-import type { ConvertedPolicies, PolicyProblem } from './model/convert/policies.js'
-import { isRecord } from './model/convert/object-fields.js'
+import type { ConvertedPolicies, PolicyProblem } from '../common/model/convert/policies.js'
+import { isRecord } from '../common/model/convert/object-fields.js'
 
 export const ZTUNNEL_ACCEPTED = 'ZtunnelAccepted'
 

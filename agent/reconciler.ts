@@ -8,12 +8,12 @@
 // to un-enroll, the datapath lets go first, then ztunnel forgets the pod.
 import { eachLimited } from '../common/concurrency.js'
 import type { Logger } from '../common/log.js'
-import { netnsCookieOf, type Datapath } from './dataplane/datapath.js'
+import { netnsCookieOf, type Datapath } from '../datapath/datapath.js'
 import { podNetns } from './enroll/pod-netns.js'
-import { enrolledPods, REDIRECTION_ANNOTATION, REDIRECTION_ENABLED } from './model/enrollment.js'
-import { meshResources, type MeshResources } from './model/mesh-resources.js'
-import type { Snapshot } from './model/snapshot.js'
-import type { Pod } from './model/workload.js'
+import { enrolledPods, REDIRECTION_ANNOTATION, REDIRECTION_ENABLED } from '../common/model/enrollment.js'
+import { meshResources, type MeshResources } from '../common/model/mesh-resources.js'
+import type { Snapshot } from '../common/model/snapshot.js'
+import type { Pod } from '../common/model/workload.js'
 import type { AgentMetrics } from './metrics.js'
 import { policyStatusPatches } from './policy-status.js'
 

@@ -14,11 +14,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { parseArgs } from 'node:util'
 import { join } from 'node:path'
-import { Datapath } from '../agent/dataplane/datapath.js'
-import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../agent/dataplane/abi.js'
-import { BPF_OBJECTS_DIR, REPO_ROOT } from '../cli/paths.js'
-import { AgentCluster } from '../test/harness/agent-cluster.js'
-import { startServer } from '../test/e2e/pod-clients.js'
+import { Datapath } from '../datapath/datapath.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../datapath/abi.js'
+import { BPF_OBJECTS_DIR, REPO_ROOT } from '../common/paths.js'
+import { AgentCluster } from '../testbed/agent-cluster.js'
+import { startServer } from '../testbed/pod-clients.js'
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, pods: { type: 'string', default: '100,1000' } } })
 const rounds = Number(values.rounds)
@@ -39,7 +39,7 @@ async function labelToCapture(): Promise<number[]> {
   try {
     await startServer(cluster.tb, cluster.pod('server'), 8080)
     const datapath = Datapath.open({ pinRoot: cluster.pinRoot('n1'), objectsDir: BPF_OBJECTS_DIR, proxyMark: DEFAULT_PROXY_MARK, deliveryMark: DEFAULT_DELIVERY_MARK, hbonePort: DEFAULT_HBONE_PORT })
-    const client = cluster.tb.spawnNode(cluster.pod('client'), join(REPO_ROOT, 'test', 'e2e', 'fixtures', 'tcp-client.ts'),
+    const client = cluster.tb.spawnNode(cluster.pod('client'), join(REPO_ROOT, 'testbed', 'fixtures', 'tcp-client.ts'),
       ['connect', '--to', `${cluster.pod('server').ip}:8080`, '--count', String(rounds * 2000), '--interval-ms', '5', '--timeout-ms', String(rounds * 30_000)])
     const samples: number[] = []
     try {

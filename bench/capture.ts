@@ -7,10 +7,10 @@
 //   node --import tsx bench/capture.ts [--count 2000] [--concurrency 1]
 import { parseArgs } from 'node:util'
 import { join } from 'node:path'
-import { Datapath } from '../agent/dataplane/datapath.js'
-import { Testbed } from '../test/harness/testbed.js'
+import { Datapath } from '../datapath/datapath.js'
+import { Testbed } from '../testbed/testbed.js'
 import { CaptureLog, datapathSettings, enrollWithProxy } from '../test/e2e/datapath-fixture.js'
-import { startServer } from '../test/e2e/pod-clients.js'
+import { startServer } from '../testbed/pod-clients.js'
 
 const { values } = parseArgs({ options: { count: { type: 'string', default: '2000' }, concurrency: { type: 'string', default: '1' } } })
 

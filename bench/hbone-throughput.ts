@@ -7,10 +7,10 @@
 //   npx tsx bench/hbone-throughput.ts [--mib 256] [--windows 65535,1048576,4194304,16777216]
 import { fork, type ChildProcess } from 'node:child_process'
 import type { Duplex } from 'node:stream'
-import { formatAuthority, type SocketAddress } from '../ztunnel/hbone/headers.js'
-import { HbonePool } from '../ztunnel/hbone/pool.js'
-import { CLIENT_ID, createMesh, dialTcp, SERVER_ID, startServer, tcpServer, type Mesh } from '../ztunnel/hbone/test-fixtures.js'
-import { createIdentityContext, type IdentityCredentials } from '../ztunnel/hbone/tls.js'
+import { formatAuthority, type SocketAddress } from '../common/hbone/headers.js'
+import { HbonePool } from '../common/hbone/pool.js'
+import { CLIENT_ID, createMesh, dialTcp, SERVER_ID, startServer, tcpServer, type Mesh } from '../common/hbone/test-fixtures.js'
+import { createIdentityContext, type IdentityCredentials } from '../common/hbone/tls.js'
 
 interface ServeRequest {
   readonly server: IdentityCredentials

@@ -13,10 +13,10 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { ChildProcess } from 'node:child_process'
-import { MeshCluster } from '../test/harness/cluster.js'
-import { startServer } from '../test/e2e/pod-clients.js'
-import { createRootCa, issueWorkloadCertificate } from '../ztunnel/identity/pki.js'
-import type { TestPod } from '../test/harness/testbed.js'
+import { MeshCluster } from '../testbed/cluster.js'
+import { startServer } from '../testbed/pod-clients.js'
+import { createRootCa, issueWorkloadCertificate } from '../common/identity/pki.js'
+import type { TestPod } from '../testbed/testbed.js'
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '1000' }, warmup: { type: 'string', default: '1000' }, 'warmup-seconds': { type: 'string', default: '2' } } })
 const seconds = Number(values.seconds)

@@ -1,4 +1,4 @@
-// Cost of one L4 authorization decision (ztunnel/rbac evaluate) per connection with
+// Cost of one L4 authorization decision (common/policy evaluate) per connection with
 // 10, 1,000 and 10,000 AuthorizationPolicies in the destination's namespace (nine
 // in ten ALLOW on a source namespace + port, one in ten DENY on a source IP), plus
 // a STRICT mesh PeerAuthentication. Two connections: one allowed by the last ALLOW
@@ -6,13 +6,13 @@
 // building the PolicySet. Bounded: --ms per measurement.
 //   node --import tsx bench/policy-eval.ts [--ms 500]
 import { parseArgs } from 'node:util'
-import type { WorkloadAuthorization } from '../agent/model/authorization.js'
-import { convertAuthorizationPolicy } from '../agent/model/convert/authorization-policy.js'
-import { convertPeerAuthentication } from '../agent/model/convert/peer-authentication.js'
-import type { PeerAuthentication } from '../agent/model/peer-authentication.js'
-import type { ConnectionAttributes } from '../ztunnel/rbac/fields.js'
-import { evaluate } from '../ztunnel/rbac/matcher.js'
-import { PolicySet } from '../ztunnel/rbac/policy-set.js'
+import type { WorkloadAuthorization } from '../common/model/authorization.js'
+import { convertAuthorizationPolicy } from '../common/model/convert/authorization-policy.js'
+import { convertPeerAuthentication } from '../common/model/convert/peer-authentication.js'
+import type { PeerAuthentication } from '../common/model/peer-authentication.js'
+import type { ConnectionAttributes } from '../common/policy/fields.js'
+import { evaluate } from '../common/policy/matcher.js'
+import { PolicySet } from '../common/policy/policy-set.js'
 
 const { values } = parseArgs({ options: { ms: { type: 'string', default: '500' } } })
 const budgetMs = Number(values.ms)

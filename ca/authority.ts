@@ -2,12 +2,12 @@
 // calling (a node, by its client certificate), is the CSR well formed and in our
 // trust domain, and is a pod with that identity scheduled on that node.
 import { X509Certificate } from 'node:crypto'
-import { verifyChain, splitPem, parseBundle } from '../ztunnel/identity/chain.js'
-import { IdentityError } from '../ztunnel/identity/errors.js'
-import { parseCsr, parseSpiffeId, signCsr, spiffeIdOf } from '../ztunnel/identity/pki.js'
-import { responseChain, type CaBundle } from './cacerts.js'
-import { CaError } from './errors.js'
-import { parseNodeSpiffeId } from './node-identity.js'
+import { verifyChain, splitPem, parseBundle } from '../common/identity/chain.js'
+import { IdentityError } from '../common/identity/errors.js'
+import { parseCsr, parseSpiffeId, signCsr, spiffeIdOf } from '../common/identity/pki.js'
+import { responseChain, type CaBundle } from '../common/identity/cacerts.js'
+import { CaError } from '../common/identity/ca-errors.js'
+import { parseNodeSpiffeId } from '../common/identity/node-identity.js'
 import type { PodRegistry } from './pod-registry.js'
 
 export const DEFAULT_WORKLOAD_TTL_MS = 24 * 3600_000

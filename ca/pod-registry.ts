@@ -4,10 +4,10 @@
 // `ambient ca --node-identities FILE` fills one from a YAML map.
 import { readFileSync } from 'node:fs'
 import { parse } from 'yaml'
-import { parseSpiffeId } from '../ztunnel/identity/pki.js'
-import { CaError } from './errors.js'
-import type { Snapshot } from '../agent/model/snapshot.js'
-import { spiffeIdentity } from '../agent/model/workload.js'
+import { parseSpiffeId } from '../common/identity/pki.js'
+import { CaError } from '../common/identity/ca-errors.js'
+import type { Snapshot } from '../common/model/snapshot.js'
+import { spiffeIdentity } from '../common/model/workload.js'
 
 /** Each node's pod identities in a snapshot (pods not finished, scheduled, not hostNetwork). */
 export function identitiesByNode(snapshot: Snapshot, trustDomain: string): Record<string, string[]> {

@@ -6,10 +6,10 @@ import { X509Certificate } from 'node:crypto'
 import * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
 import type { CertificateAuthority } from './authority.js'
-import type { CaBundle } from './cacerts.js'
-import { grpcStatusOf } from './errors.js'
-import { issueServingCertificate } from './node-identity.js'
-import { caService, type IstioCertificateRequest, type IstioCertificateResponse } from './proto.js'
+import type { CaBundle } from '../common/identity/cacerts.js'
+import { grpcStatusOf } from '../common/identity/ca-errors.js'
+import { issueServingCertificate } from '../common/identity/node-identity.js'
+import { caService, type IstioCertificateRequest, type IstioCertificateResponse } from '../common/identity/ca-proto.js'
 
 export interface CaServerOptions {
   readonly authority: CertificateAuthority

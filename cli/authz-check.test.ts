@@ -3,7 +3,7 @@ import { Command } from 'commander'
 import { fileURLToPath } from 'node:url'
 import { AuthzCheckError, loadManifests, parsePrincipal, registerAuthzCommand, runAuthzCheck } from './authz-check.js'
 
-const TESTDATA = fileURLToPath(new URL('../agent/model/testdata/authz', import.meta.url))
+const TESTDATA = fileURLToPath(new URL('../common/model/testdata/authz', import.meta.url))
 const objects = loadManifests(TESTDATA)
 const WEB = '10.10.0.7'
 const DB = '10.10.0.9'

@@ -1,10 +1,10 @@
 // `ambient datapath ...`: low-level operations on the node's BPF datapath, for
-// operators and tests. The agent does the same through agent/dataplane.
+// operators and tests. The agent does the same through datapath/.
 import type { Command } from 'commander'
 import { ConfigError, parseInteger, parseIPv4, parsePort, requireString } from '../common/config.js'
-import { Datapath, netnsCookieOf, type DatapathSettings } from '../agent/dataplane/datapath.js'
-import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../agent/dataplane/abi.js'
-import { BPF_OBJECTS_DIR, DEFAULT_PIN_ROOT } from './paths.js'
+import { Datapath, netnsCookieOf, type DatapathSettings } from '../datapath/datapath.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../datapath/abi.js'
+import { BPF_OBJECTS_DIR, DEFAULT_PIN_ROOT } from '../common/paths.js'
 import { printTable } from './output.js'
 
 interface CommonFlags {

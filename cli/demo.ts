@@ -12,11 +12,11 @@ import type { ChildProcess } from 'node:child_process'
 import type { Command } from 'commander'
 import { parseAllDocuments } from 'yaml'
 import { ConfigError, parseInteger } from '../common/config.js'
-import { AgentCluster, type PodObjectSpec } from '../test/harness/agent-cluster.js'
-import { captureBetweenNodes, TLS_APPLICATION_DATA } from '../test/harness/capture.js'
-import { startServer } from '../test/e2e/pod-clients.js'
+import { AgentCluster, type PodObjectSpec } from '../testbed/agent-cluster.js'
+import { captureBetweenNodes, TLS_APPLICATION_DATA } from '../testbed/capture.js'
+import { startServer } from '../testbed/pod-clients.js'
 import { printTable } from './output.js'
-import { REPO_ROOT } from './paths.js'
+import { REPO_ROOT } from '../common/paths.js'
 
 const EXAMPLE = join(REPO_ROOT, 'daemonset', 'examples', 'demo.yaml')
 
@@ -112,7 +112,7 @@ export function registerDemoCommand(program: Command): void {
         for (const pod of pods) await startServer(cluster.tb, cluster.pod(pod.name), 8080)
         const seconds = duration ?? 86_400
         for (const pod of pods.filter((p) => p.name !== server.name)) {
-          clients.push(cluster.tb.spawnNode(cluster.pod(pod.name), join(REPO_ROOT, 'test', 'e2e', 'fixtures', 'tcp-client.ts'),
+          clients.push(cluster.tb.spawnNode(cluster.pod(pod.name), join(REPO_ROOT, 'testbed', 'fixtures', 'tcp-client.ts'),
             ['connect', '--to', `${cluster.pod(server.name).ip}:8080`, '--count', String(seconds * 2), '--interval-ms', '500', '--timeout-ms', String(seconds * 1000)]))
         }
         console.log(`\nevery other pod connects to ${server.namespace}/${server.name} twice a second`)

@@ -2,7 +2,7 @@
 // parsed once: node name, datapath pins and marks, HBONE port, trust domain, root
 // namespace, log level. Each process adds its own flags beside these.
 import type { Command } from 'commander'
-import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../agent/dataplane/abi.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from './ports.js'
 import { fromEnv, parseInteger, parseLogLevel, parsePort, requireString, type LogLevel } from './config.js'
 
 export const NODE_DEFAULTS = {

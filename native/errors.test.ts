@@ -6,6 +6,7 @@ import { rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { BpfMap, BpfObject, NativeError } from './index.js'
 import { REPO, compileObject, compileProbe, makeCgroup, pinDir, run } from './testdata/fixtures.js'
+import { unprivilegedView } from '../testbed/unprivileged.js'
 
 const OBJECT = compileProbe(t)
 const REJECTED = compileObject(t, 'reject')
@@ -86,8 +87,11 @@ t.test('a pinned link is not a map', async (t) => {
 })
 
 t.test('unprivileged: EPERM/EACCES with the capabilities to add', async (t) => {
-  const setpriv = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all']
-  const load = await child([...setpriv, ...nodeChild(['load', OBJECT, pins])])
+  // As nobody, from a view of the checkout nobody can read wherever it was cloned.
+  const view = unprivilegedView(REPO)
+  t.teardown(() => view.remove())
+  const asNobody = (args: string[]): string[] => view.command([process.execPath, '--import', 'tsx', join(view.root, 'native', 'testdata', 'child.ts'), ...args])
+  const load = await child(asNobody(['load', OBJECT, pins]))
   t.equal(load.name, 'NativeError', load.message ?? '')
   t.equal(load.code, 'EPERM')
   t.equal(load.errno, 1)
@@ -95,12 +99,12 @@ t.test('unprivileged: EPERM/EACCES with the capabilities to add', async (t) => {
   t.match(load.message, /operation not permitted: run as root or with CAP_BPF and CAP_NET_ADMIN/)
   t.equal(load.stderr, '', 'nothing printed on stderr (libbpf\'s lines are in the message)')
 
-  const pinned = await child([...setpriv, ...nodeChild(['open-pinned', join(pins, 'probe_pinned')])])
+  const pinned = await child(asNobody(['open-pinned', join(pins, 'probe_pinned')]))
   t.equal(pinned.code, 'EACCES', pinned.message ?? '')
   t.equal(pinned.syscall, 'bpf_obj_get')
   t.match(pinned.message, /run as root or with CAP_BPF and CAP_NET_ADMIN/)
 
-  const cookie = await child([...setpriv, ...nodeChild(['cookie', '/proc/1/ns/net'])])
+  const cookie = await child(asNobody(['cookie', '/proc/1/ns/net']))
   t.ok(cookie.code === 'EPERM' || cookie.code === 'EACCES', `${cookie.code}: ${cookie.message}`)
   t.match(cookie.message, /run as root/)
 })

@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build
 log=build/test-output.tap
-files=$(find agent native bpf ztunnel waypoint ca cli common test bench -name '*.test.ts' -not -path '*/node_modules/*' 2>/dev/null | sort)
+files=$(find . -name '*.test.ts' -not -path './node_modules/*' -not -path './build/*' -not -path './third_party/*' -printf '%P\n' | sort)
 node --import tsx scripts/testbed-clean.ts || true
 # shellcheck disable=SC2086
 node_modules/.bin/tap --reporter=tap $files 2>&1 | tee "$log"

@@ -6,23 +6,23 @@
 import type { Logger } from 'pino'
 import type { Duplex } from 'node:stream'
 import type net from 'node:net'
-import { netnsCookieOf } from '../agent/dataplane/datapath.js'
-import type { Datapath } from '../agent/dataplane/datapath.js'
+import { netnsCookieOf } from '../datapath/datapath.js'
+import type { Datapath } from '../datapath/datapath.js'
 import { socketInNetns } from '../native/index.js'
-import { HbonePool } from './hbone/pool.js'
-import { HboneServer } from './hbone/server.js'
-import { HboneNotLocalError } from './hbone/errors.js'
-import { formatAuthority, formatForwarded } from './hbone/headers.js'
-import type { IdentityManager, ManagedCertificate, RotationReason } from './identity/manager.js'
-import type { IdentityCredentials } from './hbone/tls.js'
+import { HbonePool } from '../common/hbone/pool.js'
+import { HboneServer } from '../common/hbone/server.js'
+import { HboneNotLocalError } from '../common/hbone/errors.js'
+import { formatAuthority, formatForwarded } from '../common/hbone/headers.js'
+import type { IdentityManager, ManagedCertificate, RotationReason } from '../common/identity/manager.js'
+import type { IdentityCredentials } from '../common/hbone/tls.js'
 import { tcpLabels, type TcpLabels, type ZtunnelMetrics } from './metrics.js'
 import { dialFromPod, PodSockets } from './proxy/inpod.js'
-import { dialDelivery, HBONE_PORT, PodProxy, type CapturedConnection, type ConnectionHandler } from './proxy/pod-proxy.js'
-import { abortSocket, relay } from './proxy/relay.js'
+import { dialDelivery, PodProxy, type CapturedConnection, type ConnectionHandler } from './proxy/pod-proxy.js'
+import { abortSocket, relay } from '../common/net/relay.js'
 import { eachLimited } from '../common/concurrency.js'
-import { identityOf, type Workload, type WorkloadStore } from './state/workloads.js'
-import type { InboundAttributes, PolicyStore } from './state/policies.js'
-import type { Decision } from './rbac/matcher.js'
+import { identityOf, type Workload, type WorkloadStore } from '../common/model/workload-store.js'
+import type { InboundAttributes, PolicyStore } from '../common/policy/policy-store.js'
+import type { Decision } from '../common/policy/matcher.js'
 
 export interface NodeProxyOptions {
   readonly node: string
@@ -155,7 +155,7 @@ export class NodeProxy {
     const ip = w.ips[0]!
     const netnsPath = w.netnsPath!
     const netnsCookie = await netnsCookieOf(netnsPath)
-    const { proxyMark, deliveryMark } = this.options.datapath.settings
+    const { proxyMark, deliveryMark, hbonePort } = this.options.datapath.settings
     const log = this.options.log.child({ workload: `${w.namespace}/${w.name}` })
     const current = (): Workload => this.pods.get(w.uid)?.workload ?? w
     const sockets = new PodSockets(netnsPath, (err) => log.debug({ err: err.message }, 'cannot make spare sockets in the pod; dials make their own'))
@@ -163,6 +163,7 @@ export class NodeProxy {
       pod: { netnsPath, ip, netnsCookie, sockets },
       proxyMark,
       deliveryMark,
+      hbonePort,
       origins: {
         originalDestination: (pod, source, redirectedTo) =>
           this.options.datapath.originalDestination({ netnsCookie: pod.netnsCookie, srcIp: source.ip, srcPort: source.port, dstIp: redirectedTo.ip, dstPort: redirectedTo.port }),
@@ -207,7 +208,7 @@ export class NodeProxy {
       log: log.child({ component: 'hbone-server' }),
     })
     try {
-      const fd = await socketInNetns(netnsPath, { family: 4, reuseAddr: true, bindAddress: ip, bindPort: HBONE_PORT, listenBacklog: 1024 })
+      const fd = await socketInNetns(netnsPath, { family: 4, reuseAddr: true, bindAddress: ip, bindPort: hbonePort, listenBacklog: 1024 })
       await hbone.start({ kind: 'fd', fd })
       try {
         await proxy.start()
@@ -303,7 +304,7 @@ export class NodeProxy {
         upstream = await this.pool.connect({
           sourceIdentity: identityOf(source),
           destinationIdentity: identityOf(destination),
-          nextHop: { ip: target.ip, port: HBONE_PORT },
+          nextHop: { ip: target.ip, port: this.options.datapath.settings.hbonePort },
           authority: formatAuthority(target),
           headers: { forwarded: formatForwarded(conn.source.ip) },
           sourceIp: conn.pod.ip,

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { mkdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { Testbed } from '../../test/harness/testbed.js'
+import { Testbed } from '../../testbed/testbed.js'
 import { findPodCgroup, podNetns } from './pod-netns.js'
 
 const tb = await Testbed.create({ name: 'podnetns', nodes: [{ name: 'n1', pods: ['a', 'b'] }] })

@@ -3,8 +3,8 @@
 // immediate handover on a clean stop, and the API's errors named.
 import t from 'tap'
 import { silentLogger } from '../../common/log.js'
-import { FakeKubeApiServer } from '../../test/fakes/kube-api-server.js'
-import type { KubeReply } from './kube-client.js'
+import { FakeKubeApiServer } from '../../testbed/kube-api-server.js'
+import type { KubeReply } from '../../common/kube/kube-client.js'
 import { LeaseElector, type LeaseApi } from './lease.js'
 
 const fake = await FakeKubeApiServer.start()

@@ -9,15 +9,13 @@
 // does not matter). Updates carry the resourceVersion they read: of two agents
 // racing, one wins.
 import type { Logger } from '../../common/log.js'
-import { statusMessage, type KubeReply } from './kube-client.js'
+import { statusMessage, type KubeApi, type KubeReply } from '../../common/kube/kube-client.js'
 
 /** The Lease (in the root namespace) whose holder writes policy status. */
 export const POLICY_STATUS_LEASE = 'ambient-policy-status'
 
 /** The part of the API client the elector needs (KubeSource.api). */
-export interface LeaseApi {
-  request(method: string, path: string, options?: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number }): Promise<KubeReply>
-}
+export type LeaseApi = KubeApi
 
 export interface LeaseElectorOptions {
   readonly api: LeaseApi

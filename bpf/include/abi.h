@@ -2,7 +2,7 @@
 /*
  * abi.h: every struct and constant shared between the BPF programs and user space.
  *
- * The TypeScript codec (agent/dataplane/abi.ts) encodes the same layouts and is
+ * The TypeScript codec (datapath/abi.ts) encodes the same layouts and is
  * tested against the sizes and offsets printed by bpf/abi-layout.c. Changing any
  * layout here means bumping AMBIENT_ABI_VERSION, which moves the pins to a new
  * directory (/sys/fs/bpf/ambient/v<N>/) so an old datapath is never misread.

@@ -1,8 +1,8 @@
 import t from 'tap'
 import protobuf from 'protobufjs'
-import type { Authorization } from '../../agent/model/authorization.js'
-import { match } from '../../agent/model/authorization.js'
-import type { MeshService, Workload } from '../../agent/model/workload.js'
+import type { Authorization } from '../model/authorization.js'
+import { match } from '../model/authorization.js'
+import type { MeshService, Workload } from '../model/workload.js'
 import {
   ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, LOCAL_WORKLOAD_TYPE_URL, XdsResourceError,
   decodeAddress, decodeAuthorization, decodeLocalWorkload, encodeAuthorization, encodeLocalWorkload, encodeServiceAddress, encodeWorkloadAddress,

@@ -1,12 +1,12 @@
-// The model (agent/model) to and from the protobuf bytes the agent streams to its
+// The model (common/model) to and from the protobuf bytes the agent streams to its
 // node's ztunnel: istio.workload.Address, istio.security.Authorization and our
 // ambient.zds.v1.LocalWorkload. Decoders check what the schema cannot (IP lengths,
 // enum numbers, oneofs, port ranges) and throw XdsResourceError naming the
 // resource and the field, so a client rejects that resource alone.
-import type { MeshService, NetworkAddress, PortMapping, TunnelProtocol, Workload, WorkloadStatus, WorkloadType } from '../../agent/model/workload.js'
-import { TUNNEL_PROTOCOL_NUMBER, WORKLOAD_STATUS_NUMBER, WORKLOAD_TYPE_NUMBER } from '../../agent/model/workload.js'
-import type { Action, Address, Authorization, Group, Match, Scope, ServiceAccountMatch, StringMatch } from '../../agent/model/authorization.js'
-import { ACTION_NUMBER, SCOPE_NUMBER, authorizationKey } from '../../agent/model/authorization.js'
+import type { MeshService, NetworkAddress, PortMapping, TunnelProtocol, Workload, WorkloadStatus, WorkloadType } from '../model/workload.js'
+import { TUNNEL_PROTOCOL_NUMBER, WORKLOAD_STATUS_NUMBER, WORKLOAD_TYPE_NUMBER } from '../model/workload.js'
+import type { Action, Address, Authorization, Group, Match, Scope, ServiceAccountMatch, StringMatch } from '../model/authorization.js'
+import { ACTION_NUMBER, SCOPE_NUMBER, authorizationKey } from '../model/authorization.js'
 import { bytesToIp, ipToBytes } from './ip.js'
 import { decodeMessage, encodeMessage, messageType } from './proto.js'
 

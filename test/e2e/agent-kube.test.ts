@@ -6,9 +6,9 @@
 // opt-out un-enroll; deleting a pod removes its entries; one agent (the Lease
 // holder) writes policy status.
 import t from 'tap'
-import { REDIRECTION_ANNOTATION } from '../../agent/model/enrollment.js'
-import { AgentCluster } from '../harness/agent-cluster.js'
-import { connectMany, startServer } from './pod-clients.js'
+import { REDIRECTION_ANNOTATION } from '../../common/model/enrollment.js'
+import { AgentCluster } from '../../testbed/agent-cluster.js'
+import { connectMany, startServer } from '../../testbed/pod-clients.js'
 
 const cluster = await AgentCluster.start({
   name: 'agentkube',

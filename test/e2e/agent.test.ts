@@ -5,8 +5,8 @@
 // agent mid-traffic drops nothing and what changed meanwhile is applied when it is
 // back; a ztunnel restart fails enrolled pods closed, then serves them again.
 import t from 'tap'
-import { AgentCluster } from '../harness/agent-cluster.js'
-import { connectMany, holdConnection, startServer } from './pod-clients.js'
+import { AgentCluster } from '../../testbed/agent-cluster.js'
+import { connectMany, holdConnection, startServer } from '../../testbed/pod-clients.js'
 
 const cluster = await AgentCluster.start({
   name: 'agent',

@@ -1,11 +1,11 @@
 // Shared set-up of the datapath end-to-end tests: a testbed, the datapath loaded
 // on node1's pods cgroup, and ztunnel's in-pod proxies for enrolled pods.
-import { Datapath, netnsCookieOf } from '../../agent/dataplane/datapath.js'
-import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../../agent/dataplane/abi.js'
-import { BPF_OBJECTS_DIR } from '../../cli/paths.js'
+import { Datapath, netnsCookieOf } from '../../datapath/datapath.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../../datapath/abi.js'
+import { BPF_OBJECTS_DIR } from '../../common/paths.js'
 import { silentLogger } from '../../common/log.js'
 import { PodProxy, type CapturedConnection, type ConnectionHandler, deliverToPod, passthroughOutbound, OUTBOUND_PORT } from '../../ztunnel/proxy/pod-proxy.js'
-import type { Testbed } from '../harness/testbed.js'
+import type { Testbed } from '../../testbed/testbed.js'
 
 export interface Captured {
   readonly direction: 'outbound' | 'inbound'

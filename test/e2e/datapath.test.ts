@@ -3,15 +3,16 @@
 // application, inbound steering with the client address preserved, what must not
 // be captured, enrolling running pods, adoption by a new loader process, and bad input.
 import t from 'tap'
-import { Datapath } from '../../agent/dataplane/datapath.js'
+import { Datapath } from '../../datapath/datapath.js'
 import { BpfMap } from '../../native/index.js'
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { loadOrCreateCacerts } from '../../ca/cacerts.js'
-import { Testbed } from '../harness/testbed.js'
+import { unprivilegedView } from '../../testbed/unprivileged.js'
+import { loadOrCreateCacerts } from '../../common/identity/cacerts.js'
+import { Testbed } from '../../testbed/testbed.js'
 import { CaptureLog, datapathSettings, enrollWithProxy, startProxy } from './datapath-fixture.js'
-import { connectMany, holdConnection, startServer, waitFor } from './pod-clients.js'
+import { connectMany, holdConnection, startServer, waitFor } from '../../testbed/pod-clients.js'
 
 const tb = await Testbed.create({
   name: 'datapath',
@@ -165,9 +166,12 @@ t.test('bad input gives clear errors and crashes nothing', async (t) => {
     code: 'AMBIENT_ERR_DATAPATH_BAD_INPUT',
     message: /no network namespace at \/run\/netns\/ambient-no-such-pod/,
   })
-  const cli = join(import.meta.dirname, '..', '..', 'bin', 'ambient.js')
-  const unprivileged = await tb.execHost('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all',
-    'env', '-u', 'NODE_OPTIONS', process.execPath, cli, 'datapath', 'load', '--pin-root', join(settings.pinRoot, 'unprivileged'), '--cgroup', tb.node('n1').podsCgroup])
+  // As nobody, from a view of the checkout nobody can read wherever it was cloned.
+  const view = unprivilegedView(join(import.meta.dirname, '..', '..'))
+  t.teardown(() => view.remove())
+  const [command, ...args] = view.command(['env', '-u', 'NODE_OPTIONS', process.execPath, join(view.root, 'bin', 'ambient.js'),
+    'datapath', 'load', '--pin-root', join(settings.pinRoot, 'unprivileged'), '--cgroup', tb.node('n1').podsCgroup])
+  const unprivileged = await tb.execHost(command!, args)
   t.equal(unprivileged.code, 1, 'exits 1, no crash')
   t.match(unprivileged.stderr, /not permitted: run as root or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN/, 'says what to do')
   t.throws(() => Datapath.load({ ...settings, pinRoot: '/tmp/ambient-not-bpffs' }, tb.node('n1').podsCgroup), {

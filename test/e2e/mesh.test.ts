@@ -4,9 +4,9 @@
 // TCP metrics carry Istio's labels and agree on the bytes.
 import t from 'tap'
 import { join } from 'node:path'
-import { MeshCluster } from '../harness/cluster.js'
-import { captureBetweenNodes, TLS_APPLICATION_DATA } from '../harness/capture.js'
-import { connectMany, startServer, waitFor } from './pod-clients.js'
+import { MeshCluster } from '../../testbed/cluster.js'
+import { captureBetweenNodes, TLS_APPLICATION_DATA } from '../../testbed/capture.js'
+import { connectMany, startServer, waitFor } from '../../testbed/pod-clients.js'
 
 const cluster = await MeshCluster.start({
   name: 'mesh',

@@ -4,16 +4,16 @@
 // reconciler (an agent restart) adopts the maps and removes what went stale
 // meanwhile; the resources handed to ztunnel carry netns only for enrolled pods.
 import t from 'tap'
-import { Datapath } from '../../agent/dataplane/datapath.js'
-import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../../agent/dataplane/abi.js'
+import { Datapath } from '../../datapath/datapath.js'
+import { DEFAULT_DELIVERY_MARK, DEFAULT_HBONE_PORT, DEFAULT_PROXY_MARK } from '../../datapath/abi.js'
 import { AgentMetrics } from '../../agent/metrics.js'
 import { Reconciler, type AgentSource, type ResourceSink } from '../../agent/reconciler.js'
-import { REDIRECTION_ANNOTATION } from '../../agent/model/enrollment.js'
-import { applyBatch, emptySnapshot, type Change, type Snapshot } from '../../agent/model/snapshot.js'
-import type { Pod, Workload } from '../../agent/model/workload.js'
-import { BPF_OBJECTS_DIR } from '../../cli/paths.js'
+import { REDIRECTION_ANNOTATION } from '../../common/model/enrollment.js'
+import { applyBatch, emptySnapshot, type Change, type Snapshot } from '../../common/model/snapshot.js'
+import type { Pod, Workload } from '../../common/model/workload.js'
+import { BPF_OBJECTS_DIR } from '../../common/paths.js'
 import { silentLogger } from '../../common/log.js'
-import { Testbed } from '../harness/testbed.js'
+import { Testbed } from '../../testbed/testbed.js'
 
 const tb = await Testbed.create({ name: 'reconciler', nodes: [{ name: 'n1', pods: ['a', 'b', 'c'] }, { name: 'n2', pods: ['r'] }] })
 const settings = { pinRoot: `${tb.pinRoot}/n1`, objectsDir: BPF_OBJECTS_DIR, proxyMark: DEFAULT_PROXY_MARK, deliveryMark: DEFAULT_DELIVERY_MARK, hbonePort: DEFAULT_HBONE_PORT }

@@ -3,8 +3,8 @@
 // their expiry and new connections get renewed ones. (Node authorization at the
 // CA is covered by ca/server.test.ts.)
 import t from 'tap'
-import { MeshCluster } from '../harness/cluster.js'
-import { connectMany, holdConnection, startServer } from './pod-clients.js'
+import { MeshCluster } from '../../testbed/cluster.js'
+import { connectMany, holdConnection, startServer } from '../../testbed/pod-clients.js'
 
 const cluster = await MeshCluster.start({
   name: 'rotation',
@@ -51,7 +51,7 @@ t.test('a long-lived connection survives renewals and the expiry of its first ce
 })
 
 t.test('a trust bundle published with an extra root is picked up by each ztunnel; traffic goes on', async (t) => {
-  const { createRootCa } = await import('../../ztunnel/identity/pki.js')
+  const { createRootCa } = await import('../../common/identity/pki.js')
   const { readFileSync, writeFileSync } = await import('node:fs')
   const { join } = await import('node:path')
   const extra = createRootCa({ commonName: 'next root' }).certPem

@@ -6,13 +6,15 @@
 import type net from 'node:net'
 import type { Logger } from 'pino'
 import { dialFromPod, listenInPod, type PodNetns } from './inpod.js'
-import { abortSocket, relay, type RelayResult } from './relay.js'
+import { abortSocket, relay, type RelayResult } from '../../common/net/relay.js'
+import { ADMIN_PORT, DEFAULT_HBONE_PORT, INBOUND_PLAINTEXT_PORT, METRICS_PORT, OUTBOUND_PORT, READINESS_PORT } from '../../common/ports.js'
 
-export const OUTBOUND_PORT = 15001
-export const INBOUND_PLAINTEXT_PORT = 15006
-export const HBONE_PORT = 15008
-/** Ports of ztunnel's own listeners: a connection addressed to one is refused. */
-export const OWN_PORTS: ReadonlySet<number> = new Set([OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT, 15020, 15021, 15000])
+export { INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT } from '../../common/ports.js'
+
+/** Ports of ztunnel's own listeners (with the HBONE port in use): a connection addressed to one is refused. */
+export function ownPorts(hbonePort: number): ReadonlySet<number> {
+  return new Set([OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, hbonePort, METRICS_PORT, READINESS_PORT, ADMIN_PORT])
+}
 
 export interface Endpoint {
   readonly ip: string
@@ -50,6 +52,8 @@ export interface PodProxyOptions {
   readonly log: Logger
   readonly outbound?: ConnectionHandler
   readonly inbound?: ConnectionHandler
+  /** The HBONE port of this mesh (default 15008): never delivered to as plaintext. */
+  readonly hbonePort?: number
 }
 
 /** Plain TCP to the original destination, from the pod's netns, marked so it is not captured again. */
@@ -116,9 +120,11 @@ export class PodProxy {
   private inboundServer: net.Server | null = null
   private readonly open = new Set<net.Socket>()
   private readonly log: Logger
+  private readonly ownPorts: ReadonlySet<number>
 
   constructor(private readonly options: PodProxyOptions) {
     this.log = options.log.child({ pod: options.pod.ip })
+    this.ownPorts = ownPorts(options.hbonePort ?? DEFAULT_HBONE_PORT)
   }
 
   async start(): Promise<void> {
@@ -177,7 +183,7 @@ export class PodProxy {
     this.track(socket)
     const source = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
     const destination = { ip: socket.localAddress ?? '', port: socket.localPort ?? 0 }
-    if (OWN_PORTS.has(destination.port) || destination.ip !== this.options.pod.ip) {
+    if (this.ownPorts.has(destination.port) || destination.ip !== this.options.pod.ip) {
       this.log.warn({ source, destination }, "inbound connection addressed to ztunnel's own port refused")
       socket.resetAndDestroy()
       return

@@ -6,7 +6,7 @@
 // manifests as users write them (Istio's file carries them pre-converted).
 import { readFileSync } from 'node:fs'
 import { parse } from 'yaml'
-import type { Workload } from './workloads.js'
+import type { Workload } from '../../common/model/workload-store.js'
 
 export class LocalConfigError extends Error {
   readonly code = 'AMBIENT_ERR_LOCAL_CONFIG'

@@ -6,8 +6,8 @@
 // first and a resource that fails is rejected alone (NACKed by name). While
 // disconnected the last state stays in force, as Istio's ztunnel keeps serving.
 import * as grpc from '@grpc/grpc-js'
-import type { Authorization } from '../../agent/model/authorization.js'
-import type { MeshService, Workload } from '../../agent/model/workload.js'
+import type { Authorization } from '../../common/model/authorization.js'
+import type { MeshService, Workload } from '../../common/model/workload.js'
 import type { Logger } from '../../common/log.js'
 import {
   DELTA_ADS_PATH, RPC_INVALID_ARGUMENT, decodeResponse, encodeRequest,

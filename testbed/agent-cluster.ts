@@ -1,0 +1,281 @@
+// A cluster on the testbed run the way a real node runs: per node an `ambient
+// agent` (machine netns, node's system cgroup) that finds pods through kubelet's
+// cgroup layout, loads the datapath and streams to an `ambient ztunnel` on the
+// same node; an `ambient ca` issues workload certificates. Objects live in a
+// manifests folder the agents (or, with `kube`, a fake Kubernetes API server) and
+// the CA read. Shared by end-to-end tests, the demo and benchmarks.
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { ChildProcess } from 'node:child_process'
+import { stringify } from 'yaml'
+import { Datapath } from '../datapath/datapath.js'
+import { REPO_ROOT } from '../common/paths.js'
+import { FakeKubeApiServer, type FakeKind } from './kube-api-server.js'
+import { waitForLog } from './cluster.js'
+import { Testbed, type TestPod } from './testbed.js'
+
+export interface PodObjectSpec {
+  readonly name: string
+  readonly namespace: string
+  readonly node: string
+  readonly serviceAccount?: string
+  readonly labels?: Readonly<Record<string, string>>
+}
+
+export interface Endpoint {
+  readonly host: string
+  readonly port: number
+}
+
+export interface ProcessHandle {
+  readonly child: ChildProcess
+  /** The JSON of its ready log line. */
+  readonly ready: Record<string, unknown>
+  logs(): string
+}
+
+type KubeObject = Record<string, unknown> & { metadata: { name: string; namespace?: string; labels?: Record<string, string>; uid?: string } }
+
+const CLI = join(REPO_ROOT, 'bin', 'ambient.js')
+export const TRUST_DOMAIN = 'cluster.local'
+
+export class AgentCluster {
+  readonly workDir: string
+  readonly agents = new Map<string, ProcessHandle>()
+  readonly ztunnels = new Map<string, ProcessHandle>()
+  ca: ProcessHandle | null = null
+  fake: FakeKubeApiServer | null = null
+  private readonly objects = new Map<string, { kind: FakeKind; object: KubeObject }>()
+  private readonly manifestsDir: string
+  private readonly logLevel: string
+
+  private constructor(readonly tb: Testbed, readonly nodes: readonly string[], options: { readonly logLevel?: string }) {
+    this.workDir = mkdtempSync(join(tmpdir(), 'ambient-agents-'))
+    this.manifestsDir = join(this.workDir, 'manifests')
+    mkdirSync(this.manifestsDir)
+    this.logLevel = options.logLevel ?? 'info'
+  }
+
+  /**
+   * Builds the testbed (its pods get cgroups, uids and sandboxes), writes the
+   * objects, starts the CA, then per node the agent and ztunnel. `kube`: the agents
+   * watch a fake Kubernetes API server instead of the manifests folder.
+   */
+  static async start(options: {
+    readonly name: string
+    readonly nodes: readonly string[]
+    readonly namespaces: Readonly<Record<string, Readonly<Record<string, string>>>>
+    readonly pods: readonly PodObjectSpec[]
+    readonly policies?: readonly KubeObject[]
+    readonly kube?: boolean
+    readonly logLevel?: string
+  }): Promise<AgentCluster> {
+    const tb = await Testbed.create({ name: options.name, nodes: options.nodes.map((n) => ({ name: n, pods: options.pods.filter((p) => p.node === n).map((p) => p.name) })) })
+    const cluster = new AgentCluster(tb, options.nodes, options)
+    try {
+      if (options.kube) cluster.fake = await FakeKubeApiServer.start({ bookmarkIntervalMs: 200 })
+      for (const [name, labels] of Object.entries(options.namespaces)) cluster.put('Namespace', { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { ...labels } } })
+      for (const pod of options.pods) cluster.put('Pod', cluster.podObject(pod))
+      for (const policy of options.policies ?? []) cluster.put(policy['kind'] as FakeKind, policy)
+      await cluster.startCa()
+      for (const node of options.nodes) await cluster.startAgent(node)
+      for (const node of options.nodes) await cluster.startZtunnel(node)
+    } catch (err) {
+      await cluster.stop()
+      throw err
+    }
+    return cluster
+  }
+
+  pod(name: string): TestPod {
+    return this.tb.pod(name)
+  }
+
+  identity(namespace: string, serviceAccount: string): string {
+    return `spiffe://${TRUST_DOMAIN}/ns/${namespace}/sa/${serviceAccount}`
+  }
+
+  pinRoot(node: string): string {
+    return join(this.tb.pinRoot, node)
+  }
+
+  xdsSocket(node: string): string {
+    return join(this.workDir, `agent-${node}.sock`)
+  }
+
+  private podObject(spec: PodObjectSpec): KubeObject {
+    const pod = this.tb.pod(spec.name)
+    return {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: spec.name, namespace: spec.namespace, uid: pod.uid, labels: { ...(spec.labels ?? {}) } },
+      spec: { nodeName: spec.node, serviceAccountName: spec.serviceAccount ?? 'default', containers: [{ name: 'app', image: 'app' }] },
+      status: { phase: 'Running', podIP: pod.ip, podIPs: [{ ip: pod.ip }] },
+    }
+  }
+
+  private key(kind: string, object: KubeObject): string {
+    return `${kind}.${object.metadata.namespace ?? '_'}.${object.metadata.name}`
+  }
+
+  /** Creates or replaces an object, in the manifests folder (atomically) and the fake API server. */
+  put(kind: FakeKind, object: KubeObject): void {
+    const key = this.key(kind, object)
+    this.objects.set(key, { kind, object })
+    const path = join(this.manifestsDir, `${key}.yaml`)
+    writeFileSync(`${path}.tmp`, stringify(object))
+    renameSync(`${path}.tmp`, path)
+    if (this.fake) this.fake.apply(kind, object as never)
+  }
+
+  /** Deletes an object everywhere (absent is fine). */
+  remove(kind: FakeKind, namespace: string | undefined, name: string): void {
+    const object = { metadata: { name, ...(namespace ? { namespace } : {}) } } as KubeObject
+    const key = this.key(kind, object)
+    this.objects.delete(key)
+    rmSync(join(this.manifestsDir, `${key}.yaml`), { force: true })
+    if (this.fake?.get(kind, namespace ?? '', name)) this.fake.delete(kind, object as never)
+  }
+
+  get(kind: FakeKind, namespace: string | undefined, name: string): KubeObject | undefined {
+    return this.objects.get(this.key(kind, { metadata: { name, ...(namespace ? { namespace } : {}) } }))?.object
+  }
+
+  /** Sets (or, with null, removes) a namespace label. */
+  setNamespaceLabel(namespace: string, key: string, value: string | null): void {
+    const ns = structuredClone(this.get('Namespace', undefined, namespace))
+    if (!ns) throw new Error(`no namespace ${namespace}`)
+    const labels = { ...(ns.metadata.labels ?? {}) }
+    if (value === null) delete labels[key]
+    else labels[key] = value
+    ns.metadata.labels = labels
+    this.put('Namespace', ns)
+  }
+
+  setPodLabel(namespace: string, name: string, key: string, value: string | null): void {
+    const pod = structuredClone(this.get('Pod', namespace, name))
+    if (!pod) throw new Error(`no pod ${namespace}/${name}`)
+    const labels = { ...(pod.metadata.labels ?? {}) }
+    if (value === null) delete labels[key]
+    else labels[key] = value
+    pod.metadata.labels = labels
+    this.put('Pod', pod)
+  }
+
+  private sourceFlags(): string[] {
+    return this.fake ? ['--kube-server', this.fake.url, '--kube-insecure'] : ['--manifests', this.manifestsDir]
+  }
+
+  private async startCa(): Promise<void> {
+    const cacerts = join(this.workDir, 'ca')
+    mkdirSync(cacerts, { mode: 0o700 })
+    const child = this.tb.spawnInCgroup(this.tb.node(this.nodes[0]!).systemCgroup, process.execPath, [
+      CLI, 'ca', '--listen', '127.0.0.1:0', '--cacerts', cacerts, '--manifests', this.manifestsDir, '--log-level', this.logLevel,
+    ])
+    this.ca = await waitReady(child, '"ca listening"', 'ambient ca')
+    for (const node of this.nodes) {
+      const issued = await this.tb.execHost(process.execPath, [CLI, 'ca', '--cacerts', cacerts, 'node-cert', '--node', node, '--out', join(this.workDir, `node-${node}`)])
+      if (issued.code !== 0) throw new Error(`ambient ca node-cert for ${node} failed: ${issued.stderr}`)
+    }
+  }
+
+  /** Starts (or restarts) a node's agent and waits until it is ready. */
+  async startAgent(node: string, extra: readonly string[] = []): Promise<ProcessHandle> {
+    const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
+      CLI, 'agent', '--node', node, ...this.sourceFlags(), '--cgroup-root', this.tb.node(node).cgroup, '--pin-root', this.pinRoot(node),
+      '--xds-socket', this.xdsSocket(node), '--status-addr', '127.0.0.1:0', '--log-level', this.logLevel, ...extra,
+    ])
+    const handle = await waitReady(child, '"agent ready"', `agent on ${node}`)
+    this.agents.set(node, handle)
+    return handle
+  }
+
+  /** Starts (or restarts) a node's ztunnel; it connects to the agent's socket. */
+  async startZtunnel(node: string): Promise<ProcessHandle> {
+    const ca = this.ca!.ready as { address: string }
+    const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
+      CLI, 'ztunnel', '--node', node, '--xds-address', this.xdsSocket(node), '--ca-address', ca.address, '--node-cert-dir', join(this.workDir, `node-${node}`),
+      '--pin-root', this.pinRoot(node), '--log-level', this.logLevel, '--metrics-addr', '127.0.0.1:0', '--readiness-addr', '127.0.0.1:0', '--admin-addr', '127.0.0.1:0',
+    ])
+    const handle = await waitReady(child, '"ztunnel ready"', `ztunnel on ${node}`)
+    this.ztunnels.set(node, handle)
+    return handle
+  }
+
+  /** SIGKILLs a process (no cleanup of its own) and waits for it to exit. */
+  async kill(handle: ProcessHandle): Promise<void> {
+    if (handle.child.exitCode !== null || handle.child.signalCode !== null) return
+    const exited = new Promise((r) => handle.child.once('exit', r))
+    handle.child.kill('SIGKILL')
+    await exited
+  }
+
+  statusAddress(node: string): string {
+    const status = this.agents.get(node)!.ready['status'] as Endpoint
+    return `127.0.0.1:${status.port}`
+  }
+
+  /** The agent's /status. */
+  async status(node: string): Promise<AgentStatusJson> {
+    return (await (await fetch(`http://${this.statusAddress(node)}/status`)).json()) as AgentStatusJson
+  }
+
+  async metrics(handle: ProcessHandle, key: 'status' | 'metrics'): Promise<string> {
+    const endpoint = handle.ready[key] as Endpoint
+    return (await fetch(`http://127.0.0.1:${endpoint.port}/metrics`)).text()
+  }
+
+  /** Polls until `check` returns true (bounded; a check that throws counts as not yet); throws naming `what` otherwise. */
+  async until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    let lastError: unknown
+    while (Date.now() < deadline) {
+      try {
+        if (await check()) return
+      } catch (err) {
+        lastError = err // a busy or restarting process: ask again
+      }
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`)
+  }
+
+  async stop(): Promise<void> {
+    const handles = [...this.ztunnels.values(), ...this.agents.values(), ...(this.ca ? [this.ca] : [])]
+    try {
+      for (const h of handles) {
+        if (h.child.exitCode !== null || h.child.signalCode !== null) continue
+        const exited = new Promise((r) => h.child.once('exit', r))
+        h.child.kill('SIGTERM')
+        const timer = setTimeout(() => h.child.kill('SIGKILL'), 5000)
+        await exited
+        clearTimeout(timer)
+      }
+      for (const node of this.nodes) Datapath.unload(this.pinRoot(node))
+      await this.fake?.stop()
+    } finally {
+      await this.tb.destroy()
+      rmSync(this.workDir, { recursive: true, force: true })
+    }
+  }
+}
+
+export interface AgentStatusJson {
+  readonly node: string
+  readonly ready: boolean
+  readonly pods: readonly { readonly namespace: string; readonly name: string; readonly ip: string; readonly identity: string; readonly netnsPath: string | null; readonly state: string; readonly error: string | null }[]
+  readonly datapath: { readonly maps: readonly { readonly name: string; readonly entries: number; readonly capacity: number }[] } | null
+  readonly ztunnel: { readonly clients: readonly unknown[] } | null
+  readonly rejectedObjects: readonly string[]
+}
+
+/** A started process once it logged `marker`, with its logs so far and from now on. */
+async function waitReady(child: ChildProcess, marker: string, what: string): Promise<ProcessHandle> {
+  let logs = ''
+  const collect = (d: Buffer): void => void (logs += d)
+  child.stdout?.on('data', collect)
+  child.stderr?.on('data', collect)
+  const ready = (await waitForLog(child, marker, what)) as Record<string, unknown>
+  return { child, ready, logs: () => logs }
+}
