@@ -1,6 +1,7 @@
 // ztunnel's metrics with Istio's names and labels, so existing Istio dashboards
 // and alerts work unchanged. One registry per ztunnel process.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { identityOf, type Workload } from '../common/model/workload-store.js'
 
 /** The labels Istio's ztunnel puts on its TCP metrics (a subset that we can fill truthfully). */
 export const TCP_LABELS = [
@@ -30,6 +31,17 @@ export function tcpLabels(partial: Partial<TcpLabels> & Pick<TcpLabels, 'reporte
   if (!partial.request_protocol) out.request_protocol = 'tcp'
   if (!partial.response_flags) out.response_flags = '-'
   return out
+}
+
+/** The source_* or destination_* labels of a known workload (none for an unknown one). */
+export function workloadLabels(prefix: 'source' | 'destination', w: Workload | undefined): Partial<TcpLabels> {
+  if (!w) return {}
+  return {
+    [`${prefix}_workload`]: w.name,
+    [`${prefix}_workload_namespace`]: w.namespace,
+    [`${prefix}_principal`]: identityOf(w),
+    [`${prefix}_app`]: w.canonicalName || 'unknown',
+  }
 }
 
 export class ZtunnelMetrics {

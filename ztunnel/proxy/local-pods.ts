@@ -1,0 +1,194 @@
+// The lifecycle of this node's enrolled pods (Istio ztunnel's inpod workload
+// manager): for each local workload in the store, the in-pod listeners the datapath
+// steers to (outbound, inbound plaintext) and the HBONE server on podIP:<hbone port>,
+// opened inside the pod's netns; moved when the pod's sandbox changes, closed when
+// it leaves. Reconciles are serialized; a pod that cannot start is retried and
+// fails closed meanwhile.
+import type { Logger } from 'pino'
+import type { Datapath } from '../../datapath/datapath.js'
+import { netnsCookieOf } from '../../datapath/datapath.js'
+import { socketInNetns } from '../../native/index.js'
+import { eachLimited } from '../../common/concurrency.js'
+import type { HboneServer } from '../../common/hbone/server.js'
+import type { IdentityCredentials } from '../../common/hbone/tls.js'
+import type { IdentityManager, ManagedCertificate, RotationReason } from '../../common/identity/manager.js'
+import { identityOf, type Workload, type WorkloadStore } from '../../common/model/workload-store.js'
+import type { Inbound } from './inbound.js'
+import { PodSockets, type PodNetns } from './inpod.js'
+import type { Outbound } from './outbound.js'
+import { PodProxy } from './pod-proxy.js'
+
+export interface LocalPodsOptions {
+  readonly node: string
+  readonly datapath: Datapath
+  readonly store: WorkloadStore
+  /** Workload certificates: issued, renewed at half-life, rotated with the trust bundle. */
+  readonly identities: IdentityManager
+  readonly inbound: Inbound
+  readonly outbound: Outbound
+  readonly log: Logger
+}
+
+interface PodRuntime {
+  /** The latest version from the store: policies attached to it change while it runs. */
+  workload: Workload
+  readonly proxy: PodProxy
+  readonly hbone: HboneServer<Workload>
+  readonly sockets: PodSockets
+}
+
+export interface LocalPodStatus {
+  readonly uid: string
+  readonly name: string
+  readonly namespace: string
+  readonly ip: string
+  readonly identity: string
+  readonly connections: number
+}
+
+/** Pods whose in-pod listeners are opened at once (each opens three sockets inside the pod's netns). */
+const POD_START_CONCURRENCY = 4
+const POD_START_RETRY_MS = 1000
+
+export class LocalPods {
+  private readonly pods = new Map<string, PodRuntime>()
+  private unsubscribe: (() => void) | null = null
+  private retry: NodeJS.Timeout | null = null
+  private reconciling: Promise<void> = Promise.resolve()
+
+  constructor(private readonly options: LocalPodsOptions) {}
+
+  async start(): Promise<void> {
+    this.unsubscribe = this.options.store.onChange(() => void this.reconcile())
+    this.options.identities.on('certificate', this.onCertificate)
+    await this.reconcile()
+  }
+
+  async stop(): Promise<void> {
+    if (this.retry !== null) clearTimeout(this.retry)
+    this.retry = null
+    this.unsubscribe?.()
+    this.options.identities.off('certificate', this.onCertificate)
+    await this.reconciling
+    for (const uid of [...this.pods.keys()]) await this.removePod(uid)
+  }
+
+  /** The latest workload of a running local pod. */
+  workload(uid: string): Workload | undefined {
+    return this.pods.get(uid)?.workload
+  }
+
+  /** The netns and sockets of the local pod with this IP (where its HBONE sessions are dialed from). */
+  podByIp(ip: string): PodNetns | undefined {
+    const pod = [...this.pods.values()].find((p) => p.workload.ips.includes(ip))
+    return pod ? { netnsPath: pod.workload.netnsPath!, ip, sockets: pod.sockets } : undefined
+  }
+
+  /** Local workloads and their open connections (readiness, admin). */
+  status(): LocalPodStatus[] {
+    return [...this.pods.values()].map((p) => ({ uid: p.workload.uid, name: p.workload.name, namespace: p.workload.namespace, ip: p.workload.ips[0]!, identity: identityOf(p.workload), connections: p.proxy.connections }))
+  }
+
+  /** Serialized: brings the running pods in line with the store's local workloads. */
+  reconcile(): Promise<void> {
+    this.reconciling = this.reconciling.then(() => this.reconcileNow()).catch((err) => this.options.log.error({ err }, 'reconcile failed'))
+    return this.reconciling
+  }
+
+  /** A renewed or re-chained certificate: new HBONE handshakes use it; open ones keep theirs. */
+  private readonly onCertificate = (cert: ManagedCertificate, reason: RotationReason): void => {
+    if (reason === 'issued') return
+    for (const pod of this.pods.values()) if (identityOf(pod.workload) === cert.identity) pod.hbone.updateCredentials(credentialsOf(cert))
+    this.options.outbound.invalidateIdentity(cert.identity)
+    this.options.log.info({ identity: cert.identity, serial: cert.serialNumber, notAfter: cert.notAfter.toISOString(), reason }, 'workload certificate rotated')
+  }
+
+  private async reconcileNow(): Promise<void> {
+    const wanted = new Map(this.options.store.local(this.options.node).map((w) => [w.uid, w]))
+    let updated = false
+    for (const [uid, pod] of [...this.pods]) {
+      const next = wanted.get(uid)
+      // Gone, or the same pod in another sandbox (netns or IP changed): its listeners must move.
+      if (next === undefined || next.netnsPath !== pod.workload.netnsPath || next.ips[0] !== pod.workload.ips[0]) await this.removePod(uid)
+      else if (next !== pod.workload) {
+        pod.workload = next
+        updated = true
+      }
+    }
+    // A workload's attached policies (or labels) may have changed: open connections are checked again.
+    if (updated) this.options.inbound.reevaluate()
+    let failed = 0
+    const added = [...wanted.values()].filter((w) => !this.pods.has(w.uid))
+    await eachLimited(added, POD_START_CONCURRENCY, async (w) => {
+      try {
+        await this.addPod(w)
+      } catch (err) {
+        failed += 1
+        this.options.log.error({ err: (err as Error).message, workload: `${w.namespace}/${w.name}` }, 'cannot start the in-pod listeners; the pod fails closed until this succeeds (retried)')
+      }
+    })
+    if (failed > 0 && this.retry === null) {
+      this.retry = setTimeout(() => {
+        this.retry = null
+        void this.reconcile()
+      }, POD_START_RETRY_MS)
+      this.retry.unref()
+    }
+  }
+
+  private async addPod(w: Workload): Promise<void> {
+    const ip = w.ips[0]!
+    const netnsPath = w.netnsPath!
+    const netnsCookie = await netnsCookieOf(netnsPath)
+    const { proxyMark, deliveryMark, hbonePort } = this.options.datapath.settings
+    const log = this.options.log.child({ workload: `${w.namespace}/${w.name}` })
+    const current = (): Workload => this.pods.get(w.uid)?.workload ?? w
+    const sockets = new PodSockets(netnsPath, (err) => log.debug({ err: err.message }, 'cannot make spare sockets in the pod; dials make their own'))
+    const pod = { netnsPath, ip, sockets }
+    const proxy = new PodProxy({
+      pod: { ...pod, netnsCookie },
+      proxyMark,
+      deliveryMark,
+      hbonePort,
+      origins: {
+        originalDestination: (p, source, redirectedTo) =>
+          this.options.datapath.originalDestination({ netnsCookie: p.netnsCookie, srcIp: source.ip, srcPort: source.port, dstIp: redirectedTo.ip, dstPort: redirectedTo.port }),
+      },
+      listeners: this.options.datapath,
+      log,
+      outbound: this.options.outbound.handler(current),
+      inbound: this.options.inbound.plaintext(current),
+    })
+    const credentials = credentialsOf(await this.options.identities.getCertificate(identityOf(w)))
+    const hbone = this.options.inbound.hboneServer(pod, current, credentials, log)
+    try {
+      const fd = await socketInNetns(netnsPath, { family: 4, reuseAddr: true, bindAddress: ip, bindPort: hbonePort, listenBacklog: 1024 })
+      await hbone.start({ kind: 'fd', fd })
+      try {
+        await proxy.start()
+      } catch (err) {
+        await hbone.stop()
+        throw err
+      }
+    } catch (err) {
+      sockets.close()
+      throw err
+    }
+    this.pods.set(w.uid, { workload: w, proxy, hbone, sockets })
+    log.info({ ip }, 'workload captured')
+  }
+
+  private async removePod(uid: string): Promise<void> {
+    const pod = this.pods.get(uid)
+    if (!pod) return
+    this.pods.delete(uid)
+    await pod.proxy.stop()
+    await pod.hbone.stop()
+    pod.sockets.close()
+    this.options.log.info({ workload: `${pod.workload.namespace}/${pod.workload.name}` }, 'workload released')
+  }
+}
+
+function credentialsOf(cert: ManagedCertificate): IdentityCredentials {
+  return { keyPem: cert.keyPem, certPem: cert.certPem, chainPem: cert.chainPem || undefined, trustBundlePem: cert.trustBundlePem }
+}
