@@ -15,15 +15,9 @@ import { parseIp } from '../common/policy/ip.js'
 import type { SourceIdentity } from '../common/policy/fields.js'
 import { type DecisionRule, type DryRunMatch, evaluate } from '../common/policy/matcher.js'
 import { PolicySet } from '../common/policy/policy-set.js'
+import { AmbientError } from '../common/errors.js'
 
-export class AuthzCheckError extends Error {
-  readonly code: 'AMBIENT_ERR_AUTHZ_CHECK_INPUT' | 'AMBIENT_ERR_AUTHZ_CHECK_MANIFEST'
-  constructor(code: AuthzCheckError['code'], message: string, options?: { readonly cause?: unknown }) {
-    super(message, options)
-    this.name = 'AuthzCheckError'
-    this.code = code
-  }
-}
+export class AuthzCheckError extends AmbientError<'AMBIENT_ERR_AUTHZ_CHECK_INPUT' | 'AMBIENT_ERR_AUTHZ_CHECK_MANIFEST'> {}
 
 /** One parsed manifest document, with where it came from. */
 export interface ManifestObject {

@@ -4,6 +4,7 @@
 import type { Command } from 'commander'
 import { ConfigError, parseAddress } from '../common/config.js'
 import { AGENT_DEFAULTS } from '../agent/config.js'
+import { AmbientError } from '../common/errors.js'
 
 interface PodRow {
   readonly namespace: string
@@ -26,8 +27,10 @@ export interface AgentStatus {
   readonly rejectedObjects: readonly string[]
 }
 
-export class StatusError extends Error {
-  readonly code = 'AMBIENT_ERR_STATUS'
+export class StatusError extends AmbientError<'AMBIENT_ERR_STATUS'> {
+  constructor(message: string, options?: { readonly cause?: unknown }) {
+    super('AMBIENT_ERR_STATUS', message, options)
+  }
 }
 
 export async function fetchStatus(address: string): Promise<AgentStatus> {

@@ -2,12 +2,14 @@
 // frozen typed objects. A bad value throws ConfigError naming the setting and the
 // value; nothing outside a command's config reads process.env.
 import { isIPv4 } from 'node:net'
+import { AmbientError } from './errors.js'
 
-export class ConfigError extends Error {
-  readonly code = 'AMBIENT_ERR_CONFIG'
-  constructor(readonly setting: string, message: string) {
-    super(`${setting}: ${message}`)
-    this.name = 'ConfigError'
+export class ConfigError extends AmbientError<'AMBIENT_ERR_CONFIG'> {
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
+    super('AMBIENT_ERR_CONFIG', `${setting}: ${message}`)
   }
 }
 

@@ -2,6 +2,7 @@
 // with user space, encoded and decoded here and nowhere else. abi.test.ts checks
 // these sizes and offsets against the C compiler's (bpf/abi-layout.c).
 import { isIPv4 } from 'node:net'
+import { AmbientError } from '../common/errors.js'
 
 export const ABI_VERSION = 1
 export const MAX_PODS = 4096
@@ -51,8 +52,10 @@ export const MAP_NAMES = {
   counters: 'ambient_counters',
 } as const
 
-export class AbiError extends Error {
-  readonly code = 'AMBIENT_ERR_ABI'
+export class AbiError extends AmbientError<'AMBIENT_ERR_ABI'> {
+  constructor(message: string) {
+    super('AMBIENT_ERR_ABI', message)
+  }
 }
 
 export interface PodEntry {

@@ -1,4 +1,5 @@
 // Errors of the datapath area. One base class, stable codes, the cause chained.
+import { AmbientError } from '../common/errors.js'
 export type DatapathErrorCode =
   | 'AMBIENT_ERR_DATAPATH_NOT_LOADED'
   | 'AMBIENT_ERR_DATAPATH_LOAD'
@@ -7,11 +8,4 @@ export type DatapathErrorCode =
   | 'AMBIENT_ERR_DATAPATH_BAD_INPUT'
   | 'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH'
 
-export class DatapathError extends Error {
-  readonly code: DatapathErrorCode
-  constructor(code: DatapathErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'DatapathError'
-    this.code = code
-  }
-}
+export class DatapathError extends AmbientError<DatapathErrorCode> {}

@@ -16,6 +16,7 @@ import { spawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:
 import { existsSync, mkdirSync, readFileSync, rmdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes, randomUUID } from 'node:crypto'
+import { AmbientError } from '../common/errors.js'
 
 /** Pod j (1-1000) of node i (1-63): 198.19.4i.1 to 198.19.(4i+3).250. */
 export function podIp(nodeIndex: number, j: number): string {
@@ -27,8 +28,10 @@ export const CGROUP_V2_ROOT = '/sys/fs/cgroup/unified'
 export const BPFFS_ROOT = '/sys/fs/bpf'
 const PREFIX_RE = /^amb([0-9a-z]+)x([0-9a-f]{4})-/
 
-export class TestbedError extends Error {
-  readonly code = 'AMBIENT_ERR_TESTBED'
+export class TestbedError extends AmbientError<'AMBIENT_ERR_TESTBED'> {
+  constructor(message: string, options?: { readonly cause?: unknown }) {
+    super('AMBIENT_ERR_TESTBED', message, options)
+  }
 }
 
 export interface NodeSpec {

@@ -6,13 +6,9 @@
 // "pause" container, which lives as long as the pod), as /proc/<pid>/ns/net.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { AmbientError } from '../../common/errors.js'
 
-export class PodNetnsError extends Error {
-  constructor(readonly code: 'AMBIENT_ERR_ENROLL_NO_CGROUP' | 'AMBIENT_ERR_ENROLL_NO_PROCESS' | 'AMBIENT_ERR_ENROLL_HOST_NETWORK' | 'AMBIENT_ERR_ENROLL_BAD_UID', message: string) {
-    super(message)
-    this.name = 'PodNetnsError'
-  }
-}
+export class PodNetnsError extends AmbientError<'AMBIENT_ERR_ENROLL_NO_CGROUP' | 'AMBIENT_ERR_ENROLL_NO_PROCESS' | 'AMBIENT_ERR_ENROLL_HOST_NETWORK' | 'AMBIENT_ERR_ENROLL_BAD_UID'> {}
 
 export interface PodNetns {
   readonly cgroup: string

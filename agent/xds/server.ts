@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto'
 import { chmod, lstat, unlink } from 'node:fs/promises'
 import { connect } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
+import { AmbientError } from '../../common/errors.js'
 import type { Authorization } from '../../common/model/authorization.js'
 import type { MeshService, Workload } from '../../common/model/workload.js'
 import type { Logger } from '../../common/log.js'
@@ -19,14 +20,7 @@ import {
   serviceResourceName, workloadResourceName,
 } from '../../common/xds/codec.js'
 
-export class XdsServerError extends Error {
-  readonly code: 'AMBIENT_ERR_XDS_SOCKET' | 'AMBIENT_ERR_XDS_SERVER_STATE'
-  constructor(code: XdsServerError['code'], message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'XdsServerError'
-    this.code = code
-  }
-}
+export class XdsServerError extends AmbientError<'AMBIENT_ERR_XDS_SOCKET' | 'AMBIENT_ERR_XDS_SERVER_STATE'> {}
 
 export interface XdsResources {
   readonly workloads: readonly Workload[]

@@ -1,5 +1,6 @@
 // HBONE errors: one base class with stable codes, and the one place that maps an
 // error to the HTTP status the server answers with and the metric/log label.
+import { AmbientError } from '../errors.js'
 
 export type HboneErrorCode =
   | 'AMBIENT_ERR_HBONE_BAD_METHOD'
@@ -16,14 +17,7 @@ export type HboneErrorCode =
   | 'AMBIENT_ERR_HBONE_CLOSED'
   | 'AMBIENT_ERR_HBONE_INTERNAL'
 
-export class HboneError extends Error {
-  readonly code: HboneErrorCode
-  constructor(code: HboneErrorCode, message: string, options?: { readonly cause?: unknown }) {
-    super(message, options)
-    this.name = 'HboneError'
-    this.code = code
-  }
-}
+export class HboneError extends AmbientError<HboneErrorCode> {}
 
 /** The request is not an HBONE CONNECT (wrong method). */
 export class HboneBadMethodError extends HboneError {

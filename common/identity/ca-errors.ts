@@ -1,6 +1,7 @@
 // Errors of `ambient ca`, one class with stable codes, and their gRPC status
 // (mapped here and nowhere else).
 import { status } from '@grpc/grpc-js'
+import { AmbientError } from '../errors.js'
 
 export type CaErrorCode =
   | 'AMBIENT_ERR_CA_CACERTS'
@@ -11,12 +12,7 @@ export type CaErrorCode =
   | 'AMBIENT_ERR_CA_UNAVAILABLE'
   | 'AMBIENT_ERR_CA_BAD_RESPONSE'
 
-export class CaError extends Error {
-  constructor(readonly code: CaErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'CaError'
-  }
-}
+export class CaError extends AmbientError<CaErrorCode> {}
 
 const STATUS: Readonly<Record<CaErrorCode, status>> = {
   AMBIENT_ERR_CA_CACERTS: status.INTERNAL,

@@ -1,5 +1,6 @@
 // A minimal DER encoder and reader: just what X.509 certificates and PKCS#10
 // requests with ECDSA P-256 keys need (node:crypto signs; nothing here does crypto).
+import { AmbientError } from '../errors.js'
 
 export const Tag = {
   BOOLEAN: 0x01,
@@ -17,8 +18,10 @@ export const Tag = {
   SET: 0x31,
 } as const
 
-export class DerError extends Error {
-  readonly code = 'AMBIENT_ERR_IDENTITY_DER'
+export class DerError extends AmbientError<'AMBIENT_ERR_IDENTITY_DER'> {
+  constructor(message: string) {
+    super('AMBIENT_ERR_IDENTITY_DER', message)
+  }
 }
 
 function length(n: number): Buffer {

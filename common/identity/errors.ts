@@ -1,6 +1,7 @@
 // Errors of the identity area (keys, CSRs, certificates, the identity manager),
 // one class with stable codes. Messages are lowercase, name the bad value and
 // hint at the fix.
+import { AmbientError } from '../errors.js'
 
 export type IdentityErrorCode =
   | 'AMBIENT_ERR_IDENTITY_BAD_SPIFFE_ID'
@@ -12,9 +13,4 @@ export type IdentityErrorCode =
   | 'AMBIENT_ERR_IDENTITY_SOURCE'
   | 'AMBIENT_ERR_IDENTITY_STOPPED'
 
-export class IdentityError extends Error {
-  constructor(readonly code: IdentityErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'IdentityError'
-  }
-}
+export class IdentityError extends AmbientError<IdentityErrorCode> {}

@@ -1,5 +1,6 @@
 // Errors of the configuration sources (common/kube, common/local). One base class,
 // stable codes, lowercase messages naming the object and the bad field.
+import { AmbientError } from '../errors.js'
 export type SourceErrorCode =
   | 'AMBIENT_ERR_SOURCE_INVALID_OBJECT'
   | 'AMBIENT_ERR_SOURCE_UNSUPPORTED_KIND'
@@ -10,14 +11,7 @@ export type SourceErrorCode =
   | 'AMBIENT_ERR_SOURCE_NOT_FOUND'
   | 'AMBIENT_ERR_SOURCE_STOPPED'
 
-export class SourceError extends Error {
-  readonly code: SourceErrorCode
-  constructor(code: SourceErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'SourceError'
-    this.code = code
-  }
-}
+export class SourceError extends AmbientError<SourceErrorCode> {}
 
 /** Where an object came from, for messages: a manifest file, or nothing for the API. */
 export interface ObjectOrigin {

@@ -145,7 +145,6 @@ export class KubeRequestError extends SourceError {
   readonly statusCode: number
   constructor(method: string, path: string, statusCode: number, detail: string, options?: { cause?: unknown }) {
     super(statusCode === 404 ? 'AMBIENT_ERR_SOURCE_NOT_FOUND' : 'AMBIENT_ERR_SOURCE_REQUEST', `${method} ${path}: ${statusCode ? `status ${statusCode}: ` : ''}${detail}`, options)
-    this.name = 'KubeRequestError'
     this.statusCode = statusCode
   }
 }

@@ -7,6 +7,7 @@
 // -> Rules.matches). ztunnel's newer copy renames them rules -> clauses -> matches with
 // the same field numbers, so the wire form is identical.
 import type { Labels } from './workload.js'
+import { AmbientError } from '../errors.js'
 
 /** enum istio.security.Scope. */
 export type Scope = 'GLOBAL' | 'NAMESPACE' | 'WORKLOAD_SELECTOR'
@@ -167,14 +168,11 @@ export type PolicyErrorCode =
  * A malformed policy: the object is rejected on its own (as Istio's validating
  * webhook would refuse it) and nothing else changes.
  */
-export class PolicyError extends Error {
-  readonly code: PolicyErrorCode
+export class PolicyError extends AmbientError<PolicyErrorCode> {
   readonly policy: PolicyRef
   readonly field: string
   constructor(code: PolicyErrorCode, policy: PolicyRef, field: string, message: string) {
-    super(`${policy.kind} ${policy.namespace}/${policy.name}: ${field}: ${message}`)
-    this.name = 'PolicyError'
-    this.code = code
+    super(code, `${policy.kind} ${policy.namespace}/${policy.name}: ${field}: ${message}`)
     this.policy = policy
     this.field = field
   }

@@ -3,11 +3,14 @@
 // one batch; a bad entry rejects only itself. Proxies read it, never write it.
 import { isIPv4 } from 'node:net'
 import type { MeshService, PortMapping, Workload } from './workload.js'
+import { AmbientError } from '../errors.js'
 
 export type { Workload, TunnelProtocol } from './workload.js'
 
-export class WorkloadError extends Error {
-  readonly code = 'AMBIENT_ERR_WORKLOAD'
+export class WorkloadError extends AmbientError<'AMBIENT_ERR_WORKLOAD'> {
+  constructor(message: string) {
+    super('AMBIENT_ERR_WORKLOAD', message)
+  }
 }
 
 export function identityOf(w: Pick<Workload, 'trustDomain' | 'namespace' | 'serviceAccount'>): string {

@@ -9,6 +9,7 @@ import type { Action, Address, Authorization, Group, Match, Scope, ServiceAccoun
 import { ACTION_NUMBER, SCOPE_NUMBER, authorizationKey } from '../model/authorization.js'
 import { bytesToIp, ipToBytes } from './ip.js'
 import { decodeMessage, encodeMessage, messageType } from './proto.js'
+import { AmbientError } from '../errors.js'
 
 export const ADDRESS_TYPE_URL = 'type.googleapis.com/istio.workload.Address'
 export const AUTHORIZATION_TYPE_URL = 'type.googleapis.com/istio.security.Authorization'
@@ -17,13 +18,11 @@ export const TYPE_URLS = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, LOCAL_WORKLO
 export type TypeUrl = (typeof TYPE_URLS)[number]
 
 /** A resource that cannot be encoded or decoded: `resource` names it, `field` the bad field. */
-export class XdsResourceError extends Error {
-  readonly code = 'AMBIENT_ERR_XDS_RESOURCE'
+export class XdsResourceError extends AmbientError<'AMBIENT_ERR_XDS_RESOURCE'> {
   readonly resource: string
   readonly field: string
   constructor(resource: string, field: string, message: string, options?: { cause?: unknown }) {
-    super(`${resource}: ${field}: ${message}`, options)
-    this.name = 'XdsResourceError'
+    super('AMBIENT_ERR_XDS_RESOURCE', `${resource}: ${field}: ${message}`, options)
     this.resource = resource
     this.field = field
   }

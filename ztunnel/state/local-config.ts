@@ -7,9 +7,12 @@
 import { readFileSync } from 'node:fs'
 import { parse } from 'yaml'
 import type { Workload } from '../../common/model/workload-store.js'
+import { AmbientError } from '../../common/errors.js'
 
-export class LocalConfigError extends Error {
-  readonly code = 'AMBIENT_ERR_LOCAL_CONFIG'
+export class LocalConfigError extends AmbientError<'AMBIENT_ERR_LOCAL_CONFIG'> {
+  constructor(message: string, options?: { readonly cause?: unknown }) {
+    super('AMBIENT_ERR_LOCAL_CONFIG', message, options)
+  }
 }
 
 export interface LocalConfig {

@@ -6,6 +6,7 @@
 // first and a resource that fails is rejected alone (NACKed by name). While
 // disconnected the last state stays in force, as Istio's ztunnel keeps serving.
 import * as grpc from '@grpc/grpc-js'
+import { AmbientError } from '../../common/errors.js'
 import type { Authorization } from '../../common/model/authorization.js'
 import type { MeshService, Workload } from '../../common/model/workload.js'
 import type { Logger } from '../../common/log.js'
@@ -35,14 +36,7 @@ export interface XdsClientStatus {
   readonly lastError: string | null
 }
 
-export class XdsClientError extends Error {
-  readonly code: 'AMBIENT_ERR_XDS_CLIENT_STOPPED' | 'AMBIENT_ERR_XDS_CLIENT_STATE'
-  constructor(code: XdsClientError['code'], message: string) {
-    super(message)
-    this.name = 'XdsClientError'
-    this.code = code
-  }
-}
+export class XdsClientError extends AmbientError<'AMBIENT_ERR_XDS_CLIENT_STOPPED' | 'AMBIENT_ERR_XDS_CLIENT_STATE'> {}
 
 export interface XdsClientOptions {
   /** `unix:/path`, a socket path, or any grpc-js target. */
