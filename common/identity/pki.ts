@@ -1,7 +1,7 @@
 // The mesh's PKI: ECDSA P-256 keys (node:crypto), PKCS#10 requests carrying a
 // SPIFFE URI SAN, and X.509 v3 certificates (roots and workload leaves) encoded
-// in DER by der.ts and signed by node:crypto (no JS PKI library signs ECDSA
-// certificates for us); every certificate is checked by OpenSSL in the tests.
+// in DER by der.ts and signed by node:crypto, with no PKI library; every
+// certificate is checked by OpenSSL in the tests.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, X509Certificate, type KeyObject } from 'node:crypto'
 import * as der from './der.js'
 import { IdentityError } from './errors.js'
