@@ -227,3 +227,46 @@ t.test('serves connections of an existing net.Server', async (t) => {
   stream.end('via handed-over listener')
   t.equal((await readAll(stream)).toString(), 'via handed-over listener')
 })
+
+t.test('stream mode: an allowed stream is handed to the handler after the 200; denied ones never reach it', async (t) => {
+  const records: StreamRecord<TestTarget>[] = []
+  const handled: string[] = []
+  const server = new HboneServer<TestTarget>({
+    credentials: mesh.credentials(SERVER_ID),
+    trustDomain: TRUST_DOMAIN,
+    resolveTarget: (destination) => destination,
+    authorize: (info) => ({ allowed: info.destination.port !== 4011, policy: 'default/deny-4011' }),
+    // A tiny server of its own inside the tunnel: upper-cases what it reads.
+    handleStream: async (stream, _target, info) => {
+      handled.push(info.authority)
+      let received = 0
+      let sent = 0
+      for await (const chunk of stream) {
+        received += (chunk as Buffer).length
+        const out = Buffer.from((chunk as Buffer).toString().toUpperCase())
+        sent += out.length
+        stream.write(out)
+      }
+      stream.end()
+      return { received, sent, error: null }
+    },
+    observer: { streamClosed: (r) => records.push(r) },
+  })
+  t.throws(() => new HboneServer<TestTarget>({ credentials: mesh.credentials(SERVER_ID), trustDomain: TRUST_DOMAIN, resolveTarget: (d) => d }), /exactly one of connectUpstream/)
+  const address = await server.start({ kind: 'address', host: '127.0.0.1', port: 0 })
+  const pool = new HbonePool({ contextFor: (id) => mesh.context(id) })
+  t.teardown(async () => {
+    await pool.stop()
+    await server.stop()
+  })
+  const request = { sourceIdentity: CLIENT_ID, destinationIdentity: SERVER_ID, nextHop: address }
+  const stream = await pool.connect({ ...request, authority: '10.1.2.3:8080' })
+  stream.end('hello through the tunnel')
+  t.equal((await readAll(stream)).toString(), 'HELLO THROUGH THE TUNNEL')
+  await t.rejects(pool.connect({ ...request, authority: '10.1.2.3:4011' }), { code: 'AMBIENT_ERR_HBONE_STATUS' }, 'denied: 401, no handler')
+  t.ok(await waitFor(() => records.length === 2))
+  t.same(handled, ['10.1.2.3:8080'])
+  const ok = records.find((r) => r.status === 200)!
+  t.match(ok, { received: 24, sent: 24, error: null, outcome: 'ok' })
+  t.equal(records.find((r) => r.status !== 200)?.status, 401)
+})

@@ -1,7 +1,9 @@
-// The HBONE server (ztunnel inbound, port 15008): mutual TLS 1.3 + HTTP/2, one
-// CONNECT stream per proxied TCP connection. A stream gets 200 only once its
-// authority parsed, its target resolved, policy allowed it and the upstream
-// connect succeeded; then bytes flow both ways (pipe.ts).
+// The HBONE server (ztunnel inbound and the waypoint, port 15008): mutual TLS 1.3
+// + HTTP/2, one CONNECT stream per proxied TCP connection. A stream gets 200 only
+// once its authority parsed, its target resolved and policy allowed it, and then,
+// in relay mode (connectUpstream), once the upstream connect succeeded, after which
+// bytes flow both ways (pipe.ts); in stream mode (handleStream) the stream itself
+// is handed to other code (the waypoint parses HTTP inside it).
 import http2 from 'node:http2'
 import type net from 'node:net'
 import tls from 'node:tls'
@@ -17,7 +19,7 @@ import {
   type HboneOutcome,
 } from './errors.js'
 import { isTraceparent, generateTraceparent, parseAuthority, parseForwardedFor, type SocketAddress } from './headers.js'
-import { pipeStream } from './pipe.js'
+import { pipeStream, type PipeResult } from './pipe.js'
 import { DEFAULT_WINDOW, sessionMemoryMb, MAX_FRAME_SIZE } from './flow-control.js'
 import { listenTls, type HboneListen, type RejectReason } from './server-listener.js'
 import { contextOptions, HBONE_ALPN, peerIdentity, trustDomainOf, type IdentityCredentials } from './tls.js'
@@ -93,8 +95,14 @@ export interface HboneServerOptions<T> {
   readonly resolveTarget: (destination: SocketAddress, info: ConnectionInfo) => T | Promise<T>
   /** Policy; absent means allow. */
   readonly authorize?: (info: ConnectionInfo, target: T) => AuthorizationDecision | Promise<AuthorizationDecision>
-  /** Opens the TCP connection to the target (the socket is switched to allowHalfOpen). */
-  readonly connectUpstream: (target: T, info: ConnectionInfo) => Promise<net.Socket>
+  /** Relay mode: opens the TCP connection to the target (the socket is switched to allowHalfOpen). */
+  readonly connectUpstream?: (target: T, info: ConnectionInfo) => Promise<net.Socket>
+  /**
+   * Stream mode, instead of connectUpstream: called after the 200 with the open
+   * stream, a Duplex of the tunnelled bytes; resolves with the bytes counted when
+   * the stream is over (its error, if any, is logged and recorded, not thrown).
+   */
+  readonly handleStream?: (stream: http2.ServerHttp2Stream, target: T, info: ConnectionInfo) => Promise<PipeResult>
   readonly observer?: HboneServerObserver<T>
   readonly log?: Logger
   readonly handshakeTimeoutMs?: number
@@ -125,6 +133,9 @@ export class HboneServer<T> {
   private stopped = false
 
   constructor(private readonly options: HboneServerOptions<T>) {
+    if ((options.connectUpstream === undefined) === (options.handleStream === undefined)) {
+      throw new TypeError('HboneServer needs exactly one of connectUpstream (relay mode) and handleStream (stream mode)')
+    }
     this.log = (options.log ?? silentLogger()).child({ component: 'hbone-server' })
     this.tlsServer = tls.createServer({
       ...contextOptions(options.credentials),
@@ -277,7 +288,7 @@ export class HboneServer<T> {
       target = await this.options.resolveTarget(destination, info)
       const decision = this.options.authorize ? await this.options.authorize(info, target) : { allowed: true }
       if (!decision.allowed) throw new HboneDeniedError(info.authority, conn.identity, decision.policy)
-      upstream = await this.connectUpstream(target, info, stream)
+      if (this.options.connectUpstream) upstream = await this.connectUpstream(this.options.connectUpstream, target, info, stream)
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err))
       const { status, outcome } = statusFor(error)
@@ -293,15 +304,30 @@ export class HboneServer<T> {
     stream.respond({ ':status': 200 })
     this.log.debug({ id, peer: conn.identity, authority, source: info.sourceIp }, 'hbone stream open')
     this.notify(() => this.options.observer?.streamOpened?.(info!, target!))
-    const result = await pipeStream(stream, upstream)
+    const result = upstream !== null ? await pipeStream(stream, upstream) : await this.handOver(stream, target, info)
     this.log.debug({ id, received: result.received, sent: result.sent, err: result.error?.message }, 'hbone stream closed')
     record(200, 'ok', result, result.error)
   }
 
+  /** Stream mode: the handler owns the stream until it is over; a handler that throws resets it. */
+  private async handOver(stream: http2.ServerHttp2Stream, target: T, info: ConnectionInfo): Promise<PipeResult> {
+    try {
+      return await this.options.handleStream!(stream, target, info)
+    } catch (err) {
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+      return { received: 0, sent: 0, error: err instanceof Error ? err : new Error(String(err)) }
+    }
+  }
+
   /** Connects upstream with a timeout; a socket arriving after the stream went away is destroyed. */
-  private async connectUpstream(target: T, info: ConnectionInfo, stream: http2.ServerHttp2Stream): Promise<net.Socket> {
+  private async connectUpstream(
+    connect: (target: T, info: ConnectionInfo) => Promise<net.Socket>,
+    target: T,
+    info: ConnectionInfo,
+    stream: http2.ServerHttp2Stream,
+  ): Promise<net.Socket> {
     const timeoutMs = this.options.upstreamTimeoutMs ?? 10_000
-    const pending = this.options.connectUpstream(target, info)
+    const pending = connect(target, info)
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new HboneTimeoutError(`upstream connect to ${info.authority}`, timeoutMs)), timeoutMs)
