@@ -7,14 +7,31 @@ import { AGENT_DEFAULTS, parseAgentConfig, type AgentFlags } from './config.js'
 const root = mkdtempSync(join(tmpdir(), 'agent-config-'))
 mkdirSync(join(root, 'kubepods'))
 t.teardown(() => rmSync(root, { recursive: true, force: true }))
-const flags = (extra: Partial<AgentFlags>): AgentFlags => ({ ...AGENT_DEFAULTS, cgroupRoot: root, policyStatus: true, node: 'n1', manifests: '/etc/ambient', ...extra })
+const flags = (extra: Partial<AgentFlags>): AgentFlags => ({
+  ...AGENT_DEFAULTS,
+  cgroupRoot: root,
+  policyStatus: true,
+  node: 'n1',
+  manifests: '/etc/ambient',
+  ...extra,
+})
 
 t.test('defaults and sources', async (t) => {
   const c = parseAgentConfig(flags({}), {})
-  t.match(c, { node: 'n1', source: { kind: 'manifests', dir: '/etc/ambient' }, podsCgroup: join(root, 'kubepods'), status: { host: '127.0.0.1', port: 15014 }, listenerWaitMs: 5000, writePolicyStatus: true })
+  t.match(c, {
+    node: 'n1',
+    source: { kind: 'manifests', dir: '/etc/ambient' },
+    podsCgroup: join(root, 'kubepods'),
+    status: { host: '127.0.0.1', port: 15014 },
+    listenerWaitMs: 5000,
+    writePolicyStatus: true,
+  })
   t.ok(Object.isFrozen(c))
   t.match(parseAgentConfig(flags({ manifests: undefined, kubeconfig: '/k' }), {}).source, { kind: 'kube', connection: { kind: 'kubeconfig', path: '/k' } })
-  t.match(parseAgentConfig(flags({ manifests: undefined }), { KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: '6443' }).source, { kind: 'kube', connection: { kind: 'in-cluster', server: 'https://10.0.0.1:6443' } })
+  t.match(parseAgentConfig(flags({ manifests: undefined }), { KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: '6443' }).source, {
+    kind: 'kube',
+    connection: { kind: 'in-cluster', server: 'https://10.0.0.1:6443' },
+  })
   t.equal(parseAgentConfig(flags({ node: undefined }), { AMBIENT_NODE_NAME: 'from-env' }).node, 'from-env')
   t.equal(parseAgentConfig(flags({ policyStatus: false }), {}).writePolicyStatus, false)
   t.same(parseAgentConfig(flags({ statusAddr: '0.0.0.0:15014' }), {}).status, { host: '0.0.0.0', port: 15014 }, 'a node address, for a cluster Prometheus')

@@ -6,9 +6,7 @@ import { ConfigError, fromEnv, parseAddress, parseDuration, parsePort, requireSt
 import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
 import type { KubeConnection } from '../common/kube/kube-client.js'
 
-export type AgentSourceConfig =
-  | { readonly kind: 'manifests'; readonly dir: string }
-  | { readonly kind: 'kube'; readonly connection: KubeConnection }
+export type AgentSourceConfig = { readonly kind: 'manifests'; readonly dir: string } | { readonly kind: 'kube'; readonly connection: KubeConnection }
 
 export interface AgentConfig extends NodeSettings {
   readonly source: AgentSourceConfig
@@ -55,10 +53,12 @@ function sourceOf(flags: AgentFlags, env: NodeJS.ProcessEnv): AgentSourceConfig 
   const given = [flags.manifests && '--manifests', flags.kubeconfig && '--kubeconfig', flags.kubeServer && '--kube-server'].filter(Boolean)
   if (given.length > 1) throw new ConfigError(given[1] as string, `give one source, not ${given.join(' and ')}`)
   if (flags.manifests) return { kind: 'manifests', dir: flags.manifests }
-  if (flags.kubeconfig) return { kind: 'kube', connection: { kind: 'kubeconfig', path: flags.kubeconfig, ...(flags.context ? { context: flags.context } : {}) } }
+  if (flags.kubeconfig)
+    return { kind: 'kube', connection: { kind: 'kubeconfig', path: flags.kubeconfig, ...(flags.context ? { context: flags.context } : {}) } }
   if (flags.kubeServer) {
     if (!/^https?:\/\//.test(flags.kubeServer)) throw new ConfigError('--kube-server', `${JSON.stringify(flags.kubeServer)} is not an http(s):// URL`)
-    if (flags.kubeServer.startsWith('http://') && !flags.kubeInsecure) throw new ConfigError('--kube-server', `${flags.kubeServer} is plain http: add --kube-insecure to allow it (tests only)`)
+    if (flags.kubeServer.startsWith('http://') && !flags.kubeInsecure)
+      throw new ConfigError('--kube-server', `${flags.kubeServer} is plain http: add --kube-insecure to allow it (tests only)`)
     return { kind: 'kube', connection: { kind: 'server', server: flags.kubeServer, insecure: flags.kubeInsecure === true } }
   }
   const host = fromEnv(env, 'KUBERNETES_SERVICE_HOST', '')
@@ -66,7 +66,10 @@ function sourceOf(flags: AgentFlags, env: NodeJS.ProcessEnv): AgentSourceConfig 
     const port = fromEnv(env, 'KUBERNETES_SERVICE_PORT', '443')
     return { kind: 'kube', connection: { kind: 'in-cluster', server: `https://${host.includes(':') ? `[${host}]` : host}:${port}` } }
   }
-  throw new ConfigError('--manifests', 'no configuration source: give --manifests DIR, --kubeconfig FILE or --kube-server URL, or run in a pod (KUBERNETES_SERVICE_HOST)')
+  throw new ConfigError(
+    '--manifests',
+    'no configuration source: give --manifests DIR, --kubeconfig FILE or --kube-server URL, or run in a pod (KUBERNETES_SERVICE_HOST)',
+  )
 }
 
 function podsCgroupOf(flags: AgentFlags): string {
@@ -75,7 +78,10 @@ function podsCgroupOf(flags: AgentFlags): string {
     const dir = join(flags.cgroupRoot, name)
     if (existsSync(dir)) return dir
   }
-  throw new ConfigError('--cgroup-root', `no kubepods.slice or kubepods cgroup under ${flags.cgroupRoot}: is it the cgroup v2 mount of a kubelet node? (or give --pods-cgroup)`)
+  throw new ConfigError(
+    '--cgroup-root',
+    `no kubepods.slice or kubepods cgroup under ${flags.cgroupRoot}: is it the cgroup v2 mount of a kubelet node? (or give --pods-cgroup)`,
+  )
 }
 
 export function parseAgentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv): AgentConfig {

@@ -32,7 +32,10 @@ export class Agent {
   private reconciler: Reconciler | null = null
   readonly statusServer: StatusServer
 
-  constructor(private readonly config: AgentConfig, private readonly log: Logger) {
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly log: Logger,
+  ) {
     this.statusServer = new StatusServer({ registry: this.metrics.registry, ready: () => this.ready, status: () => this.status() }, (err) =>
       log.error({ err: err.message }, 'status endpoint error'),
     )
@@ -84,7 +87,9 @@ export class Agent {
         retryMs: 1000,
         log: log.child({ component: 'reconciler' }),
         metrics: this.metrics,
-        ...(elector !== null && source instanceof KubeSource ? { policyStatus: { patchPolicyStatus: source.patchPolicyStatus.bind(source), writing: () => elector.leading } } : {}),
+        ...(elector !== null && source instanceof KubeSource
+          ? { policyStatus: { patchPolicyStatus: source.patchPolicyStatus.bind(source), writing: () => elector.leading } }
+          : {}),
       })
       this.reconciler = reconciler
       // Stopped after the reconciler (stops run in reverse): no write follows the release.
@@ -128,7 +133,15 @@ export class Agent {
       ready: this.ready,
       source: this.config.source.kind === 'manifests' ? { kind: 'manifests', dir: this.config.source.dir } : { kind: 'kubernetes' },
       pods: this.reconciler?.pods() ?? [],
-      datapath: datapath === null ? null : { dir: datapath.dir, podsCgroup: this.config.podsCgroup, maps: datapath.occupancy(), counters: Object.fromEntries(Object.entries(datapath.counters()).map(([k, v]) => [k, String(v)])) },
+      datapath:
+        datapath === null
+          ? null
+          : {
+              dir: datapath.dir,
+              podsCgroup: this.config.podsCgroup,
+              maps: datapath.occupancy(),
+              counters: Object.fromEntries(Object.entries(datapath.counters()).map(([k, v]) => [k, String(v)])),
+            },
       ztunnel: this.xds === null ? null : { socket: this.config.xdsSocket, clients: this.xds.clients(), stats: this.xds.stats() },
       rejectedObjects: (this.source?.errors() ?? []).map((e) => e.message),
       reconcile: this.reconciler?.stats() ?? null,
@@ -144,7 +157,10 @@ export class Agent {
 export function registerAgentCommand(program: Command): void {
   addNodeOptions(program.command('agent'))
     .description("the node agent: enrolls this node's pods of ambient namespaces in the datapath and streams workloads and policies to ztunnel")
-    .option('--manifests <dir>', 'read Namespaces, Pods, Services, EndpointSlices, ServiceAccounts, AuthorizationPolicies and PeerAuthentications from YAML files in DIR (watched) instead of a cluster')
+    .option(
+      '--manifests <dir>',
+      'read Namespaces, Pods, Services, EndpointSlices, ServiceAccounts, AuthorizationPolicies and PeerAuthentications from YAML files in DIR (watched) instead of a cluster',
+    )
     .option('--kubeconfig <file>', 'watch the Kubernetes API described by this kubeconfig')
     .option('--context <name>', 'kubeconfig context (default: its current-context)')
     .option('--kube-server <url>', 'watch the Kubernetes API at this URL (without a kubeconfig); in a pod the service account is used by default')
@@ -153,10 +169,21 @@ export function registerAgentCommand(program: Command): void {
     .option('--pods-cgroup <dir>', 'cgroup the datapath attaches to (default: kubepods.slice or kubepods under --cgroup-root)')
     .option('--outbound-port <port>', "port of ztunnel's in-pod outbound listener", AGENT_DEFAULTS.outboundPort)
     .option('--xds-socket <path>', 'Unix socket ztunnel connects to for workloads and policies (delta xDS)', AGENT_DEFAULTS.xdsSocket)
-    .option('--status-addr <ip:port>', 'endpoint for /status (`ambient status`), /metrics and /healthz/ready; localhost by default, the node IP (or 0.0.0.0) to let a cluster Prometheus scrape it (it shows pod names, IPs and netns paths)', AGENT_DEFAULTS.statusAddr)
+    .option(
+      '--status-addr <ip:port>',
+      'endpoint for /status (`ambient status`), /metrics and /healthz/ready; localhost by default, the node IP (or 0.0.0.0) to let a cluster Prometheus scrape it (it shows pod names, IPs and netns paths)',
+      AGENT_DEFAULTS.statusAddr,
+    )
     .option('--cluster-domain <domain>', 'Kubernetes cluster domain, for service hostnames', AGENT_DEFAULTS.clusterDomain)
-    .option('--no-policy-status', "do not write the ZtunnelAccepted condition onto AuthorizationPolicy and PeerAuthentication objects (agents that do elect one writer with the Lease ambient-policy-status in the root namespace)")
-    .option('--listener-wait <duration>', "how long to wait for ztunnel's in-pod listener before capturing a pod anyway (its connections then fail closed)", AGENT_DEFAULTS.listenerWait)
+    .option(
+      '--no-policy-status',
+      'do not write the ZtunnelAccepted condition onto AuthorizationPolicy and PeerAuthentication objects (agents that do elect one writer with the Lease ambient-policy-status in the root namespace)',
+    )
+    .option(
+      '--listener-wait <duration>',
+      "how long to wait for ztunnel's in-pod listener before capturing a pod anyway (its connections then fail closed)",
+      AGENT_DEFAULTS.listenerWait,
+    )
     .action(async (flags: AgentFlags) => {
       const config = parseAgentConfig(flags, process.env)
       const log = createLogger({ name: 'agent', level: config.logLevel })

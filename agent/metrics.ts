@@ -22,18 +22,36 @@ export class AgentMetrics {
   constructor(options: { readonly defaultMetrics?: boolean } = {}) {
     const registers = [this.registry]
     this.enrolledPods = new Gauge({ name: 'ambient_agent_enrolled_pods', help: "This node's pods captured by the datapath", registers })
-    this.pendingPods = new Gauge({ name: 'ambient_agent_pending_pods', help: "This node's pods that should be enrolled but are not captured yet (netns not found, or an error)", registers })
+    this.pendingPods = new Gauge({
+      name: 'ambient_agent_pending_pods',
+      help: "This node's pods that should be enrolled but are not captured yet (netns not found, or an error)",
+      registers,
+    })
     this.reconcileDuration = new Histogram({
       name: 'ambient_agent_reconcile_duration_seconds',
       help: 'Time of one reconcile pass (snapshot to datapath and ztunnel)',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     })
-    this.reconcileErrors = new Counter({ name: 'ambient_agent_reconcile_errors_total', help: 'Reconcile failures by reason: netns (a pod netns not found), enroll, unenroll, annotate, policy-status, pass', labelNames: ['reason'], registers })
+    this.reconcileErrors = new Counter({
+      name: 'ambient_agent_reconcile_errors_total',
+      help: 'Reconcile failures by reason: netns (a pod netns not found), enroll, unenroll, annotate, policy-status, pass',
+      labelNames: ['reason'],
+      registers,
+    })
     this.mapEntries = new Gauge({ name: 'ambient_datapath_map_entries', help: 'Entries in each pinned datapath map', labelNames: ['map'], registers })
     this.mapCapacity = new Gauge({ name: 'ambient_datapath_map_capacity', help: 'max_entries of each pinned datapath map', labelNames: ['map'], registers })
-    this.watchRestarts = new Counter({ name: 'ambient_agent_watch_restarts_total', help: 'Kubernetes watches restarted (errors, 410 Gone, dropped streams), by kind', labelNames: ['kind'], registers })
-    this.rejectedObjects = new Gauge({ name: 'ambient_agent_rejected_objects', help: 'Source objects currently rejected as malformed (see the logs for name and field)', registers })
+    this.watchRestarts = new Counter({
+      name: 'ambient_agent_watch_restarts_total',
+      help: 'Kubernetes watches restarted (errors, 410 Gone, dropped streams), by kind',
+      labelNames: ['kind'],
+      registers,
+    })
+    this.rejectedObjects = new Gauge({
+      name: 'ambient_agent_rejected_objects',
+      help: 'Source objects currently rejected as malformed (see the logs for name and field)',
+      registers,
+    })
     this.xdsClients = new Gauge({ name: 'ambient_agent_xds_clients', help: 'ztunnel processes connected to the agent', registers })
     this.xdsNacks = new Counter({ name: 'ambient_agent_xds_nacks_total', help: 'Updates ztunnel refused (NACK)', registers })
     this.policyProblems = new Gauge({

@@ -3,7 +3,11 @@ import { convertPolicies } from '../common/model/convert/policies.js'
 import { policyStatusPatches } from './policy-status.js'
 
 const ap = (name: string, spec: Record<string, unknown>, status?: unknown) => ({
-  apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { namespace: 'shop', name, generation: 3 }, spec, ...(status ? { status } : {}),
+  apiVersion: 'security.istio.io/v1',
+  kind: 'AuthorizationPolicy',
+  metadata: { namespace: 'shop', name, generation: 3 },
+  spec,
+  ...(status ? { status } : {}),
 })
 
 t.test('one ZtunnelAccepted condition per policy, naming the field ztunnel could not apply', async (t) => {
@@ -33,11 +37,14 @@ t.test('a policy that already carries its condition is not patched again', async
   t.equal(policyStatusPatches(stale, convertPolicies(stale, 'istio-system')).length, 1, 'a new generation is written again')
 })
 
-t.test('same name, two kinds: each gets its own condition; other controllers\' conditions are kept', async (t) => {
+t.test("same name, two kinds: each gets its own condition; other controllers' conditions are kept", async (t) => {
   const objects = [
     { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { namespace: 'shop', name: 'default' }, spec: { action: 'SOMETIMES' } },
     {
-      apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { namespace: 'shop', name: 'default' }, spec: { mtls: { mode: 'STRICT' } },
+      apiVersion: 'security.istio.io/v1',
+      kind: 'PeerAuthentication',
+      metadata: { namespace: 'shop', name: 'default' },
+      spec: { mtls: { mode: 'STRICT' } },
       status: { conditions: [{ type: 'Reconciled', status: 'True' }] },
     },
   ]
@@ -46,5 +53,9 @@ t.test('same name, two kinds: each gets its own condition; other controllers\' c
   const pa = patches.find((p) => p.kind === 'PeerAuthentication')!
   t.match(ap.condition, { status: 'False', reason: 'Invalid' })
   t.match(pa.condition, { status: 'True', reason: 'Accepted' }, 'the PeerAuthentication is not blamed for the AuthorizationPolicy of the same name')
-  t.same(pa.conditions.map((c) => (c as { type: string }).type), ['Reconciled', 'ZtunnelAccepted'], 'another controller\'s condition stays')
+  t.same(
+    pa.conditions.map((c) => (c as { type: string }).type),
+    ['Reconciled', 'ZtunnelAccepted'],
+    "another controller's condition stays",
+  )
 })

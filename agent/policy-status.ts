@@ -49,9 +49,24 @@ export function policyStatusPatches(objects: readonly unknown[], converted: Pick
     const key = `${kind} ${namespace}/${name}`
     const generation = typeof meta['generation'] === 'number' ? { observedGeneration: meta['generation'] } : {}
     let condition: PolicyCondition
-    if (invalid.has(key)) condition = { type: ZTUNNEL_ACCEPTED, status: 'False', reason: 'Invalid', message: `rejected: ${describe(invalid.get(key)!)}`, ...generation }
-    else if (ignored.has(key)) condition = { type: ZTUNNEL_ACCEPTED, status: 'False', reason: 'UnsupportedValue', message: `not enforced by ztunnel: ${describe(ignored.get(key)!)}`, ...generation }
-    else if (warnings.has(key)) condition = { type: ZTUNNEL_ACCEPTED, status: 'False', reason: 'UnsupportedValue', message: `enforced by ztunnel except: ${describe(warnings.get(key)!)}`, ...generation }
+    if (invalid.has(key))
+      condition = { type: ZTUNNEL_ACCEPTED, status: 'False', reason: 'Invalid', message: `rejected: ${describe(invalid.get(key)!)}`, ...generation }
+    else if (ignored.has(key))
+      condition = {
+        type: ZTUNNEL_ACCEPTED,
+        status: 'False',
+        reason: 'UnsupportedValue',
+        message: `not enforced by ztunnel: ${describe(ignored.get(key)!)}`,
+        ...generation,
+      }
+    else if (warnings.has(key))
+      condition = {
+        type: ZTUNNEL_ACCEPTED,
+        status: 'False',
+        reason: 'UnsupportedValue',
+        message: `enforced by ztunnel except: ${describe(warnings.get(key)!)}`,
+        ...generation,
+      }
     else condition = { type: ZTUNNEL_ACCEPTED, status: 'True', reason: 'Accepted', message: 'attached to ztunnel', ...generation }
     const existing = conditionsOf(object)
     if (carries(existing, condition)) continue
@@ -69,5 +84,11 @@ function conditionsOf(object: Record<string, unknown>): readonly unknown[] {
 
 function carries(conditions: readonly unknown[], want: PolicyCondition): boolean {
   const have = conditions.find((c: unknown) => isRecord(c) && c['type'] === ZTUNNEL_ACCEPTED) as Record<string, unknown> | undefined
-  return have !== undefined && have['status'] === want.status && have['reason'] === want.reason && have['message'] === want.message && have['observedGeneration'] === want.observedGeneration
+  return (
+    have !== undefined &&
+    have['status'] === want.status &&
+    have['reason'] === want.reason &&
+    have['message'] === want.message &&
+    have['observedGeneration'] === want.observedGeneration
+  )
 }

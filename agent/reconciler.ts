@@ -220,7 +220,12 @@ export class Reconciler {
   /** Tells ztunnel every workload and policy, with this node's located pods' netns. */
   #publish(snapshot: Snapshot, desired: readonly Pod[], located: ReadonlyMap<string, Located>): MeshResources {
     const localNetns = new Map(desired.filter((p) => located.has(p.uid)).map((p) => [p.uid, located.get(p.uid)!.netnsPath]))
-    const resources = meshResources(snapshot, { trustDomain: this.#o.trustDomain, rootNamespace: this.#o.rootNamespace, clusterDomain: this.#o.clusterDomain, localNetns })
+    const resources = meshResources(snapshot, {
+      trustDomain: this.#o.trustDomain,
+      rootNamespace: this.#o.rootNamespace,
+      clusterDomain: this.#o.clusterDomain,
+      localNetns,
+    })
     this.#o.sink.update(resources)
     this.#reportPolicies(resources)
     return resources
@@ -234,7 +239,10 @@ export class Reconciler {
       const { netnsPath } = located.get(pod.uid)!
       try {
         if (!(await this.#waitForListener(pod.podIP))) {
-          this.#log.warn({ pod: key(pod), waitedMs: this.#o.listenerWaitMs }, 'ztunnel has no listener in the pod yet: capturing anyway, its connections fail until ztunnel serves it')
+          this.#log.warn(
+            { pod: key(pod), waitedMs: this.#o.listenerWaitMs },
+            'ztunnel has no listener in the pod yet: capturing anyway, its connections fail until ztunnel serves it',
+          )
         }
         await this.#o.datapath.enrollPod({ netnsPath, ip: pod.podIP, outboundPort: this.#o.outboundPort })
         this.#log.info({ pod: key(pod), ip: pod.podIP, netnsPath }, 'pod captured')
@@ -330,7 +338,10 @@ export class Reconciler {
       if (writer.writing?.() === false) return // the lease moved on mid-pass
       try {
         await writer.patchPolicyStatus(patch.kind, patch.namespace, patch.name, patch.conditions)
-        this.#log.info({ policy: `${patch.namespace}/${patch.name}`, kind: patch.kind, status: patch.condition.status, reason: patch.condition.reason }, 'policy status written')
+        this.#log.info(
+          { policy: `${patch.namespace}/${patch.name}`, kind: patch.kind, status: patch.condition.status, reason: patch.condition.reason },
+          'policy status written',
+        )
       } catch (err) {
         this.#o.metrics.reconcileErrors.inc({ reason: 'policy-status' })
         this.#log.warn({ policy: `${patch.namespace}/${patch.name}`, err: (err as Error).message }, 'cannot write policy status')

@@ -20,7 +20,10 @@ export class StatusServer {
   #server: http.Server | null = null
   bound: Address | null = null
 
-  constructor(private readonly sources: StatusSources, private readonly onError: (err: Error) => void = () => undefined) {}
+  constructor(
+    private readonly sources: StatusSources,
+    private readonly onError: (err: Error) => void = () => undefined,
+  ) {}
 
   async start(address: Address): Promise<Address> {
     const server = http.createServer((req, res) => {

@@ -34,13 +34,31 @@ async function labelToCapture(): Promise<number[]> {
     name: 'bench-label',
     nodes: ['n1'],
     namespaces: { shop: {} },
-    pods: [{ name: 'client', namespace: 'shop', node: 'n1', serviceAccount: 'client' }, { name: 'server', namespace: 'shop', node: 'n1', serviceAccount: 'server' }],
+    pods: [
+      { name: 'client', namespace: 'shop', node: 'n1', serviceAccount: 'client' },
+      { name: 'server', namespace: 'shop', node: 'n1', serviceAccount: 'server' },
+    ],
   })
   try {
     await startServer(cluster.tb, cluster.pod('server'), 8080)
-    const datapath = Datapath.open({ pinRoot: cluster.pinRoot('n1'), objectsDir: BPF_OBJECTS_DIR, proxyMark: DEFAULT_PROXY_MARK, deliveryMark: DEFAULT_DELIVERY_MARK, hbonePort: DEFAULT_HBONE_PORT })
-    const client = cluster.tb.spawnNode(cluster.pod('client'), join(REPO_ROOT, 'testbed', 'fixtures', 'tcp-client.ts'),
-      ['connect', '--to', `${cluster.pod('server').ip}:8080`, '--count', String(rounds * 2000), '--interval-ms', '5', '--timeout-ms', String(rounds * 30_000)])
+    const datapath = Datapath.open({
+      pinRoot: cluster.pinRoot('n1'),
+      objectsDir: BPF_OBJECTS_DIR,
+      proxyMark: DEFAULT_PROXY_MARK,
+      deliveryMark: DEFAULT_DELIVERY_MARK,
+      hbonePort: DEFAULT_HBONE_PORT,
+    })
+    const client = cluster.tb.spawnNode(cluster.pod('client'), join(REPO_ROOT, 'testbed', 'fixtures', 'tcp-client.ts'), [
+      'connect',
+      '--to',
+      `${cluster.pod('server').ip}:8080`,
+      '--count',
+      String(rounds * 2000),
+      '--interval-ms',
+      '5',
+      '--timeout-ms',
+      String(rounds * 30_000),
+    ])
     const samples: number[] = []
     try {
       for (let i = 0; i < rounds; i++) {
@@ -75,7 +93,13 @@ async function labelToCapture(): Promise<number[]> {
 }
 
 function histogram(metrics: string): { count: number; sum: number } {
-  const value = (name: string): number => Number(metrics.split('\n').find((l) => l.startsWith(name + ' '))?.split(' ')[1] ?? NaN)
+  const value = (name: string): number =>
+    Number(
+      metrics
+        .split('\n')
+        .find((l) => l.startsWith(name + ' '))
+        ?.split(' ')[1] ?? NaN,
+    )
   return { count: value('ambient_agent_reconcile_duration_seconds_count'), sum: value('ambient_agent_reconcile_duration_seconds_sum') }
 }
 
@@ -109,7 +133,9 @@ async function reconcile(n: number): Promise<Record<string, number>> {
     }
   } catch (err) {
     const tail = (text: string): string => text.trim().split('\n').slice(-15).join('\n')
-    console.error(`reconcile ${n} failed: ${(err as Error).message}\nagent:\n${tail(cluster.agents.get('n1')!.logs())}\nztunnel:\n${tail(cluster.ztunnels.get('n1')!.logs())}`)
+    console.error(
+      `reconcile ${n} failed: ${(err as Error).message}\nagent:\n${tail(cluster.agents.get('n1')!.logs())}\nztunnel:\n${tail(cluster.ztunnels.get('n1')!.logs())}`,
+    )
     throw err
   } finally {
     await cluster.stop()
@@ -117,9 +143,14 @@ async function reconcile(n: number): Promise<Record<string, number>> {
 }
 
 const label = rounds > 0 ? await labelToCapture() : []
-if (rounds > 0) console.log(`label -> first captured connection (${rounds} rounds): p50 ${pct(label, 50).toFixed(1)} ms, max ${Math.max(...label).toFixed(1)} ms  [${label.map((x) => x.toFixed(1)).join(', ')}]`)
+if (rounds > 0)
+  console.log(
+    `label -> first captured connection (${rounds} rounds): p50 ${pct(label, 50).toFixed(1)} ms, max ${Math.max(...label).toFixed(1)} ms  [${label.map((x) => x.toFixed(1)).join(', ')}]`,
+  )
 for (const n of sizes) {
   const r = await reconcile(n)
   console.log(JSON.stringify(r))
-  console.log(`reconcile ${n} pods: label -> all captured ${r['labelToAllCapturedMs']} ms (${r['passesForLabel']} passes, ${(r['passSecondsForLabel']! * 1000).toFixed(0)} ms in passes); agent restart -> adopted ${r['restartToAdoptedMs']} ms (adoption pass ${r['adoptionPassMs']!.toFixed(1)} ms)`)
+  console.log(
+    `reconcile ${n} pods: label -> all captured ${r['labelToAllCapturedMs']} ms (${r['passesForLabel']} passes, ${(r['passSecondsForLabel']! * 1000).toFixed(0)} ms in passes); agent restart -> adopted ${r['restartToAdoptedMs']} ms (adoption pass ${r['adoptionPassMs']!.toFixed(1)} ms)`,
+  )
 }

@@ -36,14 +36,22 @@ async function measure(name: string, op: (i: number) => unknown, inFlight = 1): 
   await Promise.all(Array.from({ length: inFlight }, worker))
   const seconds = (performance.now() - started) / 1000
   const rate = done / seconds
-  console.log(`${name.padEnd(58)} ${rate.toFixed(0).padStart(7)} /s   ${((seconds * 1000) / done).toFixed(3).padStart(8)} ms each   (${done} in ${seconds.toFixed(2)} s)`)
+  console.log(
+    `${name.padEnd(58)} ${rate.toFixed(0).padStart(7)} /s   ${((seconds * 1000) / done).toFixed(3).padStart(8)} ms each   (${done} in ${seconds.toFixed(2)} s)`,
+  )
   return rate
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'ambient-bench-ca-'))
 const { bundle } = loadOrCreateCacerts(join(dir, 'cacerts'))
 const registry = new StaticPodRegistry({ 'bench-node': IDENTITIES })
-const server = new CaServer({ authority: new CertificateAuthority({ bundle, trustDomain: TD, registry }), bundle, trustDomain: TD, listen: { host: '127.0.0.1', port: 0 }, log: silentLogger() })
+const server = new CaServer({
+  authority: new CertificateAuthority({ bundle, trustDomain: TD, registry }),
+  bundle,
+  trustDomain: TD,
+  listen: { host: '127.0.0.1', port: 0 },
+  log: silentLogger(),
+})
 await server.start()
 const node = issueNodeCertificate({ bundle, trustDomain: TD, node: 'bench-node', ttlMs: 3600_000 })
 const client = new CaClient({ address: server.address, trustDomain: TD, node, trustBundlePem: bundle.trustBundlePem })
@@ -68,11 +76,17 @@ try {
     const id = IDENTITIES[i % 64]!
     return client.requestCertificate(createCsr({ spiffeId: id, ...generateKeyPair() }), id)
   })
-  const grpcPar = await measure(`gRPC mTLS: same, ${concurrency} in flight`, (i) => {
-    const id = IDENTITIES[i % 64]!
-    return client.requestCertificate(createCsr({ spiffeId: id, ...generateKeyPair() }), id)
-  }, concurrency)
-  console.log(`ratios: gRPC/in-process ${(grpcSeq / inProcess).toFixed(2)} (1 in flight), ${(grpcPar / inProcess).toFixed(2)} (${concurrency} in flight); client and CA share one process and core`)
+  const grpcPar = await measure(
+    `gRPC mTLS: same, ${concurrency} in flight`,
+    (i) => {
+      const id = IDENTITIES[i % 64]!
+      return client.requestCertificate(createCsr({ spiffeId: id, ...generateKeyPair() }), id)
+    },
+    concurrency,
+  )
+  console.log(
+    `ratios: gRPC/in-process ${(grpcSeq / inProcess).toFixed(2)} (1 in flight), ${(grpcPar / inProcess).toFixed(2)} (${concurrency} in flight); client and CA share one process and core`,
+  )
 } finally {
   client.close()
   await server.stop()

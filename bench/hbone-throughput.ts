@@ -154,7 +154,9 @@ async function main(): Promise<void> {
     console.log(`hbone        p50 ${fmtUs(percentile(hboneRtt, 50))}  p99 ${fmtUs(percentile(hboneRtt, 99))}`)
 
     const streams = 3000
-    console.log(`\n# new connection setup, ${streams} sequential open+close cycles: time to open (p50/p99) and cycle rate; warm pool (hbone) vs TCP connect (direct)`)
+    console.log(
+      `\n# new connection setup, ${streams} sequential open+close cycles: time to open (p50/p99) and cycle rate; warm pool (hbone) vs TCP connect (direct)`,
+    )
     for (const [name, open] of [
       ['direct tcp', () => tcp(reply.echo)],
       ['hbone stream', () => via(pool, bestWindow, reply.echo)],

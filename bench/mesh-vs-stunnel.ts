@@ -18,14 +18,35 @@ import { startServer } from '../testbed/pod-clients.js'
 import { createRootCa, issueWorkloadCertificate } from '../common/identity/pki.js'
 import type { TestPod } from '../testbed/testbed.js'
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '1000' }, warmup: { type: 'string', default: '1000' }, 'warmup-seconds': { type: 'string', default: '2' } } })
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '1000' },
+    warmup: { type: 'string', default: '1000' },
+    'warmup-seconds': { type: 'string', default: '2' },
+  },
+})
 const seconds = Number(values.seconds)
 
 const cluster = await MeshCluster.start({
   name: 'bench-mesh',
   nodes: [
-    { name: 'n1', pods: [{ name: 'mc', namespace: 'bench', serviceAccount: 'client', enrolled: true }, { name: 'dc', namespace: 'plain', serviceAccount: 'default', enrolled: false }, { name: 'sc', namespace: 'plain', serviceAccount: 'default', enrolled: false }] },
-    { name: 'n2', pods: [{ name: 'ms', namespace: 'bench', serviceAccount: 'server', enrolled: true }, { name: 'ds', namespace: 'plain', serviceAccount: 'default', enrolled: false }, { name: 'ss', namespace: 'plain', serviceAccount: 'default', enrolled: false }] },
+    {
+      name: 'n1',
+      pods: [
+        { name: 'mc', namespace: 'bench', serviceAccount: 'client', enrolled: true },
+        { name: 'dc', namespace: 'plain', serviceAccount: 'default', enrolled: false },
+        { name: 'sc', namespace: 'plain', serviceAccount: 'default', enrolled: false },
+      ],
+    },
+    {
+      name: 'n2',
+      pods: [
+        { name: 'ms', namespace: 'bench', serviceAccount: 'server', enrolled: true },
+        { name: 'ds', namespace: 'plain', serviceAccount: 'default', enrolled: false },
+        { name: 'ss', namespace: 'plain', serviceAccount: 'default', enrolled: false },
+      ],
+    },
   ],
 })
 const tb = cluster.tb
@@ -43,8 +64,15 @@ async function run(pod: TestPod, cmd: string, args: string[], timeoutMs = 120_00
   return r.stdout
 }
 
-async function measure(label: string, client: TestPod, iperfTarget: [string, number], echoTarget: string, proxies: () => number[]): Promise<Record<string, unknown>> {
-  if (Number(values['warmup-seconds']) > 0) await run(client, 'iperf3', ['-c', iperfTarget[0], '-p', String(iperfTarget[1]), '-t', values['warmup-seconds']!, '-J'])
+async function measure(
+  label: string,
+  client: TestPod,
+  iperfTarget: [string, number],
+  echoTarget: string,
+  proxies: () => number[],
+): Promise<Record<string, unknown>> {
+  if (Number(values['warmup-seconds']) > 0)
+    await run(client, 'iperf3', ['-c', iperfTarget[0], '-p', String(iperfTarget[1]), '-t', values['warmup-seconds']!, '-J'])
   // Whole-process CPU (exited threads included: stunnel runs a thread per connection), 10 ms ticks.
   const proxyCpu = (): number => proxies().reduce((s, pid) => s + cpuSeconds(pid), 0)
   const cpuBefore = proxyCpu()
@@ -53,10 +81,44 @@ async function measure(label: string, client: TestPod, iperfTarget: [string, num
   const cpu = proxyCpu() - cpuBefore
   const rrCount = 2000
   const cpuBeforeRr = proxyCpu()
-  const rr = JSON.parse(await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'rr-latency.ts'), '--to', echoTarget, '--count', String(rrCount), '--warmup', values.warmup!]))
+  const rr = JSON.parse(
+    await run(client, process.execPath, [
+      '--import',
+      'tsx',
+      join(import.meta.dirname, 'tools', 'rr-latency.ts'),
+      '--to',
+      echoTarget,
+      '--count',
+      String(rrCount),
+      '--warmup',
+      values.warmup!,
+    ]),
+  )
   const cpuRr = proxyCpu() - cpuBeforeRr
   const cpuBeforeConn = proxyCpu()
-  const conn = JSON.parse((await run(client, process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'tools', 'connect-latency.ts'), '--to', echoTarget, '--count', values.connections!, '--warmup', values.warmup!], 300_000)).trim().split('\n').pop()!)
+  const conn = JSON.parse(
+    (
+      await run(
+        client,
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          join(import.meta.dirname, 'tools', 'connect-latency.ts'),
+          '--to',
+          echoTarget,
+          '--count',
+          values.connections!,
+          '--warmup',
+          values.warmup!,
+        ],
+        300_000,
+      )
+    )
+      .trim()
+      .split('\n')
+      .pop()!,
+  )
   const cpuConn = proxyCpu() - cpuBeforeConn
   return {
     label,
@@ -90,8 +152,30 @@ try {
   const conf = (side: string, services: string): string =>
     `foreground = yes\npid =\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\nTIMEOUTclose = 0\n${services}`
   const ss = tb.pod('ss')
-  writeFileSync(join(dir, 'st-server.conf'), conf('server', [5201, 8080].map((p) => `[s${p}]\naccept = ${ss.ip}:${p + 10000}\nconnect = 127.0.0.1:${p}\ncert = ${dir}/st-server.pem\nCAfile = ${dir}/st-ca.pem\nverifyChain = yes\nsslVersionMin = TLSv1.3\n`).join('')))
-  writeFileSync(join(dir, 'st-client.conf'), conf('client', [5201, 8080].map((p) => `[c${p}]\nclient = yes\naccept = 127.0.0.1:${p + 20000}\nconnect = ${ss.ip}:${p + 10000}\ncert = ${dir}/st-client.pem\nCAfile = ${dir}/st-ca.pem\nverifyChain = yes\nsslVersionMin = TLSv1.3\n`).join('')))
+  writeFileSync(
+    join(dir, 'st-server.conf'),
+    conf(
+      'server',
+      [5201, 8080]
+        .map(
+          (p) =>
+            `[s${p}]\naccept = ${ss.ip}:${p + 10000}\nconnect = 127.0.0.1:${p}\ncert = ${dir}/st-server.pem\nCAfile = ${dir}/st-ca.pem\nverifyChain = yes\nsslVersionMin = TLSv1.3\n`,
+        )
+        .join(''),
+    ),
+  )
+  writeFileSync(
+    join(dir, 'st-client.conf'),
+    conf(
+      'client',
+      [5201, 8080]
+        .map(
+          (p) =>
+            `[c${p}]\nclient = yes\naccept = 127.0.0.1:${p + 20000}\nconnect = ${ss.ip}:${p + 10000}\ncert = ${dir}/st-client.pem\nCAfile = ${dir}/st-ca.pem\nverifyChain = yes\nsslVersionMin = TLSv1.3\n`,
+        )
+        .join(''),
+    ),
+  )
   const stServer = tb.spawnInPod(ss, 'stunnel4', [join(dir, 'st-server.conf')])
   const stClient = tb.spawnInPod(tb.pod('sc'), 'stunnel4', [join(dir, 'st-client.conf')])
   daemons.push(stServer, stClient)
@@ -112,8 +196,12 @@ try {
     console.error(`stunnel: ${(results[2] as { connFailed: number }).connFailed} connections failed; its errors:\n${errors.slice(-20).join('\n')}`)
   }
   const [direct, ambient, stunnel] = results as Record<string, number>[]
-  console.log(`throughput ambient/direct ${(ambient!.throughputMiBps! / direct!.throughputMiBps!).toFixed(2)}, ambient/stunnel ${(ambient!.throughputMiBps! / stunnel!.throughputMiBps!).toFixed(2)}`)
-  console.log(`new connection p50 ambient/direct ${(ambient!.connectP50Us! / direct!.connectP50Us!).toFixed(2)}, stunnel/direct ${(stunnel!.connectP50Us! / direct!.connectP50Us!).toFixed(2)}`)
+  console.log(
+    `throughput ambient/direct ${(ambient!.throughputMiBps! / direct!.throughputMiBps!).toFixed(2)}, ambient/stunnel ${(ambient!.throughputMiBps! / stunnel!.throughputMiBps!).toFixed(2)}`,
+  )
+  console.log(
+    `new connection p50 ambient/direct ${(ambient!.connectP50Us! / direct!.connectP50Us!).toFixed(2)}, stunnel/direct ${(stunnel!.connectP50Us! / direct!.connectP50Us!).toFixed(2)}`,
+  )
 } finally {
   for (const d of daemons) d.kill('SIGTERM')
   await cluster.stop()

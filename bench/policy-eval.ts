@@ -75,7 +75,10 @@ for (const n of [10, 1_000, 10_000]) {
   const allowed = conn(`client-${lastAllow}`)
   const denied = conn('nobody')
   if (!evaluate(set, allowed).allowed || evaluate(set, denied).allowed) throw new Error('unexpected decision')
-  for (const [label, c] of [['allowed by last policy', allowed], ['no policy matches', denied]] as const) {
+  for (const [label, c] of [
+    ['allowed by last policy', allowed],
+    ['no policy matches', denied],
+  ] as const) {
     const m = measure(() => evaluate(set, c).allowed)
     rows.push([String(n), label, m.nsPerOp.toFixed(0), Math.round(1e9 / m.nsPerOp).toLocaleString('en-US'), buildMs.toFixed(1)])
   }

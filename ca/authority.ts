@@ -68,7 +68,11 @@ export class CertificateAuthority {
 
   private authenticateOnce(caller: X509Certificate | null): string {
     // grpc-js shows only certificates the TLS handshake authorized: missing, expired and foreign ones all land here.
-    if (!caller) throw new CaError('AMBIENT_ERR_CA_UNAUTHENTICATED', 'no valid client certificate (missing, expired or from another CA): call the CA with an unexpired node certificate it issued (ambient ca node-cert)')
+    if (!caller)
+      throw new CaError(
+        'AMBIENT_ERR_CA_UNAUTHENTICATED',
+        'no valid client certificate (missing, expired or from another CA): call the CA with an unexpired node certificate it issued (ambient ca node-cert)',
+      )
     try {
       verifyChain({ leaf: caller, intermediates: this.chain, roots: this.roots })
     } catch (err) {
@@ -77,7 +81,10 @@ export class CertificateAuthority {
     const uri = spiffeIdOf(caller)
     const node = uri ? parseNodeSpiffeId(uri) : null
     if (!node || node.trustDomain !== this.options.trustDomain) {
-      throw new CaError('AMBIENT_ERR_CA_PERMISSION_DENIED', `caller ${JSON.stringify(uri)} is not a node of trust domain ${this.options.trustDomain} (expected spiffe://${this.options.trustDomain}/node/<node-name>)`)
+      throw new CaError(
+        'AMBIENT_ERR_CA_PERMISSION_DENIED',
+        `caller ${JSON.stringify(uri)} is not a node of trust domain ${this.options.trustDomain} (expected spiffe://${this.options.trustDomain}/node/<node-name>)`,
+      )
     }
     return node.node
   }
@@ -89,22 +96,36 @@ export class CertificateAuthority {
       csr = parseCsr(request.csrPem)
     } catch (err) {
       const message = err instanceof IdentityError ? err.message : `malformed CSR: ${(err as Error).message}`
-      throw new CaError('AMBIENT_ERR_CA_BAD_REQUEST', `${message}; send a PKCS#10 request with one spiffe://${this.options.trustDomain}/ns/<ns>/sa/<sa> URI SAN`, { cause: err })
+      throw new CaError(
+        'AMBIENT_ERR_CA_BAD_REQUEST',
+        `${message}; send a PKCS#10 request with one spiffe://${this.options.trustDomain}/ns/<ns>/sa/<sa> URI SAN`,
+        { cause: err },
+      )
     }
     const identity = csr.spiffeId
     const { trustDomain } = parseSpiffeId(identity)
     if (trustDomain !== this.options.trustDomain) {
-      throw new CaError('AMBIENT_ERR_CA_BAD_REQUEST', `CSR identity ${identity} is in trust domain ${trustDomain}; this CA issues only for ${this.options.trustDomain}`)
+      throw new CaError(
+        'AMBIENT_ERR_CA_BAD_REQUEST',
+        `CSR identity ${identity} is in trust domain ${trustDomain}; this CA issues only for ${this.options.trustDomain}`,
+      )
     }
     if (request.impersonatedIdentity !== undefined && request.impersonatedIdentity !== identity) {
       throw new CaError('AMBIENT_ERR_CA_BAD_REQUEST', `metadata ImpersonatedIdentity ${request.impersonatedIdentity} differs from the CSR identity ${identity}`)
     }
     if (!this.options.registry.identitiesOnNode(node).has(identity)) {
-      throw new CaError('AMBIENT_ERR_CA_PERMISSION_DENIED', `node ${node} may not get a certificate for ${identity}: no pod with that identity is scheduled on it`)
+      throw new CaError(
+        'AMBIENT_ERR_CA_PERMISSION_DENIED',
+        `node ${node} may not get a certificate for ${identity}: no pod with that identity is scheduled on it`,
+      )
     }
     const seconds = request.validitySeconds ?? 0
-    if (!Number.isFinite(seconds) || seconds < 0) throw new CaError('AMBIENT_ERR_CA_BAD_REQUEST', `validity_duration ${seconds} must be a positive number of seconds (or 0 for the default)`)
-    const ttlMs = Math.min(seconds > 0 ? seconds * 1000 : this.options.defaultTtlMs ?? DEFAULT_WORKLOAD_TTL_MS, this.options.maxTtlMs ?? DEFAULT_MAX_WORKLOAD_TTL_MS)
+    if (!Number.isFinite(seconds) || seconds < 0)
+      throw new CaError('AMBIENT_ERR_CA_BAD_REQUEST', `validity_duration ${seconds} must be a positive number of seconds (or 0 for the default)`)
+    const ttlMs = Math.min(
+      seconds > 0 ? seconds * 1000 : (this.options.defaultTtlMs ?? DEFAULT_WORKLOAD_TTL_MS),
+      this.options.maxTtlMs ?? DEFAULT_MAX_WORKLOAD_TTL_MS,
+    )
     const leafPem = signCsr({ csrPem: request.csrPem, ca: this.options.bundle.signing, ttlMs })
     return { node, identity, serialNumber: new X509Certificate(leafPem).serialNumber, certChainPem: responseChain(this.options.bundle, splitPem(leafPem)[0]!) }
   }

@@ -49,7 +49,12 @@ t.test('a plugged-in intermediate: leaf, intermediate, root', async (t) => {
   t.equal(issued.certChainPem[1], intermediate.certPem)
   t.equal(issued.certChainPem[2], root.certPem)
   writeFileSync(join(dir, 'leaf.pem'), issued.certChainPem[0]!)
-  t.match(execFileSync('openssl', ['verify', '-CAfile', join(dir, 'root-cert.pem'), '-untrusted', join(dir, 'ca-cert.pem'), join(dir, 'leaf.pem')], { encoding: 'utf8' }), /leaf.pem: OK/)
+  t.match(
+    execFileSync('openssl', ['verify', '-CAfile', join(dir, 'root-cert.pem'), '-untrusted', join(dir, 'ca-cert.pem'), join(dir, 'leaf.pem')], {
+      encoding: 'utf8',
+    }),
+    /leaf.pem: OK/,
+  )
 
   // Workloads trust only the root; the intermediate travels in the handshake.
   const source = new InProcessCertificateSource({ ca: intermediate, chainPem: root.certPem, trustDomain: TD })
@@ -62,7 +67,13 @@ t.test('a plugged-in intermediate: leaf, intermediate, root', async (t) => {
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
   t.teardown(() => srv.close())
   const reply = await new Promise<string>((resolve, reject) => {
-    const c = tls.connect({ host: '127.0.0.1', port: (srv.address() as { port: number }).port, servername: 'web', secureContext: client.secureContext, checkServerIdentity: () => undefined })
+    const c = tls.connect({
+      host: '127.0.0.1',
+      port: (srv.address() as { port: number }).port,
+      servername: 'web',
+      secureContext: client.secureContext,
+      checkServerIdentity: () => undefined,
+    })
     let data = ''
     c.on('data', (d) => (data += d))
     c.on('end', () => resolve(data))
@@ -73,11 +84,27 @@ t.test('a plugged-in intermediate: leaf, intermediate, root', async (t) => {
 
 t.test('directories that cannot sign are refused, naming the problem', async (t) => {
   t.throws(() => loadCacerts(layout('empty', {})), { code: 'AMBIENT_ERR_CA_CACERTS', message: /ca-cert.pem is missing/ })
-  t.throws(() => loadCacerts(layout('mismatch', { 'ca-cert.pem': root.certPem, 'ca-key.pem': intermediate.keyPem })), { code: 'AMBIENT_ERR_CA_CACERTS', message: /ca-key.pem does not match ca-cert.pem/ })
+  t.throws(() => loadCacerts(layout('mismatch', { 'ca-cert.pem': root.certPem, 'ca-key.pem': intermediate.keyPem })), {
+    code: 'AMBIENT_ERR_CA_CACERTS',
+    message: /ca-key.pem does not match ca-cert.pem/,
+  })
   const rsaKey = execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'], { encoding: 'utf8' })
-  t.throws(() => loadCacerts(layout('rsa', { 'ca-cert.pem': root.certPem, 'ca-key.pem': rsaKey })), { code: 'AMBIENT_ERR_CA_CACERTS', message: /is a rsa key; ambient ca signs with ECDSA P-256 keys only/ })
-  t.throws(() => loadCacerts(layout('noroot', { 'ca-cert.pem': intermediate.certPem, 'ca-key.pem': intermediate.keyPem })), { code: 'AMBIENT_ERR_CA_CACERTS', message: /root-cert.pem is missing/ })
+  t.throws(() => loadCacerts(layout('rsa', { 'ca-cert.pem': root.certPem, 'ca-key.pem': rsaKey })), {
+    code: 'AMBIENT_ERR_CA_CACERTS',
+    message: /is a rsa key; ambient ca signs with ECDSA P-256 keys only/,
+  })
+  t.throws(() => loadCacerts(layout('noroot', { 'ca-cert.pem': intermediate.certPem, 'ca-key.pem': intermediate.keyPem })), {
+    code: 'AMBIENT_ERR_CA_CACERTS',
+    message: /root-cert.pem is missing/,
+  })
   const otherRoot = createRootCa()
-  t.throws(() => loadCacerts(layout('wrongroot', { 'ca-cert.pem': intermediate.certPem, 'ca-key.pem': intermediate.keyPem, 'root-cert.pem': otherRoot.certPem })), { code: 'AMBIENT_ERR_CA_CACERTS', message: /does not chain to root-cert.pem/ })
-  t.throws(() => loadOrCreateCacerts(layout('partial', { 'root-cert.pem': root.certPem })), { code: 'AMBIENT_ERR_CA_CACERTS', message: /ca-cert.pem is missing/ }, 'a partial directory is not overwritten')
+  t.throws(
+    () => loadCacerts(layout('wrongroot', { 'ca-cert.pem': intermediate.certPem, 'ca-key.pem': intermediate.keyPem, 'root-cert.pem': otherRoot.certPem })),
+    { code: 'AMBIENT_ERR_CA_CACERTS', message: /does not chain to root-cert.pem/ },
+  )
+  t.throws(
+    () => loadOrCreateCacerts(layout('partial', { 'root-cert.pem': root.certPem })),
+    { code: 'AMBIENT_ERR_CA_CACERTS', message: /ca-cert.pem is missing/ },
+    'a partial directory is not overwritten',
+  )
 })

@@ -43,9 +43,11 @@ export const CA_DEFAULTS = {
 const TRUST_DOMAIN = /^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$/
 
 export function parseCaConfig(flags: CaFlags): CaConfig {
-  if (flags.nodeIdentities !== undefined && flags.manifests !== undefined) throw new ConfigError('--manifests', 'give either --node-identities or --manifests, not both')
+  if (flags.nodeIdentities !== undefined && flags.manifests !== undefined)
+    throw new ConfigError('--manifests', 'give either --node-identities or --manifests, not both')
   const trustDomain = flags.trustDomain
-  if (!TRUST_DOMAIN.test(trustDomain)) throw new ConfigError('--trust-domain', `${JSON.stringify(trustDomain)} is not a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')`)
+  if (!TRUST_DOMAIN.test(trustDomain))
+    throw new ConfigError('--trust-domain', `${JSON.stringify(trustDomain)} is not a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')`)
   const certTtlMs = parseDuration('--cert-ttl', flags.certTtl)
   const maxCertTtlMs = parseDuration('--max-cert-ttl', flags.maxCertTtl)
   if (certTtlMs > maxCertTtlMs) throw new ConfigError('--cert-ttl', `${flags.certTtl} is longer than --max-cert-ttl ${flags.maxCertTtl}`)

@@ -31,14 +31,34 @@ t.test('node-cert writes a node certificate from the cacerts directory', async (
   process.stdout.write = (() => true) as typeof process.stdout.write
   try {
     await program().parseAsync(['node', 'ambient', 'ca', '--cacerts', cacerts, '--trust-domain', 'mesh.test', 'node-cert', '--node', 'node-a', '--out', out])
-    await program().parseAsync(['node', 'ambient', 'ca', 'node-cert', '--node', 'node-b', '--out', join(dir, 'node-b'), '--cacerts', cacerts, '--trust-domain', 'mesh.test'])
+    await program().parseAsync([
+      'node',
+      'ambient',
+      'ca',
+      'node-cert',
+      '--node',
+      'node-b',
+      '--out',
+      join(dir, 'node-b'),
+      '--cacerts',
+      cacerts,
+      '--trust-domain',
+      'mesh.test',
+    ])
   } finally {
     process.stdout.write = write
   }
   t.equal(spiffeIdOf(new X509Certificate(readFileSync(join(out, 'node-cert.pem')))), 'spiffe://mesh.test/node/node-a')
-  t.equal(spiffeIdOf(new X509Certificate(readFileSync(join(dir, 'node-b', 'node-cert.pem')))), 'spiffe://mesh.test/node/node-b', 'flags after the subcommand work too')
+  t.equal(
+    spiffeIdOf(new X509Certificate(readFileSync(join(dir, 'node-b', 'node-cert.pem')))),
+    'spiffe://mesh.test/node/node-b',
+    'flags after the subcommand work too',
+  )
   t.equal(statSync(join(out, 'node-key.pem')).mode & 0o777, 0o600)
-  await t.rejects(program().parseAsync(['node', 'ambient', 'ca', '--cacerts', cacerts, 'node-cert', '--node', 'Bad_Name', '--out', out]), { code: 'AMBIENT_ERR_CONFIG', message: /--node: node name "Bad_Name" is not a DNS subdomain/ })
+  await t.rejects(program().parseAsync(['node', 'ambient', 'ca', '--cacerts', cacerts, 'node-cert', '--node', 'Bad_Name', '--out', out]), {
+    code: 'AMBIENT_ERR_CONFIG',
+    message: /--node: node name "Bad_Name" is not a DNS subdomain/,
+  })
 })
 
 t.test('flags are checked once, naming the bad one', async (t) => {
@@ -53,12 +73,26 @@ t.test('flags are checked once, naming the bad one', async (t) => {
 t.test('the CA process serves the nodes of its --node-identities file', async (t) => {
   const identities = join(dir, 'nodes.yaml')
   writeFileSync(identities, 'node-b: []\n')
-  const config = parseCaConfig({ listen: '127.0.0.1:0', cacerts, trustDomain: 'mesh.test', certTtl: '1h', maxCertTtl: '24h', nodeIdentities: identities, dnsName: [], logLevel: 'info' })
+  const config = parseCaConfig({
+    listen: '127.0.0.1:0',
+    cacerts,
+    trustDomain: 'mesh.test',
+    certTtl: '1h',
+    maxCertTtl: '24h',
+    nodeIdentities: identities,
+    dnsName: [],
+    logLevel: 'info',
+  })
   const ca = new CaProcess(config, silentLogger())
   await ca.start()
   t.teardown(() => ca.stop())
   const read = (f: string): string => readFileSync(join(dir, 'node-a', f), 'utf8')
-  const client = new CaClient({ address: ca.server!.address, trustDomain: 'mesh.test', node: { certPem: read('node-cert.pem'), keyPem: read('node-key.pem') }, trustBundlePem: read('root-cert.pem') })
+  const client = new CaClient({
+    address: ca.server!.address,
+    trustDomain: 'mesh.test',
+    node: { certPem: read('node-cert.pem'), keyPem: read('node-key.pem') },
+    trustBundlePem: read('root-cert.pem'),
+  })
   t.teardown(() => client.close())
   const csr = (): string => createCsr({ spiffeId: WEB, ...generateKeyPair() })
   await t.rejects(client.requestCertificate(csr(), WEB), { code: 'AMBIENT_ERR_CA_PERMISSION_DENIED' }, 'node-a has no pods yet')
@@ -66,7 +100,10 @@ t.test('the CA process serves the nodes of its --node-identities file', async (t
   let chain: readonly string[] | null = null
   for (let i = 0; i < 40 && !chain; i++) {
     await new Promise((r) => setTimeout(r, 100))
-    chain = await client.requestCertificate(csr(), WEB, { validityMs: 7200_000 }).then((c) => c.certChainPem, () => null)
+    chain = await client.requestCertificate(csr(), WEB, { validityMs: 7200_000 }).then(
+      (c) => c.certChainPem,
+      () => null,
+    )
   }
   t.ok(chain, 'issued once the file lists the pod')
   const leaf = new X509Certificate(chain![0]!)

@@ -20,7 +20,10 @@ export class CaProcess {
   private readonly stops = new StopStack()
   server: CaServer | null = null
 
-  constructor(private readonly config: CaConfig, private readonly log: Logger) {}
+  constructor(
+    private readonly config: CaConfig,
+    private readonly log: Logger,
+  ) {}
 
   async start(): Promise<void> {
     const { config, log } = this
@@ -52,8 +55,21 @@ export class CaProcess {
       } else {
         log.warn('no --node-identities or --manifests: every request is refused until a pod registry is attached')
       }
-      const authority = new CertificateAuthority({ bundle, trustDomain: config.trustDomain, registry, defaultTtlMs: config.certTtlMs, maxTtlMs: config.maxCertTtlMs })
-      this.server = new CaServer({ authority, bundle, trustDomain: config.trustDomain, listen: config.listen, dnsNames: config.dnsNames, log: log.child({ component: 'server' }) })
+      const authority = new CertificateAuthority({
+        bundle,
+        trustDomain: config.trustDomain,
+        registry,
+        defaultTtlMs: config.certTtlMs,
+        maxTtlMs: config.maxCertTtlMs,
+      })
+      this.server = new CaServer({
+        authority,
+        bundle,
+        trustDomain: config.trustDomain,
+        listen: config.listen,
+        dnsNames: config.dnsNames,
+        log: log.child({ component: 'server' }),
+      })
       await this.server.start()
       this.stops.push(() => this.server!.stop())
     } catch (err) {
@@ -78,7 +94,10 @@ export function registerCaCommand(program: Command): void {
     .command('ca')
     .description("issues workload certificates over Istio's CA API (IstioCertificateService/CreateCertificate); a node gets only its pods' identities")
     .option('--listen <ip:port>', 'gRPC (TLS) listen address', CA_DEFAULTS.listen)
-    .option('--cacerts <dir>', "Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); a self-signed root is generated there if empty")
+    .option(
+      '--cacerts <dir>',
+      "Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); a self-signed root is generated there if empty",
+    )
     .option('--trust-domain <td>', 'SPIFFE trust domain of the mesh', CA_DEFAULTS.trustDomain)
     .option('--cert-ttl <duration>', 'workload certificate lifetime when the request names none', CA_DEFAULTS.certTtl)
     .option('--max-cert-ttl <duration>', 'longest workload certificate lifetime granted', CA_DEFAULTS.maxCertTtl)

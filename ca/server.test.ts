@@ -37,8 +37,13 @@ async function startCa(bundle: CaBundle): Promise<CaServer> {
 }
 
 /** A raw CreateCertificate call with any credentials, for the refusals. */
-function rawCall(address: string, credentials: grpc.ChannelCredentials, request: IstioCertificateRequest): Promise<{ code: grpc.status; details: string } | IstioCertificateResponse> {
-  const client = new (caService().Client)(address, credentials, { 'grpc.ssl_target_name_override': 'ambient-ca' }) as unknown as grpc.Client & Record<string, (req: unknown, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: IstioCertificateResponse) => void) => void>
+function rawCall(
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  request: IstioCertificateRequest,
+): Promise<{ code: grpc.status; details: string } | IstioCertificateResponse> {
+  const client = new (caService().Client)(address, credentials, { 'grpc.ssl_target_name_override': 'ambient-ca' }) as unknown as grpc.Client &
+    Record<string, (req: unknown, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: IstioCertificateResponse) => void) => void>
   return new Promise((resolve) => {
     client.CreateCertificate!(request, { deadline: Date.now() + 5000 }, (err, res) => {
       client.close()
@@ -83,14 +88,19 @@ t.test('a node gets certificates for its pods over gRPC, and they work for mutua
   t.match(text, /CA:FALSE/)
 
   // tls.Server ignores a `secureContext` option: hand the context over per connection (SNI).
-  const srv = tls.createServer({ SNICallback: (_name, cb) => cb(null, web.secureContext), requestCert: true, rejectUnauthorized: true }, (s) => s.end(spiffeIdOf(s.getPeerX509Certificate()!) ?? ''))
+  const srv = tls.createServer({ SNICallback: (_name, cb) => cb(null, web.secureContext), requestCert: true, rejectUnauthorized: true }, (s) =>
+    s.end(spiffeIdOf(s.getPeerX509Certificate()!) ?? ''),
+  )
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
   t.teardown(() => srv.close())
   const seen = await new Promise<string>((resolve, reject) => {
-    const c = tls.connect({ host: '127.0.0.1', port: (srv.address() as { port: number }).port, servername: 'web', secureContext: peer.secureContext, ...skipServerCheck }, () => {
-      t.equal(c.getProtocol(), 'TLSv1.3')
-      t.equal(spiffeIdOf(c.getPeerX509Certificate()!), WEB)
-    })
+    const c = tls.connect(
+      { host: '127.0.0.1', port: (srv.address() as { port: number }).port, servername: 'web', secureContext: peer.secureContext, ...skipServerCheck },
+      () => {
+        t.equal(c.getProtocol(), 'TLSv1.3')
+        t.equal(spiffeIdOf(c.getPeerX509Certificate()!), WEB)
+      },
+    )
     let data = ''
     c.on('data', (d) => (data += d))
     c.on('end', () => resolve(data))
@@ -123,29 +133,69 @@ t.test('refusals carry a clear gRPC status', async (t) => {
 
   const foreign = new CaClient({ address: server.address, trustDomain: TD, node, trustBundlePem: bundle.trustBundlePem })
   t.teardown(() => foreign.close())
-  await t.rejects(foreign.requestCertificate(csrFor(DB), DB), { code: 'AMBIENT_ERR_CA_PERMISSION_DENIED', message: /node node-a may not get a certificate for spiffe:\/\/cluster.local\/ns\/data\/sa\/db/ }, "another node's pod")
+  await t.rejects(
+    foreign.requestCertificate(csrFor(DB), DB),
+    { code: 'AMBIENT_ERR_CA_PERMISSION_DENIED', message: /node node-a may not get a certificate for spiffe:\/\/cluster.local\/ns\/data\/sa\/db/ },
+    "another node's pod",
+  )
   t.match(await call({ csr: csrFor(DB) }), { code: grpc.status.PERMISSION_DENIED })
   t.match(await call({ csr: 'garbage' }), { code: grpc.status.INVALID_ARGUMENT, details: /malformed CSR: no CERTIFICATE REQUEST PEM block/ }, 'malformed CSR')
   const tampered = csrFor(WEB).replace(/A/, 'B')
   t.match(await call({ csr: tampered }), { code: grpc.status.INVALID_ARGUMENT }, 'CSR with a bad signature')
-  t.match(await call({ csr: csrFor('spiffe://evil.example/ns/shop/sa/web') }), { code: grpc.status.INVALID_ARGUMENT, details: /trust domain evil.example; this CA issues only for cluster.local/ }, 'another trust domain')
-  t.match(await call({ csr: csrFor(WEB), metadata: { fields: { ImpersonatedIdentity: { stringValue: CLIENT } } } }), { code: grpc.status.INVALID_ARGUMENT, details: /ImpersonatedIdentity/ }, 'metadata disagrees with the CSR')
+  t.match(
+    await call({ csr: csrFor('spiffe://evil.example/ns/shop/sa/web') }),
+    { code: grpc.status.INVALID_ARGUMENT, details: /trust domain evil.example; this CA issues only for cluster.local/ },
+    'another trust domain',
+  )
+  t.match(
+    await call({ csr: csrFor(WEB), metadata: { fields: { ImpersonatedIdentity: { stringValue: CLIENT } } } }),
+    { code: grpc.status.INVALID_ARGUMENT, details: /ImpersonatedIdentity/ },
+    'metadata disagrees with the CSR',
+  )
   t.match(await call({ csr: csrFor(WEB), validity_duration: -5 }), { code: grpc.status.INVALID_ARGUMENT }, 'negative validity')
 
   const anonymous = grpc.credentials.createSsl(Buffer.from(bundle.trustBundlePem), null, null, skipServerCheck)
   t.match(await call({ csr: csrFor(WEB) }, anonymous), { code: grpc.status.UNAUTHENTICATED, details: /no valid client certificate/ }, 'no client certificate')
   const stranger = issueWorkloadCertificate({ spiffeId: WEB, ca: createRootCa(), ttlMs: 3600_000 })
   const otherCa = grpc.credentials.createSsl(Buffer.from(bundle.trustBundlePem), Buffer.from(stranger.keyPem), Buffer.from(stranger.certPem), skipServerCheck)
-  t.match(await call({ csr: csrFor(WEB) }, otherCa), { code: grpc.status.UNAUTHENTICATED, details: /no valid client certificate/ }, 'a certificate from another CA')
+  t.match(
+    await call({ csr: csrFor(WEB) }, otherCa),
+    { code: grpc.status.UNAUTHENTICATED, details: /no valid client certificate/ },
+    'a certificate from another CA',
+  )
   const workload = issueWorkloadCertificate({ spiffeId: WEB, ca: bundle.signing, ttlMs: 3600_000 })
-  const asWorkload = grpc.credentials.createSsl(Buffer.from(bundle.trustBundlePem), Buffer.from(workload.keyPem), Buffer.from(workload.certPem), skipServerCheck)
-  t.match(await call({ csr: csrFor(WEB) }, asWorkload), { code: grpc.status.PERMISSION_DENIED, details: /is not a node of trust domain/ }, 'a workload certificate is not a node')
+  const asWorkload = grpc.credentials.createSsl(
+    Buffer.from(bundle.trustBundlePem),
+    Buffer.from(workload.keyPem),
+    Buffer.from(workload.certPem),
+    skipServerCheck,
+  )
+  t.match(
+    await call({ csr: csrFor(WEB) }, asWorkload),
+    { code: grpc.status.PERMISSION_DENIED, details: /is not a node of trust domain/ },
+    'a workload certificate is not a node',
+  )
   const expiredNode = issueNodeCertificate({ bundle, trustDomain: TD, node: 'node-a', ttlMs: 1000 })
   await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(new X509Certificate(expiredNode.certPem).validTo) + 1100 - Date.now())))
-  const expiredCreds = grpc.credentials.createSsl(Buffer.from(bundle.trustBundlePem), Buffer.from(expiredNode.keyPem), Buffer.from(expiredNode.certPem), skipServerCheck)
-  t.match(await call({ csr: csrFor(WEB) }, expiredCreds), { code: grpc.status.UNAUTHENTICATED, details: /no valid client certificate/ }, 'an expired node certificate')
+  const expiredCreds = grpc.credentials.createSsl(
+    Buffer.from(bundle.trustBundlePem),
+    Buffer.from(expiredNode.keyPem),
+    Buffer.from(expiredNode.certPem),
+    skipServerCheck,
+  )
+  t.match(
+    await call({ csr: csrFor(WEB) }, expiredCreds),
+    { code: grpc.status.UNAUTHENTICATED, details: /no valid client certificate/ },
+    'an expired node certificate',
+  )
 
-  const wrongCa = new CaClient({ address: server.address, trustDomain: TD, node, trustBundlePem: bundle.trustBundlePem, caIdentity: `spiffe://${TD}/ns/x/sa/y` })
+  const wrongCa = new CaClient({
+    address: server.address,
+    trustDomain: TD,
+    node,
+    trustBundlePem: bundle.trustBundlePem,
+    caIdentity: `spiffe://${TD}/ns/x/sa/y`,
+  })
   t.teardown(() => wrongCa.close())
   await t.rejects(wrongCa.requestCertificate(csrFor(WEB), WEB), { code: 'AMBIENT_ERR_CA_UNAVAILABLE' }, 'the client checks the CA identity')
 })

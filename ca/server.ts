@@ -103,7 +103,12 @@ export class CaServer {
 
   private renewServingCertificate(): void {
     const ttlMs = this.options.servingTtlMs ?? 24 * 3600_000
-    const serving = issueServingCertificate({ bundle: this.options.bundle, trustDomain: this.options.trustDomain, dnsNames: this.options.dnsNames ?? ['localhost'], ttlMs })
+    const serving = issueServingCertificate({
+      bundle: this.options.bundle,
+      trustDomain: this.options.trustDomain,
+      dnsNames: this.options.dnsNames ?? ['localhost'],
+      ttlMs,
+    })
     this.certificates.update(serving.certPem + serving.chainPem, serving.keyPem)
     this.renewTimer = setTimeout(() => this.renewServingCertificate(), ttlMs / 2)
     this.renewTimer.unref()
@@ -122,7 +127,10 @@ export class CaServer {
     return cert
   }
 
-  private createCertificate(call: grpc.ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>, callback: grpc.sendUnaryData<IstioCertificateResponse>): void {
+  private createCertificate(
+    call: grpc.ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>,
+    callback: grpc.sendUnaryData<IstioCertificateResponse>,
+  ): void {
     const { log, authority } = this.options
     const impersonated = call.request.metadata?.fields?.ImpersonatedIdentity?.stringValue
     try {

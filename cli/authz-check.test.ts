@@ -32,16 +32,33 @@ t.test('decisions', async (t) => {
 
 t.test('explanations: warnings, dry-run, invalid and ignored policies', async (t) => {
   const r = runAuthzCheck({ objects, destIp: WEB, destPort: 8080, sourcePrincipal: sa('admin', 'ops') })
-  t.same(r.warnings.map((w) => [w.policy, w.field]), [['shop/web-from-frontend', 'spec.rules[2].to[0].operation.methods']])
+  t.same(
+    r.warnings.map((w) => [w.policy, w.field]),
+    [['shop/web-from-frontend', 'spec.rules[2].to[0].operation.methods']],
+  )
   t.same(r.destination, { namespace: 'shop', labels: { app: 'web', version: 'v1' }, ip: WEB, port: 8080, pod: 'shop/web-1' })
-  t.same(r.invalid.map((p) => [p.policy, p.field]), [['shop/typo', 'spec.rules[0].to[0].operation.ports[0]']], 'malformed policy named with its field')
-  t.same(r.ignored.map((p) => [p.policy, p.field]), [['shop/waypoint-only', 'spec.targetRefs']])
+  t.same(
+    r.invalid.map((p) => [p.policy, p.field]),
+    [['shop/typo', 'spec.rules[0].to[0].operation.ports[0]']],
+    'malformed policy named with its field',
+  )
+  t.same(
+    r.ignored.map((p) => [p.policy, p.field]),
+    [['shop/waypoint-only', 'spec.targetRefs']],
+  )
   t.match(r.notes.join('\n'), /no --source-ip/)
   const dry = runAuthzCheck({ objects, destIp: DB, destPort: 5432, sourcePrincipal: sa('shop', 'web') })
   t.same(dry.dryRun, [{ policy: 'shop/db-dry-run', action: 'ALLOW' }])
   const wouldDeny = runAuthzCheck({ objects, destIp: DB, destPort: 5432, sourcePrincipal: sa('shop', 'other') })
   t.same([wouldDeny.decision, wouldDeny.dryRunWouldDeny], ['allow', true])
-  const labelled = runAuthzCheck({ objects, destIp: '10.99.0.1', destPort: 8080, destNamespace: 'shop', destLabels: { app: 'web' }, sourcePrincipal: sa('frontend', 'ui') })
+  const labelled = runAuthzCheck({
+    objects,
+    destIp: '10.99.0.1',
+    destPort: 8080,
+    destNamespace: 'shop',
+    destLabels: { app: 'web' },
+    sourcePrincipal: sa('frontend', 'ui'),
+  })
   t.same([labelled.decision, labelled.destination.pod], ['allow', null], 'labels from flags when no pod has the IP')
   t.throws(() => runAuthzCheck({ objects, destIp: '10.99.0.1', destPort: 80 }), { code: 'AMBIENT_ERR_AUTHZ_CHECK_INPUT' })
   t.throws(() => parsePrincipal('sleep'), { code: 'AMBIENT_ERR_CONFIG' })

@@ -64,7 +64,11 @@ const metaOf = (o: unknown): Readonly<Record<string, unknown>> => (isRecord(o) &
 /** Parses a `td/ns/NS/sa/SA` principal (optionally `spiffe://`-prefixed). */
 export function parsePrincipal(text: string): SourceIdentity {
   const m = /^(?:spiffe:\/\/)?([^/]+)\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(text)
-  if (m === null) throw new ConfigError('--source-principal', `${JSON.stringify(text)} is not TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT (e.g. cluster.local/ns/default/sa/sleep)`)
+  if (m === null)
+    throw new ConfigError(
+      '--source-principal',
+      `${JSON.stringify(text)} is not TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT (e.g. cluster.local/ns/default/sa/sleep)`,
+    )
   return { trustDomain: m[1]!, namespace: m[2]!, serviceAccount: m[3]! }
 }
 
@@ -109,9 +113,13 @@ function podIps(pod: unknown): string[] {
 export function runAuthzCheck(options: AuthzCheckOptions): AuthzCheckResult {
   const rootNamespace = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE
   if (parseIp(options.destIp) === undefined) throw new ConfigError('--dest-ip', `${JSON.stringify(options.destIp)} is not an IP address`)
-  if (options.sourceIp !== undefined && parseIp(options.sourceIp) === undefined) throw new ConfigError('--source-ip', `${JSON.stringify(options.sourceIp)} is not an IP address`)
+  if (options.sourceIp !== undefined && parseIp(options.sourceIp) === undefined)
+    throw new ConfigError('--source-ip', `${JSON.stringify(options.sourceIp)} is not an IP address`)
   const identity = options.sourcePrincipal === undefined ? undefined : parsePrincipal(options.sourcePrincipal)
-  const loaded = convertPolicies(options.objects.map((o) => o.object), rootNamespace)
+  const loaded = convertPolicies(
+    options.objects.map((o) => o.object),
+    rootNamespace,
+  )
   const dest = resolveDestination(options)
   const set = PolicySet.build({ authorizations: loaded.authorizations, peerAuthentications: loaded.peerAuthentications, rootNamespace })
   const decision = evaluate(set, {
@@ -130,7 +138,10 @@ export function runAuthzCheck(options: AuthzCheckOptions): AuthzCheckResult {
     reason: decision.reason,
     mtls: { mode: decision.mtls.mode, policy: key(decision.mtls.policy), level: decision.mtls.level },
     destination: { namespace: dest.namespace, labels: dest.labels, ip: options.destIp, port: options.destPort, pod: dest.pod },
-    source: { principal: identity === undefined ? null : `${identity.trustDomain}/ns/${identity.namespace}/sa/${identity.serviceAccount}`, ip: options.sourceIp ?? null },
+    source: {
+      principal: identity === undefined ? null : `${identity.trustDomain}/ns/${identity.namespace}/sa/${identity.serviceAccount}`,
+      ip: options.sourceIp ?? null,
+    },
     dryRun: decision.dryRun.map((d) => ({ policy: `${d.policy.namespace}/${d.policy.name}`, action: d.action })),
     dryRunWouldDeny: decision.dryRunWouldDeny,
     warnings: loaded.warnings.filter((w) => relevant.has(w.policy)),
@@ -198,8 +209,8 @@ export function registerAuthzCommand(program: Command): void {
     .command('check')
     .description('evaluate one connection offline against AuthorizationPolicy/PeerAuthentication YAML, as the destination ztunnel would')
     .requiredOption('--policies <path>', 'a YAML file or folder of manifests (AuthorizationPolicy, PeerAuthentication, Namespace, Pod)')
-    .option('--dest-namespace <ns>', "destination namespace (default: the namespace of the Pod with --dest-ip)")
-    .option('--dest-labels <k=v,...>', "destination pod labels (added over the labels of the Pod with --dest-ip)")
+    .option('--dest-namespace <ns>', 'destination namespace (default: the namespace of the Pod with --dest-ip)')
+    .option('--dest-labels <k=v,...>', 'destination pod labels (added over the labels of the Pod with --dest-ip)')
     .requiredOption('--dest-ip <ip>', 'destination pod IP')
     .requiredOption('--dest-port <port>', 'destination port')
     .option('--source-principal <id>', 'source identity TRUST_DOMAIN/ns/NS/sa/SA (an HBONE connection)')
@@ -233,7 +244,9 @@ export function registerAuthzCommand(program: Command): void {
 
 /** The human form of a result. */
 export function formatResult(r: AuthzCheckResult): string[] {
-  const labels = Object.entries(r.destination.labels).map(([k, v]) => `${k}=${v}`).join(',')
+  const labels = Object.entries(r.destination.labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',')
   const lines = [
     `decision:    ${r.decision}`,
     `policy:      ${r.policy ?? '(none)'}`,

@@ -39,7 +39,7 @@ export function registerDatapathCommand(program: Command): void {
 
   withCommon(dp.command('load'))
     .description('load the BPF programs, attach them to the pods cgroup and pin everything (idempotent; adopts a loaded datapath)')
-    .requiredOption('--cgroup <path>', 'cgroup v2 folder that holds the node\'s pods, e.g. /sys/fs/cgroup/kubepods.slice')
+    .requiredOption('--cgroup <path>', "cgroup v2 folder that holds the node's pods, e.g. /sys/fs/cgroup/kubepods.slice")
     .action((flags: CommonFlags & { cgroup: string }) => {
       const datapath = Datapath.load(settingsOf(flags), flags.cgroup)
       console.log(`datapath loaded at ${datapath.dir}, hooks on ${flags.cgroup}`)
@@ -106,9 +106,18 @@ export function registerDatapathCommand(program: Command): void {
           return
         }
         console.log(`datapath ${status.dir}`)
-        printTable(['POD IP', 'NETNS COOKIE', 'OUTBOUND PORT', 'INBOUND', 'LINK'], status.pods.map((p) => [p.ip, p.netnsCookie, String(p.outboundPort), String(p.inbound), String(p.linkPinned)]))
-        printTable(['MAP', 'ENTRIES', 'CAPACITY'], status.maps.map((m) => [m.name, String(m.entries), String(m.capacity)]))
-        printTable(['COUNTER', 'VALUE'], Object.entries(status.counters).map(([k, v]) => [k, String(v)]))
+        printTable(
+          ['POD IP', 'NETNS COOKIE', 'OUTBOUND PORT', 'INBOUND', 'LINK'],
+          status.pods.map((p) => [p.ip, p.netnsCookie, String(p.outboundPort), String(p.inbound), String(p.linkPinned)]),
+        )
+        printTable(
+          ['MAP', 'ENTRIES', 'CAPACITY'],
+          status.maps.map((m) => [m.name, String(m.entries), String(m.capacity)]),
+        )
+        printTable(
+          ['COUNTER', 'VALUE'],
+          Object.entries(status.counters).map(([k, v]) => [k, String(v)]),
+        )
       } finally {
         datapath.close()
       }

@@ -34,7 +34,9 @@ export interface DemoTopology {
 
 /** The demo's Namespaces and Pods (each with spec.nodeName): the agents decide enrollment from them. */
 export function demoTopology(path: string): DemoTopology {
-  const docs = parseAllDocuments(readFileSync(path, 'utf8')).map((d) => d.toJSON() as Manifest).filter(Boolean)
+  const docs = parseAllDocuments(readFileSync(path, 'utf8'))
+    .map((d) => d.toJSON() as Manifest)
+    .filter(Boolean)
   const namespaces: Record<string, Record<string, string>> = {}
   for (const d of docs.filter((d) => d.kind === 'Namespace')) {
     if (!d.metadata?.name) throw new ConfigError(path, 'a Namespace needs metadata.name')
@@ -54,7 +56,10 @@ export function demoTopology(path: string): DemoTopology {
 }
 
 function count(text: string, metric: string, filters: string[]): number {
-  return text.split('\n').filter((l) => l.startsWith(metric + '{') && filters.every((f) => l.includes(f))).reduce((s, l) => s + Number(l.split(' ').pop()), 0)
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(metric + '{') && filters.every((f) => l.includes(f)))
+    .reduce((s, l) => s + Number(l.split(' ').pop()), 0)
 }
 
 async function showStatus(cluster: AgentCluster, topology: DemoTopology): Promise<void> {
@@ -65,9 +70,26 @@ async function showStatus(cluster: AgentCluster, topology: DemoTopology): Promis
     for (const pod of topology.pods.filter((p) => p.node === node)) {
       const enrolled = status.pods.find((p) => p.namespace === pod.namespace && p.name === pod.name)
       const out = count(text, 'istio_tcp_connections_opened_total', ['reporter="source"', `source_workload="${pod.name}"`])
-      const inMtls = count(text, 'istio_tcp_connections_opened_total', ['reporter="destination"', `destination_workload="${pod.name}"`, 'connection_security_policy="mutual_tls"'])
-      const inPlain = count(text, 'istio_tcp_connections_opened_total', ['reporter="destination"', `destination_workload="${pod.name}"`, 'connection_security_policy="unknown"'])
-      rows.push([`${pod.namespace}/${pod.name}`, node, cluster.pod(pod.name).ip, enrolled ? (enrolled.state === 'captured' ? 'ambient' : 'pending') : 'no', enrolled?.identity ?? '-', String(out), String(inMtls), String(inPlain)])
+      const inMtls = count(text, 'istio_tcp_connections_opened_total', [
+        'reporter="destination"',
+        `destination_workload="${pod.name}"`,
+        'connection_security_policy="mutual_tls"',
+      ])
+      const inPlain = count(text, 'istio_tcp_connections_opened_total', [
+        'reporter="destination"',
+        `destination_workload="${pod.name}"`,
+        'connection_security_policy="unknown"',
+      ])
+      rows.push([
+        `${pod.namespace}/${pod.name}`,
+        node,
+        cluster.pod(pod.name).ip,
+        enrolled ? (enrolled.state === 'captured' ? 'ambient' : 'pending') : 'no',
+        enrolled?.identity ?? '-',
+        String(out),
+        String(inMtls),
+        String(inPlain),
+      ])
     }
   }
   console.log(`\n${new Date().toISOString()}`)
@@ -101,7 +123,9 @@ export function registerDemoCommand(program: Command): void {
         for (const node of topology.nodes) {
           const z = cluster.ztunnels.get(node)!.ready as Record<string, { port: number }>
           console.log(`${node} agent:   metrics http://${cluster.statusAddress(node)}/metrics  status: ambient status --agent ${cluster.statusAddress(node)}`)
-          console.log(`${node} ztunnel: metrics http://127.0.0.1:${z['metrics']!.port}/metrics  ready http://127.0.0.1:${z['readiness']!.port}/healthz/ready  admin http://127.0.0.1:${z['admin']!.port}/config_dump`)
+          console.log(
+            `${node} ztunnel: metrics http://127.0.0.1:${z['metrics']!.port}/metrics  ready http://127.0.0.1:${z['readiness']!.port}/healthz/ready  admin http://127.0.0.1:${z['admin']!.port}/config_dump`,
+          )
         }
         const pods = topology.pods
         await cluster.until('the enrolled pods captured', async () => {
@@ -112,8 +136,19 @@ export function registerDemoCommand(program: Command): void {
         for (const pod of pods) await startServer(cluster.tb, cluster.pod(pod.name), 8080)
         const seconds = duration ?? 86_400
         for (const pod of pods.filter((p) => p.name !== server.name)) {
-          clients.push(cluster.tb.spawnNode(cluster.pod(pod.name), join(REPO_ROOT, 'testbed', 'fixtures', 'tcp-client.ts'),
-            ['connect', '--to', `${cluster.pod(server.name).ip}:8080`, '--count', String(seconds * 2), '--interval-ms', '500', '--timeout-ms', String(seconds * 1000)]))
+          clients.push(
+            cluster.tb.spawnNode(cluster.pod(pod.name), join(REPO_ROOT, 'testbed', 'fixtures', 'tcp-client.ts'), [
+              'connect',
+              '--to',
+              `${cluster.pod(server.name).ip}:8080`,
+              '--count',
+              String(seconds * 2),
+              '--interval-ms',
+              '500',
+              '--timeout-ms',
+              String(seconds * 1000),
+            ]),
+          )
         }
         console.log(`\nevery other pod connects to ${server.namespace}/${server.name} twice a second`)
         const deadline = duration === undefined ? Infinity : Date.now() + duration * 1000
@@ -121,9 +156,15 @@ export function registerDemoCommand(program: Command): void {
         while (!stopping && Date.now() < deadline) {
           if (!checked && Date.now() + 4000 < deadline) {
             checked = true
-            const pcap = await captureBetweenNodes(cluster.tb.node(server.node).netnsPath, join(cluster.workDir, 'demo.pcap'), () => new Promise((r) => setTimeout(r, 2000)))
-            console.log(`\nbetween the nodes (2 s capture on ${server.node}'s uplink): ${pcap.length} bytes, TLS 1.3 records: ${pcap.indexOf(TLS_APPLICATION_DATA) >= 0 ? 'yes' : 'no'}, ` +
-              `plaintext payload: ${pcap.indexOf('ping-') >= 0 ? 'yes (legacy / opted-out pods, outside the mesh)' : 'none'}`)
+            const pcap = await captureBetweenNodes(
+              cluster.tb.node(server.node).netnsPath,
+              join(cluster.workDir, 'demo.pcap'),
+              () => new Promise((r) => setTimeout(r, 2000)),
+            )
+            console.log(
+              `\nbetween the nodes (2 s capture on ${server.node}'s uplink): ${pcap.length} bytes, TLS 1.3 records: ${pcap.indexOf(TLS_APPLICATION_DATA) >= 0 ? 'yes' : 'no'}, ` +
+                `plaintext payload: ${pcap.indexOf('ping-') >= 0 ? 'yes (legacy / opted-out pods, outside the mesh)' : 'none'}`,
+            )
           }
           await showStatus(cluster, topology)
           await new Promise((r) => setTimeout(r, Math.min(3000, Math.max(0, deadline - Date.now()))))

@@ -9,10 +9,7 @@ import { registerAgentCommand } from '../agent/main.js'
 import { registerStatusCommand } from './status.js'
 
 export function buildProgram(): Command {
-  const program = new Command('ambient')
-    .description('eBPF-accelerated, sidecarless service mesh for Kubernetes')
-    .version('0.1.0')
-    .showHelpAfterError()
+  const program = new Command('ambient').description('eBPF-accelerated, sidecarless service mesh for Kubernetes').version('0.1.0').showHelpAfterError()
   registerAgentCommand(program)
   registerStatusCommand(program)
   registerDatapathCommand(program)

@@ -22,8 +22,15 @@ export interface AgentStatus {
   readonly ready: boolean
   readonly source: { readonly kind: string; readonly dir?: string }
   readonly pods: readonly PodRow[]
-  readonly datapath: { readonly dir: string; readonly podsCgroup: string; readonly maps: readonly { readonly name: string; readonly entries: number; readonly capacity: number }[] } | null
-  readonly ztunnel: { readonly socket: string; readonly clients: readonly { readonly nodeId: string; readonly connectedSince: string; readonly nacks: number; readonly lastError: string | null }[] } | null
+  readonly datapath: {
+    readonly dir: string
+    readonly podsCgroup: string
+    readonly maps: readonly { readonly name: string; readonly entries: number; readonly capacity: number }[]
+  } | null
+  readonly ztunnel: {
+    readonly socket: string
+    readonly clients: readonly { readonly nodeId: string; readonly connectedSince: string; readonly nacks: number; readonly lastError: string | null }[]
+  } | null
   readonly rejectedObjects: readonly string[]
 }
 
@@ -39,7 +46,9 @@ export async function fetchStatus(address: string): Promise<AgentStatus> {
   try {
     res = await fetch(`http://${host}:${port}/status`, { signal: AbortSignal.timeout(5000) })
   } catch (err) {
-    throw new StatusError(`cannot reach the agent at ${address}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}; is \`ambient agent\` running on this node (its --status-addr)?`)
+    throw new StatusError(
+      `cannot reach the agent at ${address}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}; is \`ambient agent\` running on this node (its --status-addr)?`,
+    )
   }
   if (res.status !== 200) throw new StatusError(`the agent at ${address} answered ${res.status} to /status`)
   return (await res.json()) as AgentStatus
@@ -47,7 +56,11 @@ export async function fetchStatus(address: string): Promise<AgentStatus> {
 
 function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
-  const line = (cells: readonly string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd()
   return [line(headers), ...rows.map(line)].join('\n')
 }
 
@@ -74,7 +87,12 @@ export function formatStatus(s: AgentStatus): string {
   }
   if (s.datapath !== null) {
     out.push('', `datapath ${s.datapath.dir} (attached to ${s.datapath.podsCgroup})`)
-    out.push(table(['MAP', 'ENTRIES', 'CAPACITY', 'USE'], s.datapath.maps.map((m) => [m.name, String(m.entries), String(m.capacity), `${((100 * m.entries) / m.capacity).toFixed(1)}%`])))
+    out.push(
+      table(
+        ['MAP', 'ENTRIES', 'CAPACITY', 'USE'],
+        s.datapath.maps.map((m) => [m.name, String(m.entries), String(m.capacity), `${((100 * m.entries) / m.capacity).toFixed(1)}%`]),
+      ),
+    )
   }
   if (s.rejectedObjects.length > 0) {
     out.push('', `rejected objects (${s.rejectedObjects.length}):`, ...s.rejectedObjects.map((m) => `  ${m}`))

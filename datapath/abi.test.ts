@@ -28,7 +28,11 @@ t.test('codec sizes and offsets match abi.h as compiled', async (t) => {
   t.equal(layout.constants.podOutbound, abi.POD_FLAG_OUTBOUND)
   t.equal(layout.constants.proxyMark, abi.DEFAULT_PROXY_MARK)
   t.equal(layout.constants.hbonePort, abi.DEFAULT_HBONE_PORT)
-  t.same(layout.constants.counters, abi.COUNTERS.map((_, i) => i), 'counter indexes in order')
+  t.same(
+    layout.constants.counters,
+    abi.COUNTERS.map((_, i) => i),
+    'counter indexes in order',
+  )
 })
 
 t.test('round trips', async (t) => {

@@ -63,7 +63,10 @@ function checkBpffs(pinRoot: string): void {
   let dir = pinRoot
   while (!existsSync(dir) && dir !== dirname(dir)) dir = dirname(dir)
   if (statfsSync(dir).type !== BPF_FS_MAGIC) {
-    throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `${pinRoot} is not on a bpf filesystem (${dir} is not bpffs): mount -t bpf bpf /sys/fs/bpf, or pass --pin-root under a bpffs mount`)
+    throw new DatapathError(
+      'AMBIENT_ERR_DATAPATH_LOAD',
+      `${pinRoot} is not on a bpf filesystem (${dir} is not bpffs): mount -t bpf bpf /sys/fs/bpf, or pass --pin-root under a bpffs mount`,
+    )
   }
 }
 
@@ -71,7 +74,9 @@ function cgroupId(cgroupPath: string): bigint {
   try {
     return statSync(cgroupPath, { bigint: true }).ino
   } catch (err) {
-    throw new DatapathError('AMBIENT_ERR_DATAPATH_BAD_INPUT', `no cgroup at ${cgroupPath}: pass the cgroup v2 folder that holds the node's pods`, { cause: err })
+    throw new DatapathError('AMBIENT_ERR_DATAPATH_BAD_INPUT', `no cgroup at ${cgroupPath}: pass the cgroup v2 folder that holds the node's pods`, {
+      cause: err,
+    })
   }
 }
 
@@ -88,7 +93,10 @@ export class Datapath {
   /** The pinned programs' settings were checked against ours (by load() or verifySettings()). */
   private settingsVerified = false
 
-  private constructor(readonly settings: DatapathSettings, maps: Record<keyof typeof abi.MAP_NAMES, BpfMap>) {
+  private constructor(
+    readonly settings: DatapathSettings,
+    maps: Record<keyof typeof abi.MAP_NAMES, BpfMap>,
+  ) {
     this.dir = versionDir(settings.pinRoot)
     this.maps = maps
   }
@@ -336,11 +344,14 @@ function checkPinnedSettings(settings: DatapathSettings): void {
       loaded = BpfLink.pinnedGlobals(join(links, pin))
     } catch (err) {
       if ((err as NativeError).code === 'ENOENT') continue // unpinned meanwhile (a pod left)
-      throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `cannot read the settings of the program of link ${join(links, pin)}: ${(err as Error).message}`, { cause: err })
+      throw new DatapathError('AMBIENT_ERR_DATAPATH_LOAD', `cannot read the settings of the program of link ${join(links, pin)}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
     for (const [name, want] of expected) {
       const have = loaded.get(name) // absent: the program does not carry that setting
-      if (have && !have.equals(want)) differences.push(`${SETTING_NAMES[name] ?? name} is ${showSetting(name, have)} in the program of link ${pin}, not ${showSetting(name, want)}`)
+      if (have && !have.equals(want))
+        differences.push(`${SETTING_NAMES[name] ?? name} is ${showSetting(name, have)} in the program of link ${pin}, not ${showSetting(name, want)}`)
     }
   }
   if (differences.length > 0) {

@@ -11,17 +11,22 @@ import { bpftool, compileProbe, makeCgroup, makeNetns, pinDir, run, sumPerCpu, u
 const OBJECT = compileProbe(t)
 const pins = pinDir(t)
 
-interface CgroupProg { readonly name: string; readonly attach_type: string }
-interface LinkJson { readonly type: string; readonly netns_ino?: number; readonly attach_type?: string }
+interface CgroupProg {
+  readonly name: string
+  readonly attach_type: string
+}
+interface LinkJson {
+  readonly type: string
+  readonly netns_ino?: number
+  readonly attach_type?: string
+}
 
-const cgroupPrograms = (cg: string): string[] =>
-  ((bpftool(['cgroup', 'show', cg]) as CgroupProg[] | null) ?? []).map((p) => `${p.attach_type}:${p.name}`)
+const cgroupPrograms = (cg: string): string[] => ((bpftool(['cgroup', 'show', cg]) as CgroupProg[] | null) ?? []).map((p) => `${p.attach_type}:${p.name}`)
 const netnsLinks = (netnsPath: string): LinkJson[] =>
   ((bpftool(['link', 'show']) as LinkJson[] | null) ?? []).filter((l) => l.type === 'netns' && l.netns_ino === statSync(netnsPath).ino)
 
 /** Connects to a port in another netns through the connect4 hook of `cgroup`. */
-const connectFrom = (cgroup: string) =>
-  run([process.execPath, '-e', "require('net').connect(9, '127.0.0.1').on('error', () => process.exit(0))"], { cgroup })
+const connectFrom = (cgroup: string) => run([process.execPath, '-e', "require('net').connect(9, '127.0.0.1').on('error', () => process.exit(0))"], { cgroup })
 
 t.test('cgroup connect4: runs for processes of the cgroup with the global set before load; a pinned link outlives its object', async (t) => {
   const cg = makeCgroup(t, 'connect4')
@@ -63,8 +68,15 @@ t.test('cgroup attach errors', async (t) => {
   const obj = BpfObject.open(OBJECT, { pinRoot: pins })
   t.teardown(() => obj.close())
   obj.load()
-  t.throws(() => obj.attachCgroup('probe_connect4', `/sys/fs/cgroup/unified/ambient-test-${process.pid}-missing`), { code: 'ENOENT', syscall: 'open', message: /no cgroup at / })
-  t.throws(() => obj.attachCgroup('no_such_program', '/sys/fs/cgroup/unified'), { code: 'ENOENT', message: /no program no_such_program in .* \(it has: probe_connect4, probe_sk_lookup\)/ })
+  t.throws(() => obj.attachCgroup('probe_connect4', `/sys/fs/cgroup/unified/ambient-test-${process.pid}-missing`), {
+    code: 'ENOENT',
+    syscall: 'open',
+    message: /no cgroup at /,
+  })
+  t.throws(() => obj.attachCgroup('no_such_program', '/sys/fs/cgroup/unified'), {
+    code: 'ENOENT',
+    message: /no program no_such_program in .* \(it has: probe_connect4, probe_sk_lookup\)/,
+  })
   t.throws(() => obj.attachCgroup('probe_connect4', '/tmp'), { code: 'EBADF', message: /\/tmp is not a cgroup v2 directory/ })
 })
 
@@ -87,7 +99,10 @@ t.test('sk_lookup on a network namespace: runs for connections there; a pinned l
   client.connect(port, '127.0.0.1')
   const reply = await new Promise<string>((resolve, reject) => {
     let data = ''
-    client.on('data', (d) => (data += d)).on('end', () => resolve(data)).on('error', reject)
+    client
+      .on('data', (d) => (data += d))
+      .on('end', () => resolve(data))
+      .on('error', reject)
   })
   t.equal(reply, 'through sk_lookup', 'the program passes the connection on')
   t.ok(sumPerCpu(counter.lookup(u32(1))) >= 1n, 'the sk_lookup program ran for the connection in that namespace')
@@ -110,7 +125,12 @@ t.test('netns attach errors', async (t) => {
   t.teardown(() => obj.close())
   obj.load()
   const missing = `/run/netns/ambnat-${process.pid}-missing`
-  t.throws(() => obj.attachNetns('probe_sk_lookup', missing), { code: 'ENOENT', errno: 2, syscall: 'open', message: `no network namespace at ${missing}: is the pod still running?` })
+  t.throws(() => obj.attachNetns('probe_sk_lookup', missing), {
+    code: 'ENOENT',
+    errno: 2,
+    syscall: 'open',
+    message: `no network namespace at ${missing}: is the pod still running?`,
+  })
   t.throws(() => obj.attachNetns('probe_sk_lookup', '/tmp'), { code: 'EINVAL', message: /\/tmp is not a network namespace/ })
   t.throws(() => obj.attachNetns('probe_sk_lookup', '/proc/self/ns/mnt'), { code: 'EINVAL', message: /network namespace/ })
 })
@@ -125,11 +145,19 @@ t.test('a listening socket goes into a SOCKMAP (value: its fd as u32), not befor
   const listening = await socketInNetns(netns, { family: 4, bindAddress: '127.0.0.1', bindPort: 0, listenBacklog: 8 })
   const server = net.createServer()
   t.teardown(() => server.close())
-  t.throws(() => sockmap.update(u32(0), u32(unbound)), { code: 'EOPNOTSUPP', syscall: 'bpf_map_update_elem', message: /map probe_sockmap: / }, 'a socket that does not listen is refused')
+  t.throws(
+    () => sockmap.update(u32(0), u32(unbound)),
+    { code: 'EOPNOTSUPP', syscall: 'bpf_map_update_elem', message: /map probe_sockmap: / },
+    'a socket that does not listen is refused',
+  )
   new net.Socket({ fd: unbound }).destroy()
   sockmap.update(u32(0), u32(listening))
   t.throws(() => sockmap.lookup(u32(0)), { code: 'EOPNOTSUPP', message: /only readable with 8-byte values/ })
-  t.same([...sockmap.keys()].map((k) => k.readUInt32LE()), [0, 1, 2, 3], 'an array-like map lists every index')
+  t.same(
+    [...sockmap.keys()].map((k) => k.readUInt32LE()),
+    [0, 1, 2, 3],
+    'an array-like map lists every index',
+  )
   t.equal(sockmap.delete(u32(0)), true, 'the socket was in the map')
   t.equal(sockmap.delete(u32(0)), false, 'and is gone after delete')
   await new Promise<void>((resolve) => server.listen({ fd: listening }, resolve))

@@ -36,10 +36,20 @@ async function child(argv: string[]): Promise<Outcome & { stderr: string }> {
 }
 
 t.test('object files: missing, not ELF, rejected by the verifier', async (t) => {
-  t.throws(() => BpfObject.open('/nonexistent/x.bpf.o', { pinRoot: pins }), { name: 'NativeError', code: 'ENOENT', errno: 2, message: /no BPF object at \/nonexistent\/x.bpf.o: run `npm run build:bpf`/ })
+  t.throws(() => BpfObject.open('/nonexistent/x.bpf.o', { pinRoot: pins }), {
+    name: 'NativeError',
+    code: 'ENOENT',
+    errno: 2,
+    message: /no BPF object at \/nonexistent\/x.bpf.o: run `npm run build:bpf`/,
+  })
   const garbage = join(dirname(OBJECT), 'garbage.bpf.o')
   writeFileSync(garbage, 'not an ELF file')
-  t.throws(() => BpfObject.open(garbage, { pinRoot: pins }), { code: 'ENOEXEC', errno: 8, syscall: 'bpf_object__open_file', message: /not a usable BPF ELF object.*\nlibbpf: elf: .* is not a proper ELF object/s })
+  t.throws(() => BpfObject.open(garbage, { pinRoot: pins }), {
+    code: 'ENOEXEC',
+    errno: 8,
+    syscall: 'bpf_object__open_file',
+    message: /not a usable BPF ELF object.*\nlibbpf: elf: .* is not a proper ELF object/s,
+  })
 
   const obj = BpfObject.open(REJECTED, { pinRoot: pins })
   t.teardown(() => obj.close())
@@ -56,10 +66,22 @@ t.test('object files: missing, not ELF, rejected by the verifier', async (t) => 
 
 t.test('pin paths: missing, not on bpffs, occupied', async (t) => {
   const missing = join(pins, 'no_such_map')
-  t.throws(() => BpfMap.openPinned(missing), { name: 'NativeError', code: 'ENOENT', errno: 2, syscall: 'bpf_obj_get', message: `no pinned object at ${missing}: is the datapath loaded?` })
-  t.throws(() => BpfMap.openPinned('/tmp/ambient-no-such-pin'), { code: 'ENOENT', message: /\/tmp\/ambient-no-such-pin is not on a bpf filesystem \(\/tmp is not bpffs\)/ })
+  t.throws(() => BpfMap.openPinned(missing), {
+    name: 'NativeError',
+    code: 'ENOENT',
+    errno: 2,
+    syscall: 'bpf_obj_get',
+    message: `no pinned object at ${missing}: is the datapath loaded?`,
+  })
+  t.throws(() => BpfMap.openPinned('/tmp/ambient-no-such-pin'), {
+    code: 'ENOENT',
+    message: /\/tmp\/ambient-no-such-pin is not on a bpf filesystem \(\/tmp is not bpffs\)/,
+  })
   t.throws(() => BpfMap.openPinned(OBJECT), { code: 'EACCES', message: /is not on a bpf filesystem/ }, 'an existing file outside bpffs')
-  t.throws(() => BpfObject.open(OBJECT, { pinRoot: '/tmp' }), { code: 'EINVAL', message: 'pinRoot /tmp: /tmp is not a bpf filesystem: use a folder under a bpffs mount such as /sys/fs/bpf' })
+  t.throws(() => BpfObject.open(OBJECT, { pinRoot: '/tmp' }), {
+    code: 'EINVAL',
+    message: 'pinRoot /tmp: /tmp is not a bpf filesystem: use a folder under a bpffs mount such as /sys/fs/bpf',
+  })
   t.throws(() => BpfObject.open(OBJECT, { pinRoot: '' }), { code: 'EINVAL', message: /pinRoot must be a folder on bpffs/ })
 
   const obj = BpfObject.open(OBJECT, { pinRoot: pins })
@@ -83,7 +105,10 @@ t.test('a pinned link is not a map', async (t) => {
   link.close()
   t.throws(() => BpfMap.openPinned(linkPin), { code: 'EINVAL', message: new RegExp(`^${linkPin}: fd \\d+ is not a BPF map`) })
   t.throws(() => link.pin(join(pins, 'again')), { code: 'EBADF', message: /is closed/ })
-  t.throws(() => obj.attachToMap('probe_connect4', obj.map('probe_hash'), 'sk_msg_verdict'), { code: 'EINVAL', message: /only attach to a SOCKMAP or SOCKHASH/ })
+  t.throws(() => obj.attachToMap('probe_connect4', obj.map('probe_hash'), 'sk_msg_verdict'), {
+    code: 'EINVAL',
+    message: /only attach to a SOCKMAP or SOCKHASH/,
+  })
 })
 
 t.test('unprivileged: EPERM/EACCES with the capabilities to add', async (t) => {
@@ -97,7 +122,7 @@ t.test('unprivileged: EPERM/EACCES with the capabilities to add', async (t) => {
   t.equal(load.errno, 1)
   t.equal(load.syscall, 'bpf_object__load')
   t.match(load.message, /operation not permitted: run as root or with CAP_BPF and CAP_NET_ADMIN/)
-  t.equal(load.stderr, '', 'nothing printed on stderr (libbpf\'s lines are in the message)')
+  t.equal(load.stderr, '', "nothing printed on stderr (libbpf's lines are in the message)")
 
   const pinned = await child(asNobody(['open-pinned', join(pins, 'probe_pinned')]))
   t.equal(pinned.code, 'EACCES', pinned.message ?? '')
@@ -111,8 +136,17 @@ t.test('unprivileged: EPERM/EACCES with the capabilities to add', async (t) => {
 
 t.test('bpffs not mounted: says how to mount it', async (t) => {
   // A private mount namespace where /sys/fs/bpf is unmounted; the machine's mount stays.
-  const unmounted = (args: string[]): string[] => ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
-    'while [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ]; do umount -l /sys/fs/bpf || exit 9; done; exec "$@"', 'sh', ...nodeChild(args)]
+  const unmounted = (args: string[]): string[] => [
+    'unshare',
+    '--mount',
+    '--propagation',
+    'private',
+    'sh',
+    '-c',
+    'while [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ]; do umount -l /sys/fs/bpf || exit 9; done; exec "$@"',
+    'sh',
+    ...nodeChild(args),
+  ]
   const pinned = await child(unmounted(['open-pinned', '/sys/fs/bpf/ambient/v1/ambient_pods']))
   t.equal(pinned.code, 'ENOENT', pinned.message ?? '')
   t.equal(pinned.message, '/sys/fs/bpf is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf (needed for /sys/fs/bpf/ambient/v1/ambient_pods)')

@@ -42,8 +42,11 @@ function native(): NativeBinding {
   try {
     binding = createRequire(import.meta.url)(ADDON_PATH) as NativeBinding
   } catch (err) {
-    throw new NativeError(`cannot load ${ADDON_PATH}: ${(err as Error).message}: rebuild it with \`npm run build:native\``,
-      { code: 'ENOEXEC', errno: 8, syscall: 'dlopen' }, { cause: err })
+    throw new NativeError(
+      `cannot load ${ADDON_PATH}: ${(err as Error).message}: rebuild it with \`npm run build:native\``,
+      { code: 'ENOEXEC', errno: 8, syscall: 'dlopen' },
+      { cause: err },
+    )
   }
   return binding
 }
@@ -87,9 +90,10 @@ function bpffsError(path: string, what: string): NativeError | null {
       dir = dirname(dir)
     }
   }
-  const hint = dir === '/sys/fs/bpf' || dir === '/sys/fs' || dir === '/sys'
-    ? '/sys/fs/bpf is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf'
-    : `${dir} is not a bpf filesystem: use a folder under a bpffs mount such as /sys/fs/bpf`
+  const hint =
+    dir === '/sys/fs/bpf' || dir === '/sys/fs' || dir === '/sys'
+      ? '/sys/fs/bpf is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf'
+      : `${dir} is not a bpf filesystem: use a folder under a bpffs mount such as /sys/fs/bpf`
   return NativeError.of('EINVAL', 'statfs', `${what} ${path}: ${hint}`)
 }
 
@@ -111,7 +115,11 @@ export class BpfMap {
   readonly valueBytes: number
   private closed = false
 
-  constructor(readonly fd: number, info: MapInfo, private readonly ownsFd: boolean) {
+  constructor(
+    readonly fd: number,
+    info: MapInfo,
+    private readonly ownsFd: boolean,
+  ) {
     this.info = Object.freeze({ name: info.name, type: info.type, keySize: info.keySize, valueSize: info.valueSize, maxEntries: info.maxEntries })
     this.valueBytes = isPerCpu(info.type) ? Math.ceil(info.valueSize / 8) * 8 * numPossibleCpus() : info.valueSize
   }
@@ -163,7 +171,11 @@ export class BpfMap {
     this.live()
     this.checkBuffer('key', key, this.info.keySize)
     if ((this.info.type === MapType.SOCKMAP || this.info.type === MapType.SOCKHASH) && this.info.valueSize !== 8) {
-      throw NativeError.of('EOPNOTSUPP', 'validate', `${this.context()}: a sockmap is only readable with 8-byte values (it has ${this.info.valueSize}): declare the value __u64`)
+      throw NativeError.of(
+        'EOPNOTSUPP',
+        'validate',
+        `${this.context()}: a sockmap is only readable with 8-byte values (it has ${this.info.valueSize}): declare the value __u64`,
+      )
     }
     return call(() => native().mapLookup(this.fd, key, this.valueBytes), this.context())
   }
@@ -219,7 +231,10 @@ export class BpfMap {
 /** An attachment (cgroup or netns link). Pin it to keep it after this process lets go. */
 export class BpfLink {
   private closed = false
-  constructor(private readonly id: number, readonly description: string) {}
+  constructor(
+    private readonly id: number,
+    readonly description: string,
+  ) {}
 
   pin(path: string): void {
     if (this.closed) throw NativeError.of('EBADF', 'validate', `link ${this.description} is closed`)
@@ -257,7 +272,10 @@ export class BpfObject {
   private loaded = false
   private mapCache: Map<string, BpfMap> | null = null
 
-  private constructor(private readonly handle: number, readonly path: string) {}
+  private constructor(
+    private readonly handle: number,
+    readonly path: string,
+  ) {}
 
   /**
    * Opens an object file. pinRoot is required, so that nothing is ever pinned in
@@ -266,7 +284,8 @@ export class BpfObject {
   static open(path: string, options: OpenOptions): BpfObject {
     if (typeof path !== 'string' || path === '') throw NativeError.invalid(`object path must be a non-empty string, got ${String(path)}`)
     if (!existsSync(path)) throw NativeError.of('ENOENT', 'bpf_object__open_file', `no BPF object at ${path}: run \`npm run build:bpf\``)
-    if (typeof options?.pinRoot !== 'string' || options.pinRoot === '') throw NativeError.invalid(`pinRoot must be a folder on bpffs, got ${String(options?.pinRoot)}`)
+    if (typeof options?.pinRoot !== 'string' || options.pinRoot === '')
+      throw NativeError.invalid(`pinRoot must be a folder on bpffs, got ${String(options?.pinRoot)}`)
     const notBpffs = bpffsError(options.pinRoot, 'pinRoot')
     if (notBpffs) throw notBpffs
     const handle = call(() => native().objectOpen(path, options.pinRoot))
@@ -326,12 +345,18 @@ export class BpfObject {
 
   attachCgroup(program: string, cgroupPath: string): BpfLink {
     this.live()
-    return new BpfLink(call(() => native().attachCgroup(this.handle, program, cgroupPath)), `${program} on cgroup ${cgroupPath}`)
+    return new BpfLink(
+      call(() => native().attachCgroup(this.handle, program, cgroupPath)),
+      `${program} on cgroup ${cgroupPath}`,
+    )
   }
 
   attachNetns(program: string, netnsPath: string): BpfLink {
     this.live()
-    return new BpfLink(call(() => native().attachNetns(this.handle, program, netnsPath)), `${program} on netns ${netnsPath}`)
+    return new BpfLink(
+      call(() => native().attachNetns(this.handle, program, netnsPath)),
+      `${program} on netns ${netnsPath}`,
+    )
   }
 
   attachToMap(program: string, map: BpfMap, attachType: 'sk_msg_verdict' | 'sk_skb_stream_verdict'): void {

@@ -13,16 +13,29 @@ const pins = pinDir(t)
 t.test('open and load: programs and maps are listed with their metadata', async (t) => {
   const obj = BpfObject.open(OBJECT, { pinRoot: pins })
   t.teardown(() => obj.close())
-  t.same(obj.programs().map((p) => [p.name, p.section, p.fd]).sort(), [
-    ['probe_connect4', 'cgroup/connect4', -1],
-    ['probe_sk_lookup', 'sk_lookup', -1],
-  ], 'no fd before load')
+  t.same(
+    obj
+      .programs()
+      .map((p) => [p.name, p.section, p.fd])
+      .sort(),
+    [
+      ['probe_connect4', 'cgroup/connect4', -1],
+      ['probe_sk_lookup', 'sk_lookup', -1],
+    ],
+    'no fd before load',
+  )
   t.throws(() => obj.map('probe_hash'), { code: 'EINVAL', message: /call load\(\) first/ })
   obj.load()
-  t.ok(obj.programs().every((p) => p.fd > 0), 'every program has an fd after load')
+  t.ok(
+    obj.programs().every((p) => p.fd > 0),
+    'every program has an fd after load',
+  )
   const names = obj.maps().map((m) => m.info.name)
   for (const name of ['probe_hash', 'probe_percpu', 'probe_sockmap', 'probe_pinned']) t.ok(names.includes(name), name)
-  t.ok(names.some((n) => n.endsWith('.rodata')), 'the .rodata map of the globals')
+  t.ok(
+    names.some((n) => n.endsWith('.rodata')),
+    'the .rodata map of the globals',
+  )
   t.same(obj.map('probe_hash').info, { name: 'probe_hash', type: MapType.HASH, keySize: 4, valueSize: 8, maxEntries: 16 })
   t.equal(obj.map('probe_hash'), obj.map('probe_hash'), 'map metadata is cached per object')
   t.throws(() => obj.map('nope'), { code: 'ENOENT', message: /has no map nope \(it has: .*probe_hash/ })
@@ -44,10 +57,16 @@ t.test('hash map: update, lookup, flags, delete, iterate', async (t) => {
   hash.update(u32(1), u64(12n), BPF_EXIST)
   t.equal(hash.lookup(u32(1))?.readBigUInt64LE(), 12n, 'BPF_EXIST replaces')
   t.same([...hash.keys()].map((k) => k.readUInt32LE()).sort(), [1, 2])
-  t.same([...hash.entries()].map(([k, v]) => [k.readUInt32LE(), v.readBigUInt64LE()]).sort(), [[1, 12n], [2, 22n]])
+  t.same([...hash.entries()].map(([k, v]) => [k.readUInt32LE(), v.readBigUInt64LE()]).sort(), [
+    [1, 12n],
+    [2, 22n],
+  ])
   t.equal(hash.delete(u32(1)), true)
   t.equal(hash.delete(u32(1)), false, 'deleting what is gone is not an error')
-  t.same([...hash.keys()].map((k) => k.readUInt32LE()), [2])
+  t.same(
+    [...hash.keys()].map((k) => k.readUInt32LE()),
+    [2],
+  )
   for (let i = 100; i < 114; i++) hash.update(u32(i), u64(BigInt(i)))
   t.equal([...hash.keys()].length, 15)
   hash.update(u32(200), u64(1n))
@@ -124,7 +143,12 @@ t.test('wrong sizes and types are refused before any system call', async (t) => 
   t.teardown(() => obj.close())
   obj.load()
   const hash = obj.map('probe_hash')
-  t.throws(() => hash.update(Buffer.alloc(3), u64(1n)), { code: 'EINVAL', errno: 22, syscall: 'validate', message: 'map probe_hash: key must be 4 bytes, got 3' })
+  t.throws(() => hash.update(Buffer.alloc(3), u64(1n)), {
+    code: 'EINVAL',
+    errno: 22,
+    syscall: 'validate',
+    message: 'map probe_hash: key must be 4 bytes, got 3',
+  })
   t.throws(() => hash.update(u32(1), u32(1)), { message: 'map probe_hash: value must be 8 bytes, got 4' })
   t.throws(() => hash.lookup(Buffer.alloc(5)), { code: 'EINVAL', message: /key must be 4 bytes, got 5/ })
   t.throws(() => hash.delete(Buffer.alloc(0)), { code: 'EINVAL' })

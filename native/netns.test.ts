@@ -13,7 +13,10 @@ const nsB = makeNetns(t, 'b')
 const readAll = (socket: net.Socket): Promise<string> =>
   new Promise((resolve, reject) => {
     let data = ''
-    socket.on('data', (d) => (data += d)).on('end', () => resolve(data)).on('error', reject)
+    socket
+      .on('data', (d) => (data += d))
+      .on('end', () => resolve(data))
+      .on('error', reject)
   })
 
 t.test('a listener made in a netns is adopted by net.Server and reached from a socket made in the same netns', async (t) => {
@@ -57,8 +60,11 @@ t.test('socket options: IPv6, reusePort, transparent, bindToDevice, a foreign ad
   // IP_TRANSPARENT lets a socket bind an address the namespace does not own.
   const foreign = await socketInNetns(nsA, { family: 4, transparent: true, bindAddress: '198.18.0.77', bindPort: 0 })
   closeFd(foreign)
-  await t.rejects(socketInNetns(nsA, { family: 4, bindAddress: '198.18.0.77', bindPort: 0 }),
-    { code: 'EADDRNOTAVAIL', syscall: 'bind', message: /bind\(198\.18\.0\.77:0\) in network namespace .* use an address of that namespace, or transparent: true/ })
+  await t.rejects(socketInNetns(nsA, { family: 4, bindAddress: '198.18.0.77', bindPort: 0 }), {
+    code: 'EADDRNOTAVAIL',
+    syscall: 'bind',
+    message: /bind\(198\.18\.0\.77:0\) in network namespace .* use an address of that namespace, or transparent: true/,
+  })
   await t.rejects(socketInNetns(nsA, { family: 4, bindToDevice: 'eth9' }), { code: 'ENODEV', message: `no device eth9 in network namespace ${nsA}` })
   const taken = await socketInNetns(nsA, { family: 4, bindAddress: '127.0.0.1', bindPort: 0, listenBacklog: 1 })
   const takenServer = net.createServer()
@@ -102,8 +108,11 @@ t.test('sockets made in a batch keep their netns; configured later on the main t
   const host = new net.Socket()
   await t.rejects(readAll(host.connect(port, '127.0.0.1')), { code: 'ECONNREFUSED' }, 'the listener is not in the host netns')
   // Errors name the value and the namespace, with socketInNetns's codes.
-  t.throws(() => configureSocket(fds[2]!, nsA, { family: 4, bindAddress: '198.18.0.79', bindPort: 0 }),
-    { code: 'EADDRNOTAVAIL', syscall: 'bind', message: `bind(198.18.0.79:0) in network namespace ${nsA} failed: address not available there: use an address of that namespace, or transparent: true` })
+  t.throws(() => configureSocket(fds[2]!, nsA, { family: 4, bindAddress: '198.18.0.79', bindPort: 0 }), {
+    code: 'EADDRNOTAVAIL',
+    syscall: 'bind',
+    message: `bind(198.18.0.79:0) in network namespace ${nsA} failed: address not available there: use an address of that namespace, or transparent: true`,
+  })
   configureSocket(fds[5]!, nsA, { family: 4, transparent: true, bindAddress: '198.18.0.79', bindPort: 0 })
   t.pass('with transparent the same foreign address binds')
   t.throws(() => configureSocket(fds[3]!, nsA, { family: 4, bindToDevice: 'eth9' }), { code: 'ENODEV', message: `no device eth9 in network namespace ${nsA}` })
@@ -135,13 +144,21 @@ t.test('bad input: clear errors, no crash', async (t) => {
   const missing = `/run/netns/ambnat-${process.pid}-missing`
   await t.rejects(netnsCookie(missing), { code: 'ENOENT', errno: 2, syscall: 'open', message: `no network namespace at ${missing}: is the pod still running?` })
   await t.rejects(socketInNetns(missing, { family: 4 }), { code: 'ENOENT', message: /no network namespace at / })
-  await t.rejects(socketInNetns('/tmp', { family: 4 }), { code: 'EINVAL', syscall: 'setns', message: '/tmp is not a network namespace: pass /proc/PID/ns/net or /run/netns/NAME' })
+  await t.rejects(socketInNetns('/tmp', { family: 4 }), {
+    code: 'EINVAL',
+    syscall: 'setns',
+    message: '/tmp is not a network namespace: pass /proc/PID/ns/net or /run/netns/NAME',
+  })
   await t.rejects(netnsCookie('/proc/self/ns/uts'), { code: 'EINVAL', syscall: 'setns' })
   await t.rejects(socketInNetns(nsA, { family: 5 as 4 }), { code: 'EINVAL', message: 'family must be 4 or 6, got 5' })
   await t.rejects(socketInNetns(nsA, { family: 4, bindAddress: '127.0.0.1', bindPort: 70000 }), { code: 'EINVAL', message: /bindPort must be 0-65535/ })
   await t.rejects(socketInNetns(nsA, { family: 4, bindPort: 80 }), { code: 'EINVAL', message: 'bindPort needs bindAddress' })
   await t.rejects(socketInNetns(nsA, { family: 4, mark: -1 }), { code: 'EINVAL', message: /mark must be a 32-bit/ })
-  await t.rejects(socketInNetns(nsA, { family: 4, bindAddress: 'not-an-ip', bindPort: 1 }), { code: 'EINVAL', syscall: 'inet_pton', message: /not-an-ip is not a numeric IPv4 address/ })
+  await t.rejects(socketInNetns(nsA, { family: 4, bindAddress: 'not-an-ip', bindPort: 1 }), {
+    code: 'EINVAL',
+    syscall: 'inet_pton',
+    message: /not-an-ip is not a numeric IPv4 address/,
+  })
   await t.rejects(netnsCookie(''), { code: 'EINVAL' })
   const high = await socketInNetns(nsA, { family: 4, mark: 0xfffffff0 })
   closeFd(high)

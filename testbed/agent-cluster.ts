@@ -50,7 +50,11 @@ export class AgentCluster {
   private readonly manifestsDir: string
   private readonly logLevel: string
 
-  private constructor(readonly tb: Testbed, readonly nodes: readonly string[], options: { readonly logLevel?: string }) {
+  private constructor(
+    readonly tb: Testbed,
+    readonly nodes: readonly string[],
+    options: { readonly logLevel?: string },
+  ) {
     this.workDir = mkdtempSync(join(tmpdir(), 'ambient-agents-'))
     this.manifestsDir = join(this.workDir, 'manifests')
     mkdirSync(this.manifestsDir)
@@ -71,11 +75,15 @@ export class AgentCluster {
     readonly kube?: boolean
     readonly logLevel?: string
   }): Promise<AgentCluster> {
-    const tb = await Testbed.create({ name: options.name, nodes: options.nodes.map((n) => ({ name: n, pods: options.pods.filter((p) => p.node === n).map((p) => p.name) })) })
+    const tb = await Testbed.create({
+      name: options.name,
+      nodes: options.nodes.map((n) => ({ name: n, pods: options.pods.filter((p) => p.node === n).map((p) => p.name) })),
+    })
     const cluster = new AgentCluster(tb, options.nodes, options)
     try {
       if (options.kube) cluster.fake = await FakeKubeApiServer.start({ bookmarkIntervalMs: 200 })
-      for (const [name, labels] of Object.entries(options.namespaces)) cluster.put('Namespace', { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { ...labels } } })
+      for (const [name, labels] of Object.entries(options.namespaces))
+        cluster.put('Namespace', { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { ...labels } } })
       for (const pod of options.pods) cluster.put('Pod', cluster.podObject(pod))
       for (const policy of options.policies ?? []) cluster.put(policy['kind'] as FakeKind, policy)
       await cluster.startCa()
@@ -171,11 +179,30 @@ export class AgentCluster {
     const cacerts = join(this.workDir, 'ca')
     mkdirSync(cacerts, { mode: 0o700 })
     const child = this.tb.spawnInCgroup(this.tb.node(this.nodes[0]!).systemCgroup, process.execPath, [
-      CLI, 'ca', '--listen', '127.0.0.1:0', '--cacerts', cacerts, '--manifests', this.manifestsDir, '--log-level', this.logLevel,
+      CLI,
+      'ca',
+      '--listen',
+      '127.0.0.1:0',
+      '--cacerts',
+      cacerts,
+      '--manifests',
+      this.manifestsDir,
+      '--log-level',
+      this.logLevel,
     ])
     this.ca = await waitReady(child, '"ca listening"', 'ambient ca')
     for (const node of this.nodes) {
-      const issued = await this.tb.execHost(process.execPath, [CLI, 'ca', '--cacerts', cacerts, 'node-cert', '--node', node, '--out', join(this.workDir, `node-${node}`)])
+      const issued = await this.tb.execHost(process.execPath, [
+        CLI,
+        'ca',
+        '--cacerts',
+        cacerts,
+        'node-cert',
+        '--node',
+        node,
+        '--out',
+        join(this.workDir, `node-${node}`),
+      ])
       if (issued.code !== 0) throw new Error(`ambient ca node-cert for ${node} failed: ${issued.stderr}`)
     }
   }
@@ -183,8 +210,22 @@ export class AgentCluster {
   /** Starts (or restarts) a node's agent and waits until it is ready. */
   async startAgent(node: string, extra: readonly string[] = []): Promise<ProcessHandle> {
     const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
-      CLI, 'agent', '--node', node, ...this.sourceFlags(), '--cgroup-root', this.tb.node(node).cgroup, '--pin-root', this.pinRoot(node),
-      '--xds-socket', this.xdsSocket(node), '--status-addr', '127.0.0.1:0', '--log-level', this.logLevel, ...extra,
+      CLI,
+      'agent',
+      '--node',
+      node,
+      ...this.sourceFlags(),
+      '--cgroup-root',
+      this.tb.node(node).cgroup,
+      '--pin-root',
+      this.pinRoot(node),
+      '--xds-socket',
+      this.xdsSocket(node),
+      '--status-addr',
+      '127.0.0.1:0',
+      '--log-level',
+      this.logLevel,
+      ...extra,
     ])
     const handle = await waitReady(child, '"agent ready"', `agent on ${node}`)
     this.agents.set(node, handle)
@@ -195,8 +236,26 @@ export class AgentCluster {
   async startZtunnel(node: string): Promise<ProcessHandle> {
     const ca = this.ca!.ready as { address: string }
     const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
-      CLI, 'ztunnel', '--node', node, '--xds-address', this.xdsSocket(node), '--ca-address', ca.address, '--node-cert-dir', join(this.workDir, `node-${node}`),
-      '--pin-root', this.pinRoot(node), '--log-level', this.logLevel, '--metrics-addr', '127.0.0.1:0', '--readiness-addr', '127.0.0.1:0', '--admin-addr', '127.0.0.1:0',
+      CLI,
+      'ztunnel',
+      '--node',
+      node,
+      '--xds-address',
+      this.xdsSocket(node),
+      '--ca-address',
+      ca.address,
+      '--node-cert-dir',
+      join(this.workDir, `node-${node}`),
+      '--pin-root',
+      this.pinRoot(node),
+      '--log-level',
+      this.logLevel,
+      '--metrics-addr',
+      '127.0.0.1:0',
+      '--readiness-addr',
+      '127.0.0.1:0',
+      '--admin-addr',
+      '127.0.0.1:0',
     ])
     const handle = await waitReady(child, '"ztunnel ready"', `ztunnel on ${node}`)
     this.ztunnels.set(node, handle)
@@ -264,7 +323,15 @@ export class AgentCluster {
 export interface AgentStatusJson {
   readonly node: string
   readonly ready: boolean
-  readonly pods: readonly { readonly namespace: string; readonly name: string; readonly ip: string; readonly identity: string; readonly netnsPath: string | null; readonly state: string; readonly error: string | null }[]
+  readonly pods: readonly {
+    readonly namespace: string
+    readonly name: string
+    readonly ip: string
+    readonly identity: string
+    readonly netnsPath: string | null
+    readonly state: string
+    readonly error: string | null
+  }[]
   readonly datapath: { readonly maps: readonly { readonly name: string; readonly entries: number; readonly capacity: number }[] } | null
   readonly ztunnel: { readonly clients: readonly unknown[] } | null
   readonly rejectedObjects: readonly string[]

@@ -8,7 +8,11 @@ import { readFileSync, rmSync } from 'node:fs'
 export const TLS_APPLICATION_DATA = Buffer.from([0x17, 0x03, 0x03])
 
 export async function captureBetweenNodes(nodeNetnsPath: string, file: string, traffic: () => Promise<void>): Promise<Buffer> {
-  const dump = spawn('nsenter', [`--net=${nodeNetnsPath}`, '--', 'tcpdump', '--immediate-mode', '-Z', 'root', '-i', 'eth0', '-U', '-s', '0', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const dump = spawn(
+    'nsenter',
+    [`--net=${nodeNetnsPath}`, '--', 'tcpdump', '--immediate-mode', '-Z', 'root', '-i', 'eth0', '-U', '-s', '0', '-w', file, 'tcp'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  )
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('tcpdump did not start within 10 s')), 10_000)
     dump.stderr.on('data', (d) => {

@@ -52,7 +52,10 @@ export class MeshCluster {
   private policies: readonly unknown[] = []
   readonly workDir: string
 
-  private constructor(readonly tb: Testbed, nodes: readonly MeshNodeSpec[]) {
+  private constructor(
+    readonly tb: Testbed,
+    nodes: readonly MeshNodeSpec[],
+  ) {
     this.workDir = mkdtempSync(join(tmpdir(), 'ambient-cluster-'))
     for (const node of nodes) for (const pod of node.pods) this.specs.set(pod.name, { ...pod, node: node.name })
   }
@@ -66,7 +69,12 @@ export class MeshCluster {
    * certificates from (each node with its own node certificate); without it each
    * ztunnel signs locally from the cluster's cacerts.
    */
-  static async start(options: { readonly name: string; readonly nodes: readonly MeshNodeSpec[]; readonly logLevel?: 'debug' | 'info'; readonly ca?: { readonly certTtl: string } }): Promise<MeshCluster> {
+  static async start(options: {
+    readonly name: string
+    readonly nodes: readonly MeshNodeSpec[]
+    readonly logLevel?: 'debug' | 'info'
+    readonly ca?: { readonly certTtl: string }
+  }): Promise<MeshCluster> {
     const tb = await Testbed.create({ name: options.name, nodes: options.nodes.map((n) => ({ name: n.name, pods: n.pods.map((p) => p.name) })) })
     const cluster = new MeshCluster(tb, options.nodes)
     try {
@@ -92,7 +100,13 @@ export class MeshCluster {
   }
 
   settings(node: string) {
-    return { pinRoot: join(this.tb.pinRoot, node), objectsDir: BPF_OBJECTS_DIR, proxyMark: DEFAULT_PROXY_MARK, deliveryMark: DEFAULT_DELIVERY_MARK, hbonePort: DEFAULT_HBONE_PORT }
+    return {
+      pinRoot: join(this.tb.pinRoot, node),
+      objectsDir: BPF_OBJECTS_DIR,
+      proxyMark: DEFAULT_PROXY_MARK,
+      deliveryMark: DEFAULT_DELIVERY_MARK,
+      hbonePort: DEFAULT_HBONE_PORT,
+    }
   }
 
   pod(name: string): TestPod {
@@ -167,7 +181,14 @@ export class MeshCluster {
     const identities = Object.fromEntries(nodes.map((n) => [n.name, n.pods.filter((p) => p.enrolled).map((p) => this.identity(p.name))]))
     writeFileSync(join(this.workDir, 'node-identities.yaml'), stringify(identities))
     const child = this.tb.spawnInCgroup(this.tb.node(nodes[0]!.name).systemCgroup, process.execPath, [
-      cli, 'ca', '--listen', '127.0.0.1:0', '--cacerts', cacerts, '--node-identities', join(this.workDir, 'node-identities.yaml'),
+      cli,
+      'ca',
+      '--listen',
+      '127.0.0.1:0',
+      '--cacerts',
+      cacerts,
+      '--node-identities',
+      join(this.workDir, 'node-identities.yaml'),
     ])
     const ready = await waitForLog(child, '"ca listening"', 'ambient ca')
     this.ca = { address: (ready as { address: string }).address, child }
@@ -184,8 +205,23 @@ export class MeshCluster {
       ? ['--ca-address', this.ca.address, '--node-cert-dir', join(this.workDir, `node-${node}`), '--cert-ttl', this.certTtl]
       : ['--cacerts', this.workDir]
     const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
-      join(REPO_ROOT, 'bin', 'ambient.js'), 'ztunnel', '--node', node, '--local-config', this.localConfigPath(node), ...certificates,
-      '--pin-root', settings.pinRoot, '--log-level', logLevel, '--metrics-addr', '127.0.0.1:0', '--readiness-addr', '127.0.0.1:0', '--admin-addr', '127.0.0.1:0',
+      join(REPO_ROOT, 'bin', 'ambient.js'),
+      'ztunnel',
+      '--node',
+      node,
+      '--local-config',
+      this.localConfigPath(node),
+      ...certificates,
+      '--pin-root',
+      settings.pinRoot,
+      '--log-level',
+      logLevel,
+      '--metrics-addr',
+      '127.0.0.1:0',
+      '--readiness-addr',
+      '127.0.0.1:0',
+      '--admin-addr',
+      '127.0.0.1:0',
     ])
     let logs = ''
     return new Promise((resolve, reject) => {
@@ -236,21 +272,23 @@ export function waitForLog(child: ChildProcess, marker: string, what: string): P
       reject(new Error(`${message}:\n${logs}`))
     }
     const timer = setTimeout(() => fail(`${what} not ready within 20 s`), 20_000)
-    const onData = (stream: 'stdout' | 'stderr') => (d: Buffer): void => {
-      logs += d
-      const lines = (partial[stream] + String(d)).split('\n')
-      partial[stream] = lines.pop()!
-      for (const line of lines) {
-        if (!line.includes(marker)) continue
-        clearTimeout(timer)
-        child.off('exit', onExit)
-        try {
-          resolve(JSON.parse(line))
-        } catch {
-          fail(`${what} logged an unreadable ready line`)
+    const onData =
+      (stream: 'stdout' | 'stderr') =>
+      (d: Buffer): void => {
+        logs += d
+        const lines = (partial[stream] + String(d)).split('\n')
+        partial[stream] = lines.pop()!
+        for (const line of lines) {
+          if (!line.includes(marker)) continue
+          clearTimeout(timer)
+          child.off('exit', onExit)
+          try {
+            resolve(JSON.parse(line))
+          } catch {
+            fail(`${what} logged an unreadable ready line`)
+          }
         }
       }
-    }
     const onExit = (code: number | null): void => {
       clearTimeout(timer)
       reject(new Error(`${what} exited ${code}:\n${logs}`))

@@ -99,7 +99,10 @@ t.test('list returns a typed list with the global resourceVersion', async (t) =>
   t.equal(all.body.items[0].kind, undefined, 'built-in list items carry no kind')
   t.match(all.body.items[0].metadata, { uid: String, resourceVersion: String })
   const mine = await call(fake.url, 'GET', '/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1')
-  t.same(mine.body.items.map((p: any) => p.metadata.name), ['a'])
+  t.same(
+    mine.body.items.map((p: any) => p.metadata.name),
+    ['a'],
+  )
   const namespaced = await call(fake.url, 'GET', '/api/v1/namespaces/other/pods')
   t.same(namespaced.body.items, [])
   const namespaces = await call(fake.url, 'GET', '/api/v1/namespaces')
@@ -122,14 +125,24 @@ t.test('watch streams from the given resourceVersion, honours field selectors, a
   const w = openWatch(fake.url, `/api/v1/pods?watch=true&resourceVersion=${rv}&allowWatchBookmarks=true&fieldSelector=spec.nodeName%3Dnode-1`)
   t.teardown(() => w.close())
   await w.until(() => w.events.some((e) => e.type === 'ADDED'), 'replayed ADDED')
-  t.same(w.events.filter((e) => e.type !== 'BOOKMARK').map((e) => [e.type, e.object.metadata.name]), [['ADDED', 'after']])
+  t.same(
+    w.events.filter((e) => e.type !== 'BOOKMARK').map((e) => [e.type, e.object.metadata.name]),
+    [['ADDED', 'after']],
+  )
   fake.update('Pod', { ...pod('after', 'node-1', { app: 'x' }) })
   fake.delete('Pod', { metadata: { name: 'after', namespace: 'default' } })
   fake.delete('Pod', { metadata: { name: 'elsewhere', namespace: 'default' } })
   await w.until(() => w.events.some((e) => e.type === 'DELETED'), 'DELETED')
   await w.until(() => w.events.some((e) => e.type === 'BOOKMARK'), 'a bookmark')
   const objectEvents = w.events.filter((e) => e.type !== 'BOOKMARK')
-  t.same(objectEvents.map((e) => [e.type, e.object.metadata.name]), [['ADDED', 'after'], ['MODIFIED', 'after'], ['DELETED', 'after']])
+  t.same(
+    objectEvents.map((e) => [e.type, e.object.metadata.name]),
+    [
+      ['ADDED', 'after'],
+      ['MODIFIED', 'after'],
+      ['DELETED', 'after'],
+    ],
+  )
   t.equal(objectEvents[0].object.kind, 'Pod', 'watch objects carry their kind')
   const rvs = objectEvents.map((e) => Number(e.object.metadata.resourceVersion))
   t.ok(rvs[0]! < rvs[1]! && rvs[1]! < rvs[2]!, 'resourceVersions increase')
@@ -145,10 +158,12 @@ t.test('watch from a compacted resourceVersion gets 410 Expired, and compaction 
   const old = fake.resourceVersion
   const open = openWatch(fake.url, `/api/v1/namespaces?watch=true&resourceVersion=${old}`)
   t.teardown(() => open.close())
-  await t.resolves(new Promise<void>((resolve) => {
-    const check = () => (fake.activeWatches('namespaces') === 1 ? resolve() : setTimeout(check, 5))
-    check()
-  }))
+  await t.resolves(
+    new Promise<void>((resolve) => {
+      const check = () => (fake.activeWatches('namespaces') === 1 ? resolve() : setTimeout(check, 5))
+      check()
+    }),
+  )
   fake.create('Namespace', { metadata: { name: 'b' } })
   fake.compactHistory()
   await open.until(() => open.ended, 'the open watch to end')
@@ -156,7 +171,10 @@ t.test('watch from a compacted resourceVersion gets 410 Expired, and compaction 
   const late = openWatch(fake.url, `/api/v1/namespaces?watch=true&resourceVersion=${old}`)
   t.teardown(() => late.close())
   await late.until(() => late.ended, 'the stale watch to end')
-  t.same(late.events.map((e) => [e.type, e.object.code]), [['ERROR', 410]])
+  t.same(
+    late.events.map((e) => [e.type, e.object.code]),
+    [['ERROR', 410]],
+  )
   const fresh = openWatch(fake.url, `/api/v1/namespaces?watch=true&resourceVersion=${fake.resourceVersion}`)
   t.teardown(() => fresh.close())
   fake.create('Namespace', { metadata: { name: 'c' } })
@@ -169,10 +187,12 @@ t.test('dropWatches ends streams abruptly; failNext and latency', async (t) => {
   t.teardown(() => fake.stop())
   const w = openWatch(fake.url, `/api/v1/services?watch=true&resourceVersion=${fake.resourceVersion}`)
   t.teardown(() => w.close())
-  await t.resolves(new Promise<void>((resolve) => {
-    const check = () => (fake.activeWatches('services') === 1 ? resolve() : setTimeout(check, 5))
-    check()
-  }))
+  await t.resolves(
+    new Promise<void>((resolve) => {
+      const check = () => (fake.activeWatches('services') === 1 ? resolve() : setTimeout(check, 5))
+      check()
+    }),
+  )
   t.equal(fake.dropWatches(), 1)
   await w.until(() => w.ended, 'the dropped watch to end')
   t.equal(fake.activeWatches(), 0)
@@ -212,9 +232,18 @@ t.test('PATCH merges pod annotations and bumps the resourceVersion', async (t) =
     body: JSON.stringify({ metadata: { annotations: { keep: null } } }),
   })
   t.same(removed.body.metadata.annotations, { 'ambient.istio.io/redirection': 'enabled' })
-  t.equal((await call(fake.url, 'PATCH', '/api/v1/namespaces/ns/pods/web', { token: 'secret', contentType: 'application/json-patch+json', body: '[]' })).status, 415)
-  t.equal((await call(fake.url, 'PATCH', '/api/v1/namespaces/ns/pods/gone', { token: 'secret', contentType: 'application/merge-patch+json', body: '{}' })).status, 404)
-  t.equal((await call(fake.url, 'GET', '/api/v1/namespaces/ns/pods/web', { token: 'secret' })).body.metadata.annotations['ambient.istio.io/redirection'], 'enabled')
+  t.equal(
+    (await call(fake.url, 'PATCH', '/api/v1/namespaces/ns/pods/web', { token: 'secret', contentType: 'application/json-patch+json', body: '[]' })).status,
+    415,
+  )
+  t.equal(
+    (await call(fake.url, 'PATCH', '/api/v1/namespaces/ns/pods/gone', { token: 'secret', contentType: 'application/merge-patch+json', body: '{}' })).status,
+    404,
+  )
+  t.equal(
+    (await call(fake.url, 'GET', '/api/v1/namespaces/ns/pods/web', { token: 'secret' })).body.metadata.annotations['ambient.istio.io/redirection'],
+    'enabled',
+  )
   t.equal(fake.counts('pods').patch, 5)
 })
 
@@ -227,14 +256,39 @@ t.test('mergePatch follows RFC 7386', async (t) => {
 t.test('custom resources change status only through /status', async (t) => {
   const fake = await FakeKubeApiServer.start({ token: 'secret' })
   t.teardown(() => fake.stop())
-  fake.create('AuthorizationPolicy', { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'p', namespace: 'ns' }, spec: { action: 'ALLOW' } })
+  fake.create('AuthorizationPolicy', {
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: 'p', namespace: 'ns' },
+    spec: { action: 'ALLOW' },
+  })
   const path = '/apis/security.istio.io/v1/namespaces/ns/authorizationpolicies/p'
   const body = JSON.stringify({ spec: { action: 'DENY' }, status: { conditions: [{ type: 'ZtunnelAccepted', status: 'True' }] } })
   t.equal((await call(fake.url, 'PATCH', `${path}/status`, { token: 'secret', contentType: 'application/merge-patch+json', body })).status, 200)
-  t.match(fake.get('AuthorizationPolicy', 'ns', 'p'), { spec: { action: 'ALLOW' }, status: { conditions: [{ type: 'ZtunnelAccepted' }] } }, '/status changes the status only')
-  t.equal((await call(fake.url, 'PATCH', path, { token: 'secret', contentType: 'application/merge-patch+json', body: JSON.stringify({ spec: { action: 'DENY' }, status: null }) })).status, 200)
-  t.match(fake.get('AuthorizationPolicy', 'ns', 'p'), { spec: { action: 'DENY' }, status: { conditions: [{ type: 'ZtunnelAccepted' }] } }, 'the main resource ignores status')
-  t.equal((await call(fake.url, 'PATCH', '/api/v1/namespaces/ns/pods/x/status', { token: 'secret', contentType: 'application/merge-patch+json', body: '{}' })).status, 404)
+  t.match(
+    fake.get('AuthorizationPolicy', 'ns', 'p'),
+    { spec: { action: 'ALLOW' }, status: { conditions: [{ type: 'ZtunnelAccepted' }] } },
+    '/status changes the status only',
+  )
+  t.equal(
+    (
+      await call(fake.url, 'PATCH', path, {
+        token: 'secret',
+        contentType: 'application/merge-patch+json',
+        body: JSON.stringify({ spec: { action: 'DENY' }, status: null }),
+      })
+    ).status,
+    200,
+  )
+  t.match(
+    fake.get('AuthorizationPolicy', 'ns', 'p'),
+    { spec: { action: 'DENY' }, status: { conditions: [{ type: 'ZtunnelAccepted' }] } },
+    'the main resource ignores status',
+  )
+  t.equal(
+    (await call(fake.url, 'PATCH', '/api/v1/namespaces/ns/pods/x/status', { token: 'secret', contentType: 'application/merge-patch+json', body: '{}' })).status,
+    404,
+  )
 })
 
 t.test('Lease: POST creates once, PUT needs the resourceVersion it read, mismatches are refused as the real server does', async (t) => {
@@ -247,7 +301,11 @@ t.test('Lease: POST creates once, PUT needs the resourceVersion it read, mismatc
   t.equal(created.status, 201)
   t.equal(created.body.metadata.namespace, 'ops', 'namespace from the URL')
   t.equal((await call(fake.url, 'POST', base, { body: lease(), contentType: json })).status, 409, 'AlreadyExists')
-  t.equal((await call(fake.url, 'POST', base, { body: lease({ name: 'l2', resourceVersion: '5' }), contentType: json })).status, 400, 'resourceVersion on create')
+  t.equal(
+    (await call(fake.url, 'POST', base, { body: lease({ name: 'l2', resourceVersion: '5' }), contentType: json })).status,
+    400,
+    'resourceVersion on create',
+  )
   t.equal((await call(fake.url, 'POST', base, { body: lease({ name: 'l3', namespace: 'other' }), contentType: json })).status, 400, 'namespace mismatch')
   t.equal((await call(fake.url, 'POST', '/apis/coordination.k8s.io/v1/leases', { body: lease(), contentType: json })).status, 405, 'no namespace')
   const rv = created.body.metadata.resourceVersion as string

@@ -7,15 +7,7 @@ import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
-export type FakeKind =
-  | 'Namespace'
-  | 'Pod'
-  | 'Service'
-  | 'ServiceAccount'
-  | 'EndpointSlice'
-  | 'AuthorizationPolicy'
-  | 'PeerAuthentication'
-  | 'Lease'
+export type FakeKind = 'Namespace' | 'Pod' | 'Service' | 'ServiceAccount' | 'EndpointSlice' | 'AuthorizationPolicy' | 'PeerAuthentication' | 'Lease'
 
 interface ResourceType {
   readonly kind: FakeKind
@@ -299,10 +291,12 @@ export class FakeKubeApiServer {
       if (type.namespaced && namespace === undefined) return this.#status(res, 405, 'MethodNotAllowed', `create ${type.plural} in a namespace`)
       const obj = parseObject(body)
       const objName = obj?.metadata?.['name']
-      if (obj === undefined || typeof objName !== 'string' || objName === '') return this.#status(res, 400, 'BadRequest', 'the body is not an object with metadata.name')
+      if (obj === undefined || typeof objName !== 'string' || objName === '')
+        return this.#status(res, 400, 'BadRequest', 'the body is not an object with metadata.name')
       const mismatch = this.#metadataMismatch(obj, namespace)
       if (mismatch) return this.#status(res, 400, 'BadRequest', mismatch)
-      if (obj.metadata?.['resourceVersion'] !== undefined) return this.#status(res, 400, 'BadRequest', 'resourceVersion should not be set on objects to be created')
+      if (obj.metadata?.['resourceVersion'] !== undefined)
+        return this.#status(res, 400, 'BadRequest', 'resourceVersion should not be set on objects to be created')
       const metadata = { ...obj.metadata, ...(type.namespaced && { namespace }) }
       if (this.#store(type.kind).has(keyOf(metadata))) return this.#status(res, 409, 'AlreadyExists', `${type.plural} "${objName}" already exists`)
       return json(res, 201, this.create(type.kind, { ...obj, metadata: { ...metadata, resourceVersion: undefined } }))
@@ -334,12 +328,22 @@ export class FakeKubeApiServer {
       const obj = parseObject(body)
       if (obj === undefined) return this.#status(res, 400, 'BadRequest', 'the body is not an object')
       if (subresource !== undefined) return this.#status(res, 405, 'MethodNotAllowed', 'PUT on a subresource is not supported by the fake')
-      const mismatch = this.#metadataMismatch(obj, namespace) ?? (obj.metadata?.['name'] !== name ? `the name of the object (${String(obj.metadata?.['name'])}) does not match the name on the URL (${name})` : undefined)
+      const mismatch =
+        this.#metadataMismatch(obj, namespace) ??
+        (obj.metadata?.['name'] !== name
+          ? `the name of the object (${String(obj.metadata?.['name'])}) does not match the name on the URL (${name})`
+          : undefined)
       if (mismatch) return this.#status(res, 400, 'BadRequest', mismatch)
-      if (typeof obj.metadata?.['resourceVersion'] !== 'string') return this.#status(res, 422, 'Invalid', 'metadata.resourceVersion: Invalid value: 0x0: must be specified for an update')
+      if (typeof obj.metadata?.['resourceVersion'] !== 'string')
+        return this.#status(res, 422, 'Invalid', 'metadata.resourceVersion: Invalid value: 0x0: must be specified for an update')
       // Optimistic concurrency as the real server does it: an update names the version it read.
       if (obj.metadata?.['resourceVersion'] !== current.metadata?.['resourceVersion']) {
-        return this.#status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${type.plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`)
+        return this.#status(
+          res,
+          409,
+          'Conflict',
+          `Operation cannot be fulfilled on ${type.plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+        )
       }
       return json(res, 200, this.update(type.kind, { ...obj, metadata: { ...obj.metadata, name, ...(type.namespaced && { namespace }) } }))
     }
@@ -347,7 +351,12 @@ export class FakeKubeApiServer {
       this.#count(type.plural, 'patch')
       const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim()
       if (contentType !== 'application/merge-patch+json' && contentType !== 'application/strategic-merge-patch+json') {
-        return this.#status(res, 415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got ${contentType})`)
+        return this.#status(
+          res,
+          415,
+          'UnsupportedMediaType',
+          `the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got ${contentType})`,
+        )
       }
       if (current === undefined) return this.#status(res, 404, 'NotFound', `${type.plural} "${name}" not found`)
       let patch: unknown
@@ -435,8 +444,7 @@ async function readBody(req: IncomingMessage): Promise<string> {
 /** RFC 7386 JSON merge patch (what strategic merge does for metadata maps too). */
 export function mergePatch(target: unknown, patch: unknown): unknown {
   if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch
-  const out: Record<string, unknown> =
-    target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {}
+  const out: Record<string, unknown> = target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {}
   for (const [k, v] of Object.entries(patch)) {
     if (v === null) delete out[k]
     else out[k] = mergePatch(out[k], v)
@@ -463,8 +471,7 @@ function parseRoute(pathname: string): { type: ResourceType; namespace?: string;
   if (seg[0] === 'api') [group, version, rest] = ['', seg[1] ?? '', seg.slice(2)]
   else if (seg[0] === 'apis') [group, version, rest] = [seg[1] ?? '', seg[2] ?? '', seg.slice(3)]
   else return undefined
-  const find = (plural: string | undefined): ResourceType | undefined =>
-    TYPES.find((t) => t.group === group && t.version === version && t.plural === plural)
+  const find = (plural: string | undefined): ResourceType | undefined => TYPES.find((t) => t.group === group && t.version === version && t.plural === plural)
   if (rest[0] === 'namespaces' && rest.length >= 3) {
     const type = find(rest[2])
     if (type === undefined || !type.namespaced || rest.length > 5) return undefined

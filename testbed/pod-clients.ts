@@ -76,7 +76,9 @@ export async function holdConnection(tb: Testbed, pod: TestPod, to: string): Pro
   const exit = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   return {
     async ended(timeoutMs) {
-      const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the held connection from ${pod.name} did not end within ${timeoutMs} ms`)), timeoutMs))
+      const timer = new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`the held connection from ${pod.name} did not end within ${timeoutMs} ms`)), timeoutMs),
+      )
       await Promise.race([exit, timer])
       return JSON.parse(out.trim().split('\n').pop() ?? '{}') as { sent: number; echoed: number; error?: string }
     },

@@ -206,7 +206,15 @@ export class Testbed {
     this.podIndex.set(nodeName, j)
     const netns = this.netnsName(nodeName, name)
     const uid = randomUUID()
-    const pod: TestPod = { name, node: nodeName, netns, netnsPath: `/run/netns/${netns}`, ip: podIp(node.index, j), uid, cgroup: join(node.podsCgroup, `pod${uid}`) }
+    const pod: TestPod = {
+      name,
+      node: nodeName,
+      netns,
+      netnsPath: `/run/netns/${netns}`,
+      ip: podIp(node.index, j),
+      uid,
+      cgroup: join(node.podsCgroup, `pod${uid}`),
+    }
     ip(['netns', 'add', netns])
     this.pods.set(name, pod)
     const hostSide = `p${j}`
@@ -304,7 +312,10 @@ export class Testbed {
   spawnInCgroup(cgroup: string, cmd: string, args: readonly string[] = [], options?: SpawnOptions): ChildProcess {
     if (!cgroup.startsWith(this.cgroupRoot + '/')) throw new TestbedError(`${cgroup} is not a cgroup of testbed ${this.name}`)
     if (this.destroyed) throw new TestbedError(`testbed ${this.name} is destroyed`)
-    const child = spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', cgroup, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...options })
+    const child = spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', cgroup, cmd, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...options,
+    })
     this.children.add(child)
     child.once('exit', () => this.children.delete(child))
     return child

@@ -59,7 +59,15 @@ export class AdminServers {
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => { s.closeAllConnections(); s.close(() => resolve()) })))
+    await Promise.all(
+      this.servers.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.closeAllConnections()
+            s.close(() => resolve())
+          }),
+      ),
+    )
     this.servers.length = 0
   }
 }

@@ -54,18 +54,22 @@ export const ZTUNNEL_DEFAULTS = {
 } as const
 
 function certificateSource(flags: ZtunnelFlags): { caAddress: string | null; nodeCertDir: string | null; cacertsDir: string | null } {
-  if (flags.caAddress !== undefined && flags.cacerts !== undefined) throw new ConfigError('--ca-address', 'give either --ca-address (with --node-cert-dir) or --cacerts (local mode), not both')
+  if (flags.caAddress !== undefined && flags.cacerts !== undefined)
+    throw new ConfigError('--ca-address', 'give either --ca-address (with --node-cert-dir) or --cacerts (local mode), not both')
   if (flags.caAddress !== undefined) {
     if (!/^[^\s:]+:\d+$/.test(flags.caAddress)) throw new ConfigError('--ca-address', `${JSON.stringify(flags.caAddress)} is not host:port`)
     return { caAddress: flags.caAddress, nodeCertDir: requireString('--node-cert-dir', flags.nodeCertDir), cacertsDir: null }
   }
-  if (flags.cacerts === undefined) throw new ConfigError('--ca-address', 'workload certificates need --ca-address with --node-cert-dir, or --cacerts for local mode')
+  if (flags.cacerts === undefined)
+    throw new ConfigError('--ca-address', 'workload certificates need --ca-address with --node-cert-dir, or --cacerts for local mode')
   return { caAddress: null, nodeCertDir: null, cacertsDir: flags.cacerts }
 }
 
 function stateSource(flags: ZtunnelFlags): { localConfig: string | null; xdsAddress: string | null } {
-  if (flags.localConfig !== undefined && flags.xdsAddress !== undefined) throw new ConfigError('--xds-address', 'give either --xds-address (the node agent) or --local-config (a static file), not both')
+  if (flags.localConfig !== undefined && flags.xdsAddress !== undefined)
+    throw new ConfigError('--xds-address', 'give either --xds-address (the node agent) or --local-config (a static file), not both')
   if (flags.xdsAddress !== undefined) return { localConfig: null, xdsAddress: requireString('--xds-address', flags.xdsAddress) }
-  if (flags.localConfig === undefined) throw new ConfigError('--xds-address', 'workloads and policies need --xds-address (the node agent\'s socket) or --local-config FILE')
+  if (flags.localConfig === undefined)
+    throw new ConfigError('--xds-address', "workloads and policies need --xds-address (the node agent's socket) or --local-config FILE")
   return { localConfig: requireString('--local-config', flags.localConfig), xdsAddress: null }
 }

@@ -48,11 +48,17 @@ function identitiesFor(config: ZtunnelConfig, log: Logger): { identities: Identi
       throw new ConfigError('--node-cert-dir', `${config.nodeCertDir}: ${(err as Error).message}`)
     }
     const client = new CaClient({ address: config.caAddress, trustDomain: config.trustDomain, node, trustBundlePem: rootPem! })
-    return { identities: new IdentityManager({ source: client, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }), ca: { client, node } }
+    return {
+      identities: new IdentityManager({ source: client, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }),
+      ca: { client, node },
+    }
   }
   const [certPem, keyPem] = readPems('--cacerts', config.cacertsDir!, ['ca-cert.pem', 'ca-key.pem'])
   const source = new InProcessCertificateSource({ ca: { certPem: certPem!, keyPem: keyPem! }, trustDomain: config.trustDomain })
-  return { identities: new IdentityManager({ source, trustBundlePem: certPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }), ca: null }
+  return {
+    identities: new IdentityManager({ source, trustBundlePem: certPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }),
+    ca: null,
+  }
 }
 
 /** Same length and the same objects in order (the xDS client keeps unchanged resources' identity). */
@@ -66,7 +72,10 @@ export class Ztunnel {
   admin: AdminServers | null = null
   private xds: XdsClient | null = null
 
-  constructor(private readonly config: ZtunnelConfig, private readonly log: Logger) {}
+  constructor(
+    private readonly config: ZtunnelConfig,
+    private readonly log: Logger,
+  ) {}
 
   async start(): Promise<void> {
     const { config, log } = this
@@ -120,17 +129,40 @@ export class Ztunnel {
         nodeFiles.start()
         this.stops.push(() => nodeFiles.stop())
       }
-      const datapath = Datapath.open({ pinRoot: config.pinRoot, objectsDir: BPF_OBJECTS_DIR, proxyMark: config.proxyMark, deliveryMark: config.deliveryMark, hbonePort: config.hbonePort })
+      const datapath = Datapath.open({
+        pinRoot: config.pinRoot,
+        objectsDir: BPF_OBJECTS_DIR,
+        proxyMark: config.proxyMark,
+        deliveryMark: config.deliveryMark,
+        hbonePort: config.hbonePort,
+      })
       this.stops.push(() => datapath.close())
       // The agent loaded the programs: refuse to run with a mark or port they do not know.
       datapath.verifySettings()
-      const proxy = new NodeProxy({ node: config.node, datapath, store, identities, policies, trustDomain: config.trustDomain, metrics, log: log.child({ component: 'proxy' }) })
+      const proxy = new NodeProxy({
+        node: config.node,
+        datapath,
+        store,
+        identities,
+        policies,
+        trustDomain: config.trustDomain,
+        metrics,
+        log: log.child({ component: 'proxy' }),
+      })
       await proxy.start()
       this.stops.push(() => proxy.stop())
       this.admin = new AdminServers({
         registry: metrics.registry,
         ready: () => this.ready && (this.xds === null || this.xds.status().updates > 0),
-        configDump: () => ({ node: config.node, xds: this.xds?.status() ?? null, workloads: store.all(), policies: policies.lastUpdate, localPods: proxy.status(), certificates: identities.describe(), datapath: { dir: datapath.dir, maps: datapath.occupancy() } }),
+        configDump: () => ({
+          node: config.node,
+          xds: this.xds?.status() ?? null,
+          workloads: store.all(),
+          policies: policies.lastUpdate,
+          localPods: proxy.status(),
+          certificates: identities.describe(),
+          datapath: { dir: datapath.dir, maps: datapath.occupancy() },
+        }),
       })
       await this.admin.start({ metrics: config.metrics, readiness: config.readiness, admin: config.admin })
       this.stops.push(() => this.admin!.stop())
@@ -180,8 +212,11 @@ export class Ztunnel {
 export function registerZtunnelCommand(program: Command): void {
   addNodeOptions(program.command('ztunnel'))
     .description("the node's shared L4 proxy: carries enrolled pods' traffic in HBONE mutual-TLS tunnels")
-    .option('--xds-address <path>', "get workloads and policies from the node agent over this Unix socket (delta xDS; `ambient agent --xds-socket`)")
-    .option('--local-config <file>', "or: workloads and policies from a YAML file (Istio ztunnel's LOCAL_XDS_PATH shape, plus a netns path for this node's pods), watched")
+    .option('--xds-address <path>', 'get workloads and policies from the node agent over this Unix socket (delta xDS; `ambient agent --xds-socket`)')
+    .option(
+      '--local-config <file>',
+      "or: workloads and policies from a YAML file (Istio ztunnel's LOCAL_XDS_PATH shape, plus a netns path for this node's pods), watched",
+    )
     .option('--ca-address <host:port>', 'get workload certificates from `ambient ca` at this address (with --node-cert-dir)')
     .option('--node-cert-dir <dir>', "this node's CA credentials: node-cert.pem, node-key.pem, node-chain.pem, root-cert.pem (from `ambient ca node-cert`)")
     .option('--cacerts <dir>', "local mode instead of --ca-address: sign workload certificates from ca-cert.pem and ca-key.pem in DIR (Istio's cacerts layout)")

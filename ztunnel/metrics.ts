@@ -60,11 +60,31 @@ export class ZtunnelMetrics {
     const labelNames = [...TCP_LABELS]
     this.opened = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'Total TCP connections opened', labelNames, registers })
     this.closed = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'Total TCP connections closed', labelNames, registers })
-    this.sent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'Total bytes sent in response to a connection (destination to source)', labelNames, registers })
-    this.received = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Total bytes received for a connection (source to destination)', labelNames, registers })
-    this.activeConnections = new Gauge({ name: 'ambient_ztunnel_active_connections', help: 'Connections open through this ztunnel', labelNames: ['direction'], registers })
+    this.sent = new Counter({
+      name: 'istio_tcp_sent_bytes_total',
+      help: 'Total bytes sent in response to a connection (destination to source)',
+      labelNames,
+      registers,
+    })
+    this.received = new Counter({
+      name: 'istio_tcp_received_bytes_total',
+      help: 'Total bytes received for a connection (source to destination)',
+      labelNames,
+      registers,
+    })
+    this.activeConnections = new Gauge({
+      name: 'ambient_ztunnel_active_connections',
+      help: 'Connections open through this ztunnel',
+      labelNames: ['direction'],
+      registers,
+    })
     this.hboneSessions = new Gauge({ name: 'ambient_ztunnel_hbone_pool_sessions', help: 'Pooled outbound HBONE HTTP/2 sessions', registers })
-    this.certificateExpiry = new Gauge({ name: 'ambient_ztunnel_certificate_expiry_seconds', help: 'Unix time at which a workload certificate expires', labelNames: ['identity'], registers })
+    this.certificateExpiry = new Gauge({
+      name: 'ambient_ztunnel_certificate_expiry_seconds',
+      help: 'Unix time at which a workload certificate expires',
+      labelNames: ['identity'],
+      registers,
+    })
     this.policyProblems = new Gauge({
       name: 'ambient_ztunnel_policy_problems',
       help: 'Policies ztunnel could not apply as written: kind=invalid (rejected), ignored (not enforced at L4) or warning (an attribute ignored at L4)',
@@ -75,7 +95,9 @@ export class ZtunnelMetrics {
   }
 
   /** Replaces the policy problems of the last update. */
-  setPolicyProblems(problems: readonly { readonly kind: 'invalid' | 'ignored' | 'warning'; readonly policy: string; readonly field: string; readonly code: string }[]): void {
+  setPolicyProblems(
+    problems: readonly { readonly kind: 'invalid' | 'ignored' | 'warning'; readonly policy: string; readonly field: string; readonly code: string }[],
+  ): void {
     this.policyProblems.reset()
     for (const p of problems) this.policyProblems.inc({ policy: p.policy, kind: p.kind, field: p.field, code: p.code })
   }

@@ -32,7 +32,15 @@ export class NodeProxy {
   constructor(options: NodeProxyOptions) {
     const { store, identities, policies, metrics, log } = options
     const { proxyMark, deliveryMark, hbonePort } = options.datapath.settings
-    this.inbound = new Inbound({ store, policies, metrics, trustDomain: options.trustDomain, deliveryMark, currentWorkload: (uid) => this.pods.workload(uid), log })
+    this.inbound = new Inbound({
+      store,
+      policies,
+      metrics,
+      trustDomain: options.trustDomain,
+      deliveryMark,
+      currentWorkload: (uid) => this.pods.workload(uid),
+      log,
+    })
     this.outbound = new Outbound({ store, identities, metrics, proxyMark, hbonePort, localPod: (ip) => this.pods.podByIp(ip), log })
     this.pods = new LocalPods({ node: options.node, datapath: options.datapath, store, identities, inbound: this.inbound, outbound: this.outbound, log })
   }

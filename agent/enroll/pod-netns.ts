@@ -8,7 +8,9 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { AmbientError } from '../../common/errors.js'
 
-export class PodNetnsError extends AmbientError<'AMBIENT_ERR_ENROLL_NO_CGROUP' | 'AMBIENT_ERR_ENROLL_NO_PROCESS' | 'AMBIENT_ERR_ENROLL_HOST_NETWORK' | 'AMBIENT_ERR_ENROLL_BAD_UID'> {}
+export class PodNetnsError extends AmbientError<
+  'AMBIENT_ERR_ENROLL_NO_CGROUP' | 'AMBIENT_ERR_ENROLL_NO_PROCESS' | 'AMBIENT_ERR_ENROLL_HOST_NETWORK' | 'AMBIENT_ERR_ENROLL_BAD_UID'
+> {}
 
 export interface PodNetns {
   readonly cgroup: string
@@ -62,7 +64,11 @@ function startTime(pid: number): number {
 
 export function podNetns(root: string, uid: string): PodNetns {
   const cgroup = findPodCgroup(root, uid)
-  if (cgroup === null) throw new PodNetnsError('AMBIENT_ERR_ENROLL_NO_CGROUP', `no cgroup for pod ${uid} under ${root} (looked for the cgroupfs and systemd kubelet layouts): is it scheduled on this node, and is --cgroup-root the cgroup v2 mount?`)
+  if (cgroup === null)
+    throw new PodNetnsError(
+      'AMBIENT_ERR_ENROLL_NO_CGROUP',
+      `no cgroup for pod ${uid} under ${root} (looked for the cgroupfs and systemd kubelet layouts): is it scheduled on this node, and is --cgroup-root the cgroup v2 mount?`,
+    )
   let oldest: { pid: number; start: number } | null = null
   for (const pid of pidsUnder(cgroup)) {
     try {

@@ -74,7 +74,8 @@ t.test('an update that read an old resourceVersion loses (409), and API errors a
   const lease = fake.get('Lease', 'istio-system', 'status-3')!
   const racing: LeaseApi = {
     async request(method, path, options) {
-      if (method === 'PUT') fake.update('Lease', { ...lease, spec: { ...(lease['spec'] as object), holderIdentity: 'node-z', renewTime: new Date().toISOString() } })
+      if (method === 'PUT')
+        fake.update('Lease', { ...lease, spec: { ...(lease['spec'] as object), holderIdentity: 'node-z', renewTime: new Date().toISOString() } })
       return api.request(method, path, options)
     },
   }
@@ -151,6 +152,14 @@ t.test('stop() during the first attempt releases what that attempt acquired; a r
   fake.update('Lease', { ...lease, metadata: { ...lease.metadata, labels: { owner: 'ops' } } })
   clock += 1000
   t.equal(await b.tryOnce(), true)
-  t.same((fake.get('Lease', 'istio-system', 'status-7')?.metadata as { labels?: unknown }).labels, { owner: 'ops' }, 'a renewal keeps what others put on the lease')
-  t.equal((fake.get('Lease', 'istio-system', 'status-7')?.['spec'] as { leaseTransitions: number }).leaseTransitions, 1, 'taking a released lease counts a transition')
+  t.same(
+    (fake.get('Lease', 'istio-system', 'status-7')?.metadata as { labels?: unknown }).labels,
+    { owner: 'ops' },
+    'a renewal keeps what others put on the lease',
+  )
+  t.equal(
+    (fake.get('Lease', 'istio-system', 'status-7')?.['spec'] as { leaseTransitions: number }).leaseTransitions,
+    1,
+    'taking a released lease counts a transition',
+  )
 })

@@ -183,7 +183,10 @@ export class LeaseElector {
     const leading = this.leading
     if (leading === this.#wasLeading) return
     this.#wasLeading = leading
-    this.#o.log.info({ lease: this.#label(), identity: this.#o.identity }, message ?? (leading ? 'lease acquired: this agent writes policy status' : 'lease lost: another agent writes policy status'))
+    this.#o.log.info(
+      { lease: this.#label(), identity: this.#o.identity },
+      message ?? (leading ? 'lease acquired: this agent writes policy status' : 'lease lost: another agent writes policy status'),
+    )
     this.#o.onChange?.(leading)
   }
 

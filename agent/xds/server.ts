@@ -13,11 +13,26 @@ import { AmbientError } from '../../common/errors.js'
 import type { Authorization } from '../../common/model/authorization.js'
 import type { MeshService, Workload } from '../../common/model/workload.js'
 import type { Logger } from '../../common/log.js'
-import { DELTA_ADS_SERVICE, type DeltaAdsImplementation, type DeltaDiscoveryRequest, type DeltaDiscoveryResponse, type XdsResource } from '../../common/xds/ads.js'
 import {
-  ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, LOCAL_WORKLOAD_TYPE_URL, TYPE_URLS, type TypeUrl,
-  authorizationResourceName, encodeAuthorization, encodeLocalWorkload, encodeServiceAddress, encodeWorkloadAddress,
-  serviceResourceName, workloadResourceName,
+  DELTA_ADS_SERVICE,
+  type DeltaAdsImplementation,
+  type DeltaDiscoveryRequest,
+  type DeltaDiscoveryResponse,
+  type XdsResource,
+} from '../../common/xds/ads.js'
+import {
+  ADDRESS_TYPE_URL,
+  AUTHORIZATION_TYPE_URL,
+  LOCAL_WORKLOAD_TYPE_URL,
+  TYPE_URLS,
+  type TypeUrl,
+  authorizationResourceName,
+  encodeAuthorization,
+  encodeLocalWorkload,
+  encodeServiceAddress,
+  encodeWorkloadAddress,
+  serviceResourceName,
+  workloadResourceName,
 } from '../../common/xds/codec.js'
 
 export class XdsServerError extends AmbientError<'AMBIENT_ERR_XDS_SOCKET' | 'AMBIENT_ERR_XDS_SERVER_STATE'> {}
@@ -116,7 +131,9 @@ export class XdsServer {
       await chmod(this.socketPath, 0o600)
     } catch (err) {
       server.forceShutdown()
-      throw new XdsServerError('AMBIENT_ERR_XDS_SOCKET', `cannot listen on ${this.socketPath}: ${(err as Error).message}; is another agent running?`, { cause: err })
+      throw new XdsServerError('AMBIENT_ERR_XDS_SOCKET', `cannot listen on ${this.socketPath}: ${(err as Error).message}; is another agent running?`, {
+        cause: err,
+      })
     }
     this.server = server
     this.log.info({ socket: this.socketPath }, 'xds server listening')
@@ -177,7 +194,12 @@ export class XdsServer {
     add(ADDRESS_TYPE_URL, resources.workloads, workloadResourceName, encodeWorkloadAddress)
     add(ADDRESS_TYPE_URL, resources.services, serviceResourceName, encodeServiceAddress)
     add(AUTHORIZATION_TYPE_URL, resources.authorizations, authorizationResourceName, encodeAuthorization)
-    add(LOCAL_WORKLOAD_TYPE_URL, resources.workloads.filter((w) => w.netnsPath !== undefined), workloadResourceName, encodeLocalWorkload)
+    add(
+      LOCAL_WORKLOAD_TYPE_URL,
+      resources.workloads.filter((w) => w.netnsPath !== undefined),
+      workloadResourceName,
+      encodeLocalWorkload,
+    )
     return out
   }
 
@@ -251,7 +273,8 @@ export class XdsServer {
     t.dirty = false
     const served = this.snapshot.get(type)!
     const resources: XdsResource[] = []
-    for (const [name, r] of served) if (t.known.get(name) !== r.version) resources.push({ name, version: r.version, resource: { typeUrl: type, value: r.bytes } })
+    for (const [name, r] of served)
+      if (t.known.get(name) !== r.version) resources.push({ name, version: r.version, resource: { typeUrl: type, value: r.bytes } })
     const removedResources = [...t.known.keys()].filter((name) => !served.has(name))
     if (t.answered && resources.length === 0 && removedResources.length === 0) return
     for (const r of resources) t.known.set(r.name, r.version)

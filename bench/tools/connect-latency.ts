@@ -80,14 +80,16 @@ await Promise.all(Array.from({ length: concurrency }, worker))
 const seconds = Number(process.hrtime.bigint() - started) / 1e9
 connect.sort((a, b) => a - b)
 firstByte.sort((a, b) => a - b)
-console.log(JSON.stringify({
-  ok: connect.length,
-  failed,
-  warmupFailed,
-  seconds,
-  rate: connect.length / seconds,
-  connectP50Us: percentile(connect, 50),
-  connectP99Us: percentile(connect, 99),
-  firstByteP50Us: percentile(firstByte, 50),
-  firstByteP99Us: percentile(firstByte, 99),
-}))
+console.log(
+  JSON.stringify({
+    ok: connect.length,
+    failed,
+    warmupFailed,
+    seconds,
+    rate: connect.length / seconds,
+    connectP50Us: percentile(connect, 50),
+    connectP99Us: percentile(connect, 99),
+    firstByteP50Us: percentile(firstByte, 50),
+    firstByteP99Us: percentile(firstByte, 99),
+  }),
+)

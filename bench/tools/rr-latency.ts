@@ -5,7 +5,14 @@
 import net from 'node:net'
 import { parseArgs } from 'node:util'
 
-const { values } = parseArgs({ options: { to: { type: 'string' }, count: { type: 'string', default: '2000' }, warmup: { type: 'string', default: '0' }, 'timeout-ms': { type: 'string', default: '60000' } } })
+const { values } = parseArgs({
+  options: {
+    to: { type: 'string' },
+    count: { type: 'string', default: '2000' },
+    warmup: { type: 'string', default: '0' },
+    'timeout-ms': { type: 'string', default: '60000' },
+  },
+})
 const [host, port] = (values.to ?? '').split(':')
 const count = Number(values.count)
 let warmup = Number(values.warmup)

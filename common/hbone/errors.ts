@@ -106,14 +106,7 @@ export class HboneClosedError extends HboneError {
 }
 
 /** Metric / log label for a stream outcome; `ok` for an accepted stream. */
-export type HboneOutcome =
-  | 'ok'
-  | 'bad_request'
-  | 'not_local'
-  | 'unknown_destination'
-  | 'denied'
-  | 'upstream_failure'
-  | 'internal'
+export type HboneOutcome = 'ok' | 'bad_request' | 'not_local' | 'unknown_destination' | 'denied' | 'upstream_failure' | 'internal'
 
 interface Mapping {
   readonly status: number

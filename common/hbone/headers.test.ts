@@ -16,9 +16,29 @@ t.test('parseAuthority accepts literal addresses with a port', async (t) => {
 
 t.test('parseAuthority rejects everything else', async (t) => {
   const bad = [
-    undefined, '', 'example.com:80', '10.0.0.1', '10.0.0.1:', '10.0.0.1:0', '10.0.0.1:65536', '10.0.0.1:080',
-    '10.0.0.1:+80', '10.0.0.1:8a', '10.0.0.256:80', '010.0.0.1:80', '10.0.0:80', '::1:80', '[::1]', '[::1]80',
-    '[::1]:', '[fe80::1%eth0]:80', '[10.0.0.1]:80', ' 10.0.0.1:80', '10.0.0.1:80 ', '10.0.0.1:80/x', `${'1'.repeat(70)}:80`,
+    undefined,
+    '',
+    'example.com:80',
+    '10.0.0.1',
+    '10.0.0.1:',
+    '10.0.0.1:0',
+    '10.0.0.1:65536',
+    '10.0.0.1:080',
+    '10.0.0.1:+80',
+    '10.0.0.1:8a',
+    '10.0.0.256:80',
+    '010.0.0.1:80',
+    '10.0.0:80',
+    '::1:80',
+    '[::1]',
+    '[::1]80',
+    '[::1]:',
+    '[fe80::1%eth0]:80',
+    '[10.0.0.1]:80',
+    ' 10.0.0.1:80',
+    '10.0.0.1:80 ',
+    '10.0.0.1:80/x',
+    `${'1'.repeat(70)}:80`,
   ]
   for (const text of bad) t.throws(() => parseAuthority(text), { code: 'AMBIENT_ERR_HBONE_BAD_AUTHORITY' }, String(text))
   try {
@@ -57,7 +77,10 @@ t.test('traceparent', async (t) => {
   t.ok(isTraceparent(generated), generated)
   // Past two refills of the random pool: every id valid and none repeated.
   const many = Array.from({ length: 400 }, () => generateTraceparent())
-  t.ok(many.every((v) => isTraceparent(v)), 'all well-formed')
+  t.ok(
+    many.every((v) => isTraceparent(v)),
+    'all well-formed',
+  )
   t.equal(new Set(many.map((v) => v.slice(3, 35))).size, 400, 'trace ids unique')
   t.equal(new Set(many.map((v) => v.slice(36, 52))).size, 400, 'span ids unique')
   t.notOk(isTraceparent('00-00000000000000000000000000000000-0000000000000001-01'))

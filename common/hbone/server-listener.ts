@@ -35,10 +35,7 @@ function close(server: net.Server): Promise<void> {
 }
 
 /** Feeds `tlsServer` from `source`; `detach` stops accepting (closing what we opened). */
-export async function listenTls(
-  tlsServer: tls.Server,
-  source: HboneListen,
-): Promise<{ readonly bound: SocketAddress; readonly detach: () => Promise<void> }> {
+export async function listenTls(tlsServer: tls.Server, source: HboneListen): Promise<{ readonly bound: SocketAddress; readonly detach: () => Promise<void> }> {
   switch (source.kind) {
     case 'address':
       await listen(tlsServer, { host: source.host, port: source.port })

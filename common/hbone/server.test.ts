@@ -77,10 +77,7 @@ t.test('each refusal gets its status, recorded once per stream', async (t) => {
   ]
   for (const [headers, expected] of cases) t.equal(await status(session, headers), expected, `${headers[':method']} ${headers[':authority'] ?? ''}`)
   t.ok(await waitFor(() => records.length === cases.length), 'one record per stream')
-  t.same(
-    records.map((r) => [r.status, r.outcome]).sort(),
-    cases.map(([, s, o]) => [s, o]).sort(),
-  )
+  t.same(records.map((r) => [r.status, r.outcome]).sort(), cases.map(([, s, o]) => [s, o]).sort())
   const denied = records.find((r) => r.status === 401)!
   t.match(denied.error?.message, /denied by policy default\/deny-4011/)
   t.equal(denied.peerIdentity, CLIENT_ID)
@@ -188,10 +185,22 @@ t.test('garbage closes only its own connection', async (t) => {
   const plain = net.connect(address.port, address.ip)
   t.ok(await closedAfter(plain, () => plain.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')), 'plaintext closed')
   // TLS with a good certificate but no h2.
-  const http1 = tls.connect({ host: address.ip, port: address.port, secureContext: mesh.context(CLIENT_ID), ALPNProtocols: ['http/1.1'], checkServerIdentity: () => undefined })
+  const http1 = tls.connect({
+    host: address.ip,
+    port: address.port,
+    secureContext: mesh.context(CLIENT_ID),
+    ALPNProtocols: ['http/1.1'],
+    checkServerIdentity: () => undefined,
+  })
   t.ok(await closedAfter(http1, () => http1.write('GET / HTTP/1.1\r\n\r\n')), 'tls without h2 closed')
   // TLS + h2, then bytes that are not HTTP/2 frames.
-  const junk = tls.connect({ host: address.ip, port: address.port, secureContext: mesh.context(CLIENT_ID), ALPNProtocols: ['h2'], checkServerIdentity: () => undefined })
+  const junk = tls.connect({
+    host: address.ip,
+    port: address.port,
+    secureContext: mesh.context(CLIENT_ID),
+    ALPNProtocols: ['h2'],
+    checkServerIdentity: () => undefined,
+  })
   t.ok(await closedAfter(junk, () => junk.once('secureConnect', () => junk.write(Buffer.alloc(256, 0xab)))), 'h2 garbage closed')
   // h2 that sends no CONNECT: that stream gets 400, the connection stays usable.
   const raw = await rawSession(address)
@@ -252,7 +261,10 @@ t.test('stream mode: an allowed stream is handed to the handler after the 200; d
     },
     observer: { streamClosed: (r) => records.push(r) },
   })
-  t.throws(() => new HboneServer<TestTarget>({ credentials: mesh.credentials(SERVER_ID), trustDomain: TRUST_DOMAIN, resolveTarget: (d) => d }), /exactly one of connectUpstream/)
+  t.throws(
+    () => new HboneServer<TestTarget>({ credentials: mesh.credentials(SERVER_ID), trustDomain: TRUST_DOMAIN, resolveTarget: (d) => d }),
+    /exactly one of connectUpstream/,
+  )
   const address = await server.start({ kind: 'address', host: '127.0.0.1', port: 0 })
   const pool = new HbonePool({ contextFor: (id) => mesh.context(id) })
   t.teardown(async () => {

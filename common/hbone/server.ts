@@ -9,15 +9,7 @@ import type net from 'node:net'
 import tls from 'node:tls'
 import type { Logger } from 'pino'
 import { silentLogger } from '../log.js'
-import {
-  HboneBadMethodError,
-  HboneClosedError,
-  HboneDeniedError,
-  HboneTimeoutError,
-  HboneUpstreamError,
-  statusFor,
-  type HboneOutcome,
-} from './errors.js'
+import { HboneBadMethodError, HboneClosedError, HboneDeniedError, HboneTimeoutError, HboneUpstreamError, statusFor, type HboneOutcome } from './errors.js'
 import { isTraceparent, generateTraceparent, parseAuthority, parseForwardedFor, type SocketAddress } from './headers.js'
 import { pipeStream, type PipeResult } from './pipe.js'
 import { DEFAULT_WINDOW, sessionMemoryMb, MAX_FRAME_SIZE } from './flow-control.js'
@@ -340,7 +332,10 @@ export class HboneServer<T> {
       }
       return socket
     } catch (err) {
-      void pending.then((late) => late.destroy(), () => undefined)
+      void pending.then(
+        (late) => late.destroy(),
+        () => undefined,
+      )
       if (err instanceof HboneClosedError) throw err
       throw new HboneUpstreamError(info.authority, err)
     } finally {

@@ -44,7 +44,9 @@ export function createMesh(commonName = 'hbone test root'): Mesh {
 }
 
 /** A TCP server on 127.0.0.1:0 that keeps half-open sockets; returns its address and a closer. */
-export async function tcpServer(onSocket: (socket: net.Socket) => void): Promise<{ readonly address: SocketAddress; readonly server: net.Server; close(): Promise<void> }> {
+export async function tcpServer(
+  onSocket: (socket: net.Socket) => void,
+): Promise<{ readonly address: SocketAddress; readonly server: net.Server; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>()
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket)

@@ -63,8 +63,6 @@ export function expectServerIdentity(expected: string): (host: string, cert: tls
       actual = null
     }
     if (actual === expected) return undefined
-    return new HbonePeerIdentityError(
-      `hbone server identity ${JSON.stringify(actual)} does not match the destination identity ${expected}`,
-    )
+    return new HbonePeerIdentityError(`hbone server identity ${JSON.stringify(actual)} does not match the destination identity ${expected}`)
   }
 }

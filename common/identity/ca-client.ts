@@ -23,7 +23,11 @@ export interface CaClientOptions {
   readonly timeoutMs?: number
 }
 
-type UnaryMethod = (request: IstioCertificateRequest, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, response?: IstioCertificateResponse) => void) => void
+type UnaryMethod = (
+  request: IstioCertificateRequest,
+  options: grpc.CallOptions,
+  callback: (err: grpc.ServiceError | null, response?: IstioCertificateResponse) => void,
+) => void
 
 export class CaClient implements CertificateSource {
   private client: grpc.Client & { CreateCertificate: UnaryMethod }
@@ -46,13 +50,17 @@ export class CaClient implements CertificateSource {
       {
         checkServerIdentity: (_host, cert) => {
           const actual = cert.raw ? spiffeIdOf(new X509Certificate(cert.raw)) : null
-          return actual === expected ? undefined : new CaError('AMBIENT_ERR_CA_UNAVAILABLE', `ca at ${options.address} presents ${JSON.stringify(actual)}, expected ${expected}`)
+          return actual === expected
+            ? undefined
+            : new CaError('AMBIENT_ERR_CA_UNAVAILABLE', `ca at ${options.address} presents ${JSON.stringify(actual)}, expected ${expected}`)
         },
       },
     )
     const Client = caService().Client
     // The CA is checked by its SPIFFE id above; a fixed TLS server name keeps IP addresses out of SNI (RFC 6066).
-    return new Client(options.address, credentials, { 'grpc.ssl_target_name_override': 'ambient-ca' }) as unknown as grpc.Client & { CreateCertificate: UnaryMethod }
+    return new Client(options.address, credentials, { 'grpc.ssl_target_name_override': 'ambient-ca' }) as unknown as grpc.Client & {
+      CreateCertificate: UnaryMethod
+    }
   }
 
   /** New roots for checking the CA (a root rotation): later requests use a channel that trusts them. */

@@ -32,7 +32,11 @@ export function responseChain(bundle: CaBundle, leafPem: string): string[] {
 function read(dir: string, file: string, required: boolean): string | null {
   const path = join(dir, file)
   if (!existsSync(path)) {
-    if (required) throw new CaError('AMBIENT_ERR_CA_CACERTS', `${path} is missing: --cacerts needs ${CACERTS_FILES.caCert} and ${CACERTS_FILES.caKey} (Istio's cacerts layout)`)
+    if (required)
+      throw new CaError(
+        'AMBIENT_ERR_CA_CACERTS',
+        `${path} is missing: --cacerts needs ${CACERTS_FILES.caCert} and ${CACERTS_FILES.caKey} (Istio's cacerts layout)`,
+      )
     return null
   }
   return readFileSync(path, 'utf8')
@@ -78,7 +82,10 @@ export function loadCacerts(dir: string): CaBundle {
 }
 
 /** Loads `dir`, or generates a self-signed root there when it holds no CA yet. */
-export function loadOrCreateCacerts(dir: string, options: { readonly commonName?: string; readonly ttlMs?: number } = {}): { readonly bundle: CaBundle; readonly created: boolean } {
+export function loadOrCreateCacerts(
+  dir: string,
+  options: { readonly commonName?: string; readonly ttlMs?: number } = {},
+): { readonly bundle: CaBundle; readonly created: boolean } {
   const present = Object.values(CACERTS_FILES).filter((f) => existsSync(join(dir, f)))
   if (present.length > 0) return { bundle: loadCacerts(dir), created: false }
   mkdirSync(dir, { recursive: true, mode: 0o700 })

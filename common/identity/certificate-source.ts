@@ -46,7 +46,8 @@ export class InProcessCertificateSource implements CertificateSource {
   async requestCertificate(csrPem: string, identity: string, options: CertificateRequestOptions = {}): Promise<IssuedChain> {
     this.requests++
     const csr = parseCsr(csrPem)
-    if (csr.spiffeId !== identity) throw new IdentityError('AMBIENT_ERR_IDENTITY_NOT_ALLOWED', `the CSR asks for ${csr.spiffeId} but the request is for ${identity}`)
+    if (csr.spiffeId !== identity)
+      throw new IdentityError('AMBIENT_ERR_IDENTITY_NOT_ALLOWED', `the CSR asks for ${csr.spiffeId} but the request is for ${identity}`)
     const td = parseSpiffeId(identity).trustDomain
     if (this.options.trustDomain && td !== this.options.trustDomain) {
       throw new IdentityError('AMBIENT_ERR_IDENTITY_NOT_ALLOWED', `identity ${identity} is outside the trust domain ${this.options.trustDomain}`)

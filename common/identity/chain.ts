@@ -35,9 +35,18 @@ const signedBy = (cert: X509Certificate, issuer: X509Certificate): boolean => ce
  * Checks that `leaf` is valid now and chains through `intermediates` (each a CA,
  * each valid) to one of `roots`. Returns the path, leaf first, root last.
  */
-export function verifyChain(options: { readonly leaf: X509Certificate; readonly intermediates: readonly X509Certificate[]; readonly roots: readonly X509Certificate[]; readonly at?: number }): X509Certificate[] {
+export function verifyChain(options: {
+  readonly leaf: X509Certificate
+  readonly intermediates: readonly X509Certificate[]
+  readonly roots: readonly X509Certificate[]
+  readonly at?: number
+}): X509Certificate[] {
   const at = options.at ?? Date.now()
-  const untrusted = (why: string): IdentityError => new IdentityError('AMBIENT_ERR_IDENTITY_UNTRUSTED_CERT', `certificate serial ${options.leaf.serialNumber} ${why}; check that the CA's root is in the trust bundle`)
+  const untrusted = (why: string): IdentityError =>
+    new IdentityError(
+      'AMBIENT_ERR_IDENTITY_UNTRUSTED_CERT',
+      `certificate serial ${options.leaf.serialNumber} ${why}; check that the CA's root is in the trust bundle`,
+    )
   if (!validAt(options.leaf, at)) throw untrusted(`is not valid now (${options.leaf.validFrom} to ${options.leaf.validTo})`)
   const path = [options.leaf]
   for (let depth = 0; depth <= options.intermediates.length; depth++) {

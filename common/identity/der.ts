@@ -104,7 +104,7 @@ export function read(buf: Buffer, offset = 0): Node & { readonly end: number } {
 /** The children of a constructed node. */
 export function children(node: Node): Node[] {
   const out: Node[] = []
-  for (let offset = 0; offset < node.content.length; ) {
+  for (let offset = 0; offset < node.content.length;) {
     const child = read(node.content, offset)
     out.push(child)
     offset = child.end

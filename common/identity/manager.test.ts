@@ -27,7 +27,8 @@ class ControlledSource implements CertificateSource {
   }
 }
 
-const sourceFor = (ca = rootA, ttlMs?: number): InProcessCertificateSource => new InProcessCertificateSource({ ca, trustDomain: 'cluster.local', maxTtlMs: ttlMs })
+const sourceFor = (ca = rootA, ttlMs?: number): InProcessCertificateSource =>
+  new InProcessCertificateSource({ ca, trustDomain: 'cluster.local', maxTtlMs: ttlMs })
 
 /** The next event, or a rejection after a bounded wait (a ref'd timer: the manager's are unref'd). */
 function nextEvent<T extends unknown[]>(emitter: IdentityManager, name: 'certificate' | 'request-failed', timeoutMs: number): Promise<T> {
@@ -42,13 +43,19 @@ t.test('concurrent callers share one request and one TLS context', async (t) => 
   t.teardown(() => manager.stop())
   const all = await Promise.all(Array.from({ length: 10 }, () => manager.getCertificate(WEB)))
   t.equal(source.requests, 1, 'one CSR for ten callers')
-  t.ok(all.every((c) => c === all[0]), 'the same certificate object')
+  t.ok(
+    all.every((c) => c === all[0]),
+    'the same certificate object',
+  )
   const again = await manager.getCertificate(WEB)
   t.equal(again.secureContext, all[0]!.secureContext, 'the context is reused')
   t.equal(spiffeIdOf(new X509Certificate(again.certPem)), WEB)
   t.ok(again.notAfter.getTime() - Date.now() > 23 * 3600_000, 'the default TTL is 24 h')
   t.equal(again.chainPem, '', 'no intermediates under a root CA')
-  t.same(manager.describe().map((d) => d.identity), [WEB])
+  t.same(
+    manager.describe().map((d) => d.identity),
+    [WEB],
+  )
   await t.rejects(manager.getCertificate('spiffe://cluster.local/bad'), { code: 'AMBIENT_ERR_IDENTITY_BAD_SPIFFE_ID' })
 })
 
@@ -57,19 +64,25 @@ t.test('renewal at half-life keeps a long-lived TLS connection open', async (t) 
   t.teardown(() => manager.stop())
   const first = await manager.getCertificate(WEB)
   const clientCert = await manager.getCertificate(CLIENT)
-  const server = tls.createServer({
-    SNICallback: (_name, cb) => cb(null, manager.peek(WEB)!.secureContext),
-    requestCert: true,
-    rejectUnauthorized: true,
-  }, (socket) => socket.pipe(socket))
+  const server = tls.createServer(
+    {
+      SNICallback: (_name, cb) => cb(null, manager.peek(WEB)!.secureContext),
+      requestCert: true,
+      rejectUnauthorized: true,
+    },
+    (socket) => socket.pipe(socket),
+  )
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   t.teardown(() => server.close())
   const port = (server.address() as { port: number }).port
   // The peer certificate is read at handshake time (later reads may return undefined).
-  const connect = (context: tls.SecureContext): Promise<{ socket: tls.TLSSocket; serverSerial: string }> => new Promise((resolve, reject) => {
-    const c = tls.connect({ host: '127.0.0.1', port, servername: 'hbone', secureContext: context, checkServerIdentity: () => undefined }, () => resolve({ socket: c, serverSerial: c.getPeerX509Certificate()!.serialNumber }))
-    c.once('error', reject)
-  })
+  const connect = (context: tls.SecureContext): Promise<{ socket: tls.TLSSocket; serverSerial: string }> =>
+    new Promise((resolve, reject) => {
+      const c = tls.connect({ host: '127.0.0.1', port, servername: 'hbone', secureContext: context, checkServerIdentity: () => undefined }, () =>
+        resolve({ socket: c, serverSerial: c.getPeerX509Certificate()!.serialNumber }),
+      )
+      c.once('error', reject)
+    })
   const { socket: longLived, serverSerial } = await connect(clientCert.secureContext)
   t.teardown(() => longLived.destroy())
   t.equal(serverSerial, first.serialNumber)
@@ -155,12 +168,20 @@ t.test('certificates that are not ours are refused', async (t) => {
   t.teardown(() => untrusted.stop())
   await t.rejects(untrusted.getCertificate(WEB), { code: 'AMBIENT_ERR_IDENTITY_UNTRUSTED_CERT' })
   const inner = sourceFor()
-  const swapped: CertificateSource = { requestCertificate: (csr, _identity, o) => inner.requestCertificate(csr, _identity, o).then(() => ({ certChainPem: [] })) }
+  const swapped: CertificateSource = {
+    requestCertificate: (csr, _identity, o) => inner.requestCertificate(csr, _identity, o).then(() => ({ certChainPem: [] })),
+  }
   const empty = new IdentityManager({ source: swapped, trustBundlePem: rootA.certPem })
   await t.rejects(empty.getCertificate(WEB), { code: 'AMBIENT_ERR_IDENTITY_WRONG_CERT', message: /chain is empty/ })
   const other = await new IdentityManager({ source: sourceFor(), trustBundlePem: rootA.certPem }).getCertificate(CLIENT)
-  const liar = new IdentityManager({ source: { requestCertificate: async () => ({ certChainPem: [other.certPem, rootA.certPem] }) }, trustBundlePem: rootA.certPem })
-  await t.rejects(liar.getCertificate(WEB), { code: 'AMBIENT_ERR_IDENTITY_WRONG_CERT', message: /carries "spiffe:\/\/cluster.local\/ns\/shop\/sa\/client" instead/ })
+  const liar = new IdentityManager({
+    source: { requestCertificate: async () => ({ certChainPem: [other.certPem, rootA.certPem] }) },
+    trustBundlePem: rootA.certPem,
+  })
+  await t.rejects(liar.getCertificate(WEB), {
+    code: 'AMBIENT_ERR_IDENTITY_WRONG_CERT',
+    message: /carries "spiffe:\/\/cluster.local\/ns\/shop\/sa\/client" instead/,
+  })
   const otherKey = await new IdentityManager({ source: sourceFor(), trustBundlePem: rootA.certPem }).getCertificate(WEB)
   const thief = new IdentityManager({ source: { requestCertificate: async () => ({ certChainPem: [otherKey.certPem] }) }, trustBundlePem: rootA.certPem })
   await t.rejects(thief.getCertificate(WEB), { code: 'AMBIENT_ERR_IDENTITY_WRONG_CERT', message: /not for the key/ })

@@ -102,7 +102,8 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
 
   /** The identity's current certificate, requesting one if none is valid. */
   getCertificate(identity: string): Promise<ManagedCertificate> {
-    if (this.stopped) return Promise.reject(new IdentityError('AMBIENT_ERR_IDENTITY_STOPPED', `identity manager is stopped; cannot get a certificate for ${identity}`))
+    if (this.stopped)
+      return Promise.reject(new IdentityError('AMBIENT_ERR_IDENTITY_STOPPED', `identity manager is stopped; cannot get a certificate for ${identity}`))
     try {
       parseSpiffeId(identity)
     } catch (err) {
@@ -203,7 +204,10 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
         entry.lastError = error
         this.schedule(identity, entry, retryInMs)
         const notAfter = entry.current?.notAfter ?? null
-        this.options.log?.warn({ identity, err: error.message, attempt: entry.failures, retryInMs, notAfter: notAfter?.toISOString() }, notAfter ? 'certificate renewal failed; keeping the current certificate' : 'certificate request failed')
+        this.options.log?.warn(
+          { identity, err: error.message, attempt: entry.failures, retryInMs, notAfter: notAfter?.toISOString() },
+          notAfter ? 'certificate renewal failed; keeping the current certificate' : 'certificate request failed',
+        )
         this.emit('request-failed', { identity, error, attempt: entry.failures, retryInMs, notAfter })
       },
     )
@@ -212,12 +216,15 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
 
   private schedule(identity: string, entry: Entry, delayMs: number): void {
     if (entry.timer) clearTimeout(entry.timer)
-    entry.timer = setTimeout(() => {
-      entry.timer = null
-      if (this.entries.get(identity) === entry && !entry.inflight && !this.stopped) {
-        this.request(identity, entry, entry.current ? 'renewed' : 'issued').catch(() => undefined)
-      }
-    }, Math.max(0, delayMs))
+    entry.timer = setTimeout(
+      () => {
+        entry.timer = null
+        if (this.entries.get(identity) === entry && !entry.inflight && !this.stopped) {
+          this.request(identity, entry, entry.current ? 'renewed' : 'issued').catch(() => undefined)
+        }
+      },
+      Math.max(0, delayMs),
+    )
     entry.timer.unref()
   }
 

@@ -15,7 +15,8 @@ const dir = mkdtempSync(join(tmpdir(), 'node-creds-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 const { bundle } = loadOrCreateCacerts(join(dir, 'cacerts'))
 const expected = { trustDomain: TD, node: 'node-a' }
-const issue = (node = 'node-a', ttlMs = 3600_000): { certPem: string; keyPem: string; chainPem: string } => issueNodeCertificate({ bundle, trustDomain: TD, node, ttlMs })
+const issue = (node = 'node-a', ttlMs = 3600_000): { certPem: string; keyPem: string; chainPem: string } =>
+  issueNodeCertificate({ bundle, trustDomain: TD, node, ttlMs })
 
 t.test('a node certificate is checked: its node, its validity, its key', async (t) => {
   const good = issue()
@@ -23,13 +24,26 @@ t.test('a node certificate is checked: its node, its validity, its key', async (
   t.equal(parsed.certPem, good.certPem)
   t.ok(Date.parse(parsed.expires) > Date.now(), `expires ${parsed.expires}`)
   const other = issue('node-b')
-  t.throws(() => parseNodeCredentials([other.certPem, other.keyPem, ''], expected), { code: 'AMBIENT_ERR_IDENTITY_WRONG_CERT', message: /names "spiffe:\/\/mesh.test\/node\/node-b", not this node \(spiffe:\/\/mesh.test\/node\/node-a\)/ })
+  t.throws(() => parseNodeCredentials([other.certPem, other.keyPem, ''], expected), {
+    code: 'AMBIENT_ERR_IDENTITY_WRONG_CERT',
+    message: /names "spiffe:\/\/mesh.test\/node\/node-b", not this node \(spiffe:\/\/mesh.test\/node\/node-a\)/,
+  })
   t.throws(() => parseNodeCredentials([good.certPem, other.keyPem, ''], expected), { message: /node-key.pem is not the key of node-cert.pem/ })
-  t.throws(() => parseNodeCredentials([good.certPem, generateKeyPair().privateKeyPem, ''], expected), { message: /node-key.pem is not the key of node-cert.pem/ })
-  t.throws(() => parseNodeCredentials(['garbage', good.keyPem, ''], expected), { code: 'AMBIENT_ERR_IDENTITY_BAD_PEM', message: /node-cert.pem is not a certificate/ })
-  t.throws(() => parseNodeCredentials([good.certPem, 'garbage', ''], expected), { code: 'AMBIENT_ERR_IDENTITY_BAD_PEM', message: /node-key.pem is not a private key/ })
+  t.throws(() => parseNodeCredentials([good.certPem, generateKeyPair().privateKeyPem, ''], expected), {
+    message: /node-key.pem is not the key of node-cert.pem/,
+  })
+  t.throws(() => parseNodeCredentials(['garbage', good.keyPem, ''], expected), {
+    code: 'AMBIENT_ERR_IDENTITY_BAD_PEM',
+    message: /node-cert.pem is not a certificate/,
+  })
+  t.throws(() => parseNodeCredentials([good.certPem, 'garbage', ''], expected), {
+    code: 'AMBIENT_ERR_IDENTITY_BAD_PEM',
+    message: /node-key.pem is not a private key/,
+  })
   t.throws(() => parseNodeCredentials([good.certPem, good.keyPem, 'garbage'], expected), { message: /node-chain.pem holds no CERTIFICATE PEM block/ })
-  t.throws(() => parseNodeCredentials([good.certPem, good.keyPem, ''], expected, Date.now() + 2 * 3600_000), { message: /node-cert.pem expired at .*ambient ca node-cert/ })
+  t.throws(() => parseNodeCredentials([good.certPem, good.keyPem, ''], expected, Date.now() + 2 * 3600_000), {
+    message: /node-cert.pem expired at .*ambient ca node-cert/,
+  })
 })
 
 t.test('a rotation on disk is applied once both files are new; a half-written one waits', async (t) => {

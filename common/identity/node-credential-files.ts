@@ -49,7 +49,8 @@ export function parseNodeCredentials(contents: readonly string[], expected: Node
   const want = nodeSpiffeId(expected.trustDomain, expected.node)
   const id = spiffeIdOf(cert)
   if (id !== want) throw bad(`node-cert.pem names ${JSON.stringify(id)}, not this node (${want})`)
-  if (now > Date.parse(cert.validTo)) throw bad(`node-cert.pem expired at ${new Date(cert.validTo).toISOString()}: issue a new one with \`ambient ca node-cert\``)
+  if (now > Date.parse(cert.validTo))
+    throw bad(`node-cert.pem expired at ${new Date(cert.validTo).toISOString()}: issue a new one with \`ambient ca node-cert\``)
   if (now < Date.parse(cert.validFrom)) throw bad(`node-cert.pem is not valid before ${new Date(cert.validFrom).toISOString()}`)
   let key: KeyObject
   try {
@@ -58,7 +59,8 @@ export function parseNodeCredentials(contents: readonly string[], expected: Node
     throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_PEM', `node-key.pem is not a private key: ${(err as Error).message}`)
   }
   if (!cert.checkPrivateKey(key)) throw bad('node-key.pem is not the key of node-cert.pem (a rotation half written?)')
-  if (chainPem.trim() !== '' && splitPem(chainPem).length === 0) throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_PEM', 'node-chain.pem holds no CERTIFICATE PEM block')
+  if (chainPem.trim() !== '' && splitPem(chainPem).length === 0)
+    throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_PEM', 'node-chain.pem holds no CERTIFICATE PEM block')
   return { certPem, keyPem, chainPem, expires: new Date(cert.validTo).toISOString() }
 }
 

@@ -38,15 +38,37 @@ function chainOf(bundle: CaBundle): string {
 }
 
 /** A node's client certificate for talking to the CA (TLS client auth only). */
-export function issueNodeCertificate(options: { readonly bundle: CaBundle; readonly trustDomain: string; readonly node: string; readonly ttlMs: number }): IssuedKey {
+export function issueNodeCertificate(options: {
+  readonly bundle: CaBundle
+  readonly trustDomain: string
+  readonly node: string
+  readonly ttlMs: number
+}): IssuedKey {
   const keys = generateKeyPair()
-  const certPem = issueLeaf({ publicKeyPem: keys.publicKeyPem, uris: [nodeSpiffeId(options.trustDomain, options.node)], ca: options.bundle.signing, ttlMs: options.ttlMs, usage: 'client' })
+  const certPem = issueLeaf({
+    publicKeyPem: keys.publicKeyPem,
+    uris: [nodeSpiffeId(options.trustDomain, options.node)],
+    ca: options.bundle.signing,
+    ttlMs: options.ttlMs,
+    usage: 'client',
+  })
   return { certPem, keyPem: keys.privateKeyPem, chainPem: chainOf(options.bundle) }
 }
 
 /** The CA's TLS server certificate. */
-export function issueServingCertificate(options: { readonly bundle: CaBundle; readonly trustDomain: string; readonly dnsNames: readonly string[]; readonly ttlMs: number }): IssuedKey {
+export function issueServingCertificate(options: {
+  readonly bundle: CaBundle
+  readonly trustDomain: string
+  readonly dnsNames: readonly string[]
+  readonly ttlMs: number
+}): IssuedKey {
   const keys = generateKeyPair()
-  const certPem = issueLeaf({ publicKeyPem: keys.publicKeyPem, uris: [caSpiffeId(options.trustDomain)], dnsNames: options.dnsNames, ca: options.bundle.signing, ttlMs: options.ttlMs })
+  const certPem = issueLeaf({
+    publicKeyPem: keys.publicKeyPem,
+    uris: [caSpiffeId(options.trustDomain)],
+    dnsNames: options.dnsNames,
+    ca: options.bundle.signing,
+    ttlMs: options.ttlMs,
+  })
   return { certPem, keyPem: keys.privateKeyPem, chainPem: chainOf(options.bundle) }
 }

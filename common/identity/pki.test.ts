@@ -33,9 +33,12 @@ t.test('a workload certificate verifies with OpenSSL and carries exactly its SPI
 t.test('mutual TLS 1.3 with issued certificates', async (t) => {
   const server = issueWorkloadCertificate({ spiffeId: WEB, ca, ttlMs: 3600_000 })
   const client = issueWorkloadCertificate({ spiffeId: 'spiffe://cluster.local/ns/shop/sa/client', ca, ttlMs: 3600_000 })
-  const srv = tls.createServer({ key: server.keyPem, cert: server.certPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (s) => {
-    s.end(spiffeIdOf(s.getPeerX509Certificate()!) ?? 'none')
-  })
+  const srv = tls.createServer(
+    { key: server.keyPem, cert: server.certPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+    (s) => {
+      s.end(spiffeIdOf(s.getPeerX509Certificate()!) ?? 'none')
+    },
+  )
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
   t.teardown(() => srv.close())
   const port = (srv.address() as { port: number }).port
@@ -79,9 +82,16 @@ t.test('CSRs: round trip, malformed, foreign key type, not allowed', async (t) =
   t.throws(() => parseCsr('garbage'), { code: 'AMBIENT_ERR_IDENTITY_BAD_CSR', message: /no CERTIFICATE REQUEST PEM block/ })
   const tampered = csr.replace(/A/, 'B')
   t.throws(() => parseCsr(tampered), { code: 'AMBIENT_ERR_IDENTITY_BAD_CSR' })
-  const rsa = execFileSync('openssl', ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=x', '-addext', `subjectAltName=URI:${WEB}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+  const rsa = execFileSync(
+    'openssl',
+    ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=x', '-addext', `subjectAltName=URI:${WEB}`],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+  )
   t.throws(() => parseCsr(rsa), { code: 'AMBIENT_ERR_IDENTITY_BAD_CSR', message: /signature algorithm is not ecdsa-with-SHA256|not ECDSA P-256/ })
-  t.throws(() => signCsr({ csrPem: csr, ca, ttlMs: 1000, allowedSpiffeIds: new Set(['spiffe://cluster.local/ns/other/sa/x']) }), { code: 'AMBIENT_ERR_IDENTITY_NOT_ALLOWED', message: /spiffe:\/\/cluster.local\/ns\/shop\/sa\/web is not allowed/ })
+  t.throws(() => signCsr({ csrPem: csr, ca, ttlMs: 1000, allowedSpiffeIds: new Set(['spiffe://cluster.local/ns/other/sa/x']) }), {
+    code: 'AMBIENT_ERR_IDENTITY_NOT_ALLOWED',
+    message: /spiffe:\/\/cluster.local\/ns\/shop\/sa\/web is not allowed/,
+  })
 })
 
 t.test('SPIFFE ids are parsed strictly', async (t) => {

@@ -36,7 +36,11 @@ const SPIFFE_RE = /^spiffe:\/\/([a-z0-9._-]+)\/ns\/([a-z0-9]([-a-z0-9]*[a-z0-9])
 /** `spiffe://<td>/ns/<ns>/sa/<sa>`, strictly. */
 export function parseSpiffeId(uri: string): SpiffeId {
   const m = SPIFFE_RE.exec(uri)
-  if (!m) throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_SPIFFE_ID', `${JSON.stringify(uri)} is not a workload SPIFFE id (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>)`)
+  if (!m)
+    throw new IdentityError(
+      'AMBIENT_ERR_IDENTITY_BAD_SPIFFE_ID',
+      `${JSON.stringify(uri)} is not a workload SPIFFE id (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>)`,
+    )
   return { trustDomain: m[1]!, namespace: m[2]!, serviceAccount: m[4]! }
 }
 
@@ -114,11 +118,16 @@ function signed(tbs: Buffer, keyPem: string | KeyObject): Buffer {
   return der.seq(tbs, sigAlg(), der.bitString(signature))
 }
 
-const pem = (label: string, body: Buffer): string => `-----BEGIN ${label}-----\n${body.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '')}\n-----END ${label}-----\n`
+const pem = (label: string, body: Buffer): string =>
+  `-----BEGIN ${label}-----\n${body
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '')}\n-----END ${label}-----\n`
 
 function fromPem(text: string, label: string): Buffer {
   const m = new RegExp(`-----BEGIN ${label}-----([\\s\\S]*?)-----END ${label}-----`).exec(text)
-  if (!m) throw new IdentityError(label === 'CERTIFICATE REQUEST' ? 'AMBIENT_ERR_IDENTITY_BAD_CSR' : 'AMBIENT_ERR_IDENTITY_BAD_PEM', `no ${label} PEM block found`)
+  if (!m)
+    throw new IdentityError(label === 'CERTIFICATE REQUEST' ? 'AMBIENT_ERR_IDENTITY_BAD_CSR' : 'AMBIENT_ERR_IDENTITY_BAD_PEM', `no ${label} PEM block found`)
   return Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')
 }
 
@@ -143,11 +152,14 @@ function certificate(spec: CertificateSpec, issuerKeyPem: string): string {
     der.seq(der.time(spec.notBefore), der.time(spec.notAfter)),
     spec.subject,
     spec.subjectSpki,
-    der.explicit(3, der.seq(
-      ...spec.extensions,
-      extension(OID.subjectKeyId, false, der.octets(keyId(spec.subjectSpki))),
-      extension(OID.authorityKeyId, false, der.seq(der.tlv(0x80, keyId(spec.issuerSpki)))),
-    )),
+    der.explicit(
+      3,
+      der.seq(
+        ...spec.extensions,
+        extension(OID.subjectKeyId, false, der.octets(keyId(spec.subjectSpki))),
+        extension(OID.authorityKeyId, false, der.seq(der.tlv(0x80, keyId(spec.issuerSpki)))),
+      ),
+    ),
   )
   return pem('CERTIFICATE', signed(tbs, issuerKeyPem))
 }
@@ -160,41 +172,58 @@ export interface CertifiedKey {
 /** A self-signed root CA (5 minutes of back-dating for clock skew). */
 export function createRootCa(options: { readonly commonName?: string; readonly organization?: string; readonly ttlMs?: number } = {}): CertifiedKey {
   const keys = generateKeyPair()
-  const subject = name([[OID.organization, options.organization ?? 'ambient'], [OID.commonName, options.commonName ?? 'ambient root CA']])
+  const subject = name([
+    [OID.organization, options.organization ?? 'ambient'],
+    [OID.commonName, options.commonName ?? 'ambient root CA'],
+  ])
   const key = spki(keys.publicKeyPem)
   const now = Date.now()
-  const certPem = certificate({
-    subject,
-    issuer: subject,
-    subjectSpki: key,
-    issuerSpki: key,
-    notBefore: new Date(now - 5 * 60_000),
-    notAfter: new Date(now + (options.ttlMs ?? 10 * 365 * 24 * 3600_000)),
-    extensions: [
-      extension(OID.basicConstraints, true, der.seq(der.bool(true))),
-      extension(OID.keyUsage, true, der.bitString(Buffer.from([0x86]), 1)), // digitalSignature, keyCertSign, cRLSign
-    ],
-  }, keys.privateKeyPem)
+  const certPem = certificate(
+    {
+      subject,
+      issuer: subject,
+      subjectSpki: key,
+      issuerSpki: key,
+      notBefore: new Date(now - 5 * 60_000),
+      notAfter: new Date(now + (options.ttlMs ?? 10 * 365 * 24 * 3600_000)),
+      extensions: [
+        extension(OID.basicConstraints, true, der.seq(der.bool(true))),
+        extension(OID.keyUsage, true, der.bitString(Buffer.from([0x86]), 1)), // digitalSignature, keyCertSign, cRLSign
+      ],
+    },
+    keys.privateKeyPem,
+  )
   return { certPem, keyPem: keys.privateKeyPem }
 }
 
 /** An intermediate CA signed by `parent` (for Istio's plugged-in cacerts layout). */
-export function createIntermediateCa(options: { readonly parent: CertifiedKey; readonly commonName?: string; readonly organization?: string; readonly ttlMs?: number }): CertifiedKey {
+export function createIntermediateCa(options: {
+  readonly parent: CertifiedKey
+  readonly commonName?: string
+  readonly organization?: string
+  readonly ttlMs?: number
+}): CertifiedKey {
   const keys = generateKeyPair()
   const parent = new X509Certificate(options.parent.certPem)
   const now = Date.now()
-  const certPem = certificate({
-    subject: name([[OID.organization, options.organization ?? 'ambient'], [OID.commonName, options.commonName ?? 'ambient intermediate CA']]),
-    issuer: subjectOf(parent),
-    subjectSpki: spki(keys.publicKeyPem),
-    issuerSpki: parent.publicKey.export({ type: 'spki', format: 'der' }),
-    notBefore: new Date(now - 5 * 60_000),
-    notAfter: new Date(now + (options.ttlMs ?? 365 * 24 * 3600_000)),
-    extensions: [
-      extension(OID.basicConstraints, true, der.seq(der.bool(true), der.integer(Buffer.from([0])))), // pathLen 0
-      extension(OID.keyUsage, true, der.bitString(Buffer.from([0x86]), 1)),
-    ],
-  }, options.parent.keyPem)
+  const certPem = certificate(
+    {
+      subject: name([
+        [OID.organization, options.organization ?? 'ambient'],
+        [OID.commonName, options.commonName ?? 'ambient intermediate CA'],
+      ]),
+      issuer: subjectOf(parent),
+      subjectSpki: spki(keys.publicKeyPem),
+      issuerSpki: parent.publicKey.export({ type: 'spki', format: 'der' }),
+      notBefore: new Date(now - 5 * 60_000),
+      notAfter: new Date(now + (options.ttlMs ?? 365 * 24 * 3600_000)),
+      extensions: [
+        extension(OID.basicConstraints, true, der.seq(der.bool(true), der.integer(Buffer.from([0])))), // pathLen 0
+        extension(OID.keyUsage, true, der.bitString(Buffer.from([0x86]), 1)),
+      ],
+    },
+    options.parent.keyPem,
+  )
   return { certPem, keyPem: keys.privateKeyPem }
 }
 
@@ -207,12 +236,7 @@ export function createCsr(options: { readonly spiffeId: string; readonly private
   // A fresh key's public half is derived without parsing PEM; otherwise the given PEM is used.
   const publicKey = fresh ? createPublicKey(fresh).export({ type: 'spki', format: 'der' }) : spki(options.publicKeyPem)
   const extensions = der.seq(extension(OID.subjectAltName, true, uriSan(options.spiffeId)))
-  const info = der.seq(
-    der.integer(Buffer.from([0])),
-    der.seq(),
-    publicKey,
-    der.tlv(0xa0, der.seq(der.oid(OID.extensionRequest), der.set(extensions))),
-  )
+  const info = der.seq(der.integer(Buffer.from([0])), der.seq(), publicKey, der.tlv(0xa0, der.seq(der.oid(OID.extensionRequest), der.set(extensions))))
   return pem('CERTIFICATE REQUEST', signed(info, key))
 }
 
@@ -250,7 +274,8 @@ export function parseCsr(csrPem: string): ParsedCsr {
     parseSpiffeId(spiffeId)
     return { spiffeId, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(), spkiDer: Buffer.from(spkiDer) }
   } catch (err) {
-    if (err instanceof IdentityError && err.code === 'AMBIENT_ERR_IDENTITY_BAD_SPIFFE_ID') throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_CSR', `malformed CSR: ${err.message}`, { cause: err })
+    if (err instanceof IdentityError && err.code === 'AMBIENT_ERR_IDENTITY_BAD_SPIFFE_ID')
+      throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_CSR', `malformed CSR: ${err.message}`, { cause: err })
     throw new IdentityError('AMBIENT_ERR_IDENTITY_BAD_CSR', `malformed CSR: ${(err as Error).message}`, { cause: err })
   }
 }
@@ -287,29 +312,45 @@ export function issueLeaf(spec: LeafSpec): string {
     ...(spec.dnsNames ?? []).map((dns) => der.tlv(0x82, Buffer.from(dns, 'ascii'))),
   ]
   const usages = spec.usage === 'client' ? [der.oid(OID.clientAuth)] : [der.oid(OID.serverAuth), der.oid(OID.clientAuth)]
-  return certificate({
-    subject: der.seq(),
-    issuer: ca.subject,
-    subjectSpki: spec.spkiDer ?? spki(spec.publicKeyPem),
-    issuerSpki: ca.spki,
-    notBefore,
-    notAfter: new Date(notBefore.getTime() + spec.ttlMs + 60_000),
-    extensions: [
-      extension(OID.basicConstraints, true, der.seq()),
-      extension(OID.keyUsage, true, der.bitString(Buffer.from([0xa0]), 5)), // digitalSignature, keyEncipherment
-      extension(OID.extKeyUsage, false, der.seq(...usages)),
-      extension(OID.subjectAltName, true, der.seq(...sans)),
-    ],
-  }, spec.ca.keyPem)
+  return certificate(
+    {
+      subject: der.seq(),
+      issuer: ca.subject,
+      subjectSpki: spec.spkiDer ?? spki(spec.publicKeyPem),
+      issuerSpki: ca.spki,
+      notBefore,
+      notAfter: new Date(notBefore.getTime() + spec.ttlMs + 60_000),
+      extensions: [
+        extension(OID.basicConstraints, true, der.seq()),
+        extension(OID.keyUsage, true, der.bitString(Buffer.from([0xa0]), 5)), // digitalSignature, keyEncipherment
+        extension(OID.extKeyUsage, false, der.seq(...usages)),
+        extension(OID.subjectAltName, true, der.seq(...sans)),
+      ],
+    },
+    spec.ca.keyPem,
+  )
 }
 
 /** Issues a workload certificate for a verified CSR: URI SAN only, client+server auth, not a CA. */
-export function signCsr(options: { readonly csrPem: string; readonly ca: CertifiedKey; readonly ttlMs: number; readonly allowedSpiffeIds?: ReadonlySet<string>; readonly notBefore?: Date }): string {
+export function signCsr(options: {
+  readonly csrPem: string
+  readonly ca: CertifiedKey
+  readonly ttlMs: number
+  readonly allowedSpiffeIds?: ReadonlySet<string>
+  readonly notBefore?: Date
+}): string {
   const csr = parseCsr(options.csrPem)
   if (options.allowedSpiffeIds && !options.allowedSpiffeIds.has(csr.spiffeId)) {
     throw new IdentityError('AMBIENT_ERR_IDENTITY_NOT_ALLOWED', `identity ${csr.spiffeId} is not allowed for this caller`)
   }
-  return issueLeaf({ publicKeyPem: csr.publicKeyPem, spkiDer: csr.spkiDer, uris: [csr.spiffeId], ca: options.ca, ttlMs: options.ttlMs, notBefore: options.notBefore })
+  return issueLeaf({
+    publicKeyPem: csr.publicKeyPem,
+    spkiDer: csr.spkiDer,
+    uris: [csr.spiffeId],
+    ca: options.ca,
+    ttlMs: options.ttlMs,
+    notBefore: options.notBefore,
+  })
 }
 
 export interface WorkloadCertificate {
@@ -320,7 +361,12 @@ export interface WorkloadCertificate {
 }
 
 /** Key, CSR and certificate in one step, in-process (tests, local mode). */
-export function issueWorkloadCertificate(options: { readonly spiffeId: string; readonly ca: CertifiedKey; readonly ttlMs: number; readonly notBefore?: Date }): WorkloadCertificate {
+export function issueWorkloadCertificate(options: {
+  readonly spiffeId: string
+  readonly ca: CertifiedKey
+  readonly ttlMs: number
+  readonly notBefore?: Date
+}): WorkloadCertificate {
   const keys = generateKeyPair()
   const csrPem = createCsr({ spiffeId: options.spiffeId, ...keys })
   const certPem = signCsr({ csrPem, ca: options.ca, ttlMs: options.ttlMs, notBefore: options.notBefore })

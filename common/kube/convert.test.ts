@@ -11,12 +11,30 @@ const bad: readonly [string, unknown, string][] = [
   ['bad pod IP', { kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p', namespace: 'n' }, status: { podIP: '1.2.3' } }, 'status.podIP'],
   ['bad phase', { kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p', namespace: 'n' }, status: { phase: 'Dancing' } }, 'status.phase'],
   ['hostNetwork not boolean', { kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p', namespace: 'n' }, spec: { hostNetwork: 'yes' } }, 'spec.hostNetwork'],
-  ['service port out of range', { kind: 'Service', apiVersion: 'v1', metadata: { name: 's', namespace: 'n' }, spec: { ports: [{ port: 70000 }] } }, 'spec.ports[0].port'],
+  [
+    'service port out of range',
+    { kind: 'Service', apiVersion: 'v1', metadata: { name: 's', namespace: 'n' }, spec: { ports: [{ port: 70000 }] } },
+    'spec.ports[0].port',
+  ],
   ['bad cluster IP', { kind: 'Service', apiVersion: 'v1', metadata: { name: 's', namespace: 'n' }, spec: { clusterIPs: ['x'] } }, 'spec.clusterIPs[0]'],
-  ['endpoint address', { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', metadata: { name: 'e', namespace: 'n' }, addressType: 'IPv4', endpoints: [{ addresses: ['nope'] }] }, 'endpoints[0].addresses[0]'],
+  [
+    'endpoint address',
+    {
+      kind: 'EndpointSlice',
+      apiVersion: 'discovery.k8s.io/v1',
+      metadata: { name: 'e', namespace: 'n' },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: ['nope'] }],
+    },
+    'endpoints[0].addresses[0]',
+  ],
   ['missing name', { kind: 'Namespace', apiVersion: 'v1', metadata: {} }, 'metadata.name'],
   ['wrong apiVersion', { kind: 'EndpointSlice', apiVersion: 'v1', metadata: { name: 'e', namespace: 'n' } }, 'apiVersion'],
-  ['policy spec not an object', { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', metadata: { name: 'a', namespace: 'n' }, spec: 'x' }, 'spec'],
+  [
+    'policy spec not an object',
+    { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', metadata: { name: 'a', namespace: 'n' }, spec: 'x' },
+    'spec',
+  ],
 ]
 
 t.test('a bad field rejects its object, naming object and field', async (t) => {
@@ -32,8 +50,16 @@ t.test('a bad field rejects its object, naming object and field', async (t) => {
 
 t.test('good objects convert with defaults', async (t) => {
   const r = convertObject({ metadata: { name: 'p', namespace: 'n', labels: { a: 'b' } }, spec: {}, status: { podIPs: [{ ip: 'fd00::1' }] } }, { kind: 'Pod' })
-  t.match(r, { ok: true, resource: { kind: 'Pod', value: { serviceAccount: 'default', phase: 'Pending', podIP: '', podIPs: ['fd00::1'], hostNetwork: false, labels: { a: 'b' } } } })
-  const s = convertObject({ kind: 'Service', apiVersion: 'v1', metadata: { name: 's', namespace: 'n' }, spec: { clusterIP: 'None', ports: [{ port: 80, targetPort: 'http' }] } })
+  t.match(r, {
+    ok: true,
+    resource: { kind: 'Pod', value: { serviceAccount: 'default', phase: 'Pending', podIP: '', podIPs: ['fd00::1'], hostNetwork: false, labels: { a: 'b' } } },
+  })
+  const s = convertObject({
+    kind: 'Service',
+    apiVersion: 'v1',
+    metadata: { name: 's', namespace: 'n' },
+    spec: { clusterIP: 'None', ports: [{ port: 80, targetPort: 'http' }] },
+  })
   t.match(s, { ok: true, resource: { value: { clusterIPs: [], ports: [{ port: 80, targetPort: 'http', protocol: 'TCP', name: '' }] } } })
   const d = convertObject({ kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p' } }, { defaultNamespace: 'default' })
   t.match(d, { ok: true, resource: { value: { namespace: 'default' } } })
@@ -44,13 +70,16 @@ t.test('kubeconfig: token, CA and insecure http are read; exec is refused', asyn
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   await writeFile(join(dir, 'ca.crt'), 'CA')
   const file = join(dir, 'config')
-  await writeFile(file, `apiVersion: v1
+  await writeFile(
+    file,
+    `apiVersion: v1
 kind: Config
 current-context: c
 contexts: [{name: c, context: {cluster: k, user: u}}, {name: e, context: {cluster: k, user: x}}]
 clusters: [{name: k, cluster: {server: 'https://10.0.0.1:6443', certificate-authority: ca.crt}}]
 users: [{name: u, user: {token: abc}}, {name: x, user: {exec: {command: aws}}}]
-`)
+`,
+  )
   t.match(resolveEndpoint({ kind: 'kubeconfig', path: file }), { server: 'https://10.0.0.1:6443', token: 'abc', insecure: false, ca: Buffer.from('CA') })
   t.throws(() => resolveEndpoint({ kind: 'kubeconfig', path: file, context: 'e' }), { code: 'AMBIENT_ERR_SOURCE_CONFIG', message: /exec/ })
   t.throws(() => resolveEndpoint({ kind: 'kubeconfig', path: join(dir, 'missing') }), { code: 'AMBIENT_ERR_SOURCE_CONFIG' })
@@ -59,6 +88,12 @@ users: [{name: u, user: {token: abc}}, {name: x, user: {exec: {command: aws}}}]
 
 t.test('backoff grows, is capped and jittered', async (t) => {
   const b = { initialMs: 100, maxMs: 1000 }
-  t.same([0, 1, 2, 3, 10].map((a) => backoffDelay(b, a, () => 0)), [50, 100, 200, 400, 500])
-  t.same([0, 10].map((a) => backoffDelay(b, a, () => 1)), [100, 1000])
+  t.same(
+    [0, 1, 2, 3, 10].map((a) => backoffDelay(b, a, () => 0)),
+    [50, 100, 200, 400, 500],
+  )
+  t.same(
+    [0, 10].map((a) => backoffDelay(b, a, () => 1)),
+    [100, 1000],
+  )
 })

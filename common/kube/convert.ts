@@ -141,7 +141,14 @@ export function identify(
     if (typeof ownKind !== 'string' || ownKind === '') return new Reader('object', '', name, origin).fail('kind', 'is missing')
     if (!isResourceKind(ownKind)) {
       throw new InvalidObjectError(
-        { kind: ownKind, namespace: '', name, field: 'kind', problem: `${JSON.stringify(ownKind)} is not supported (supported: ${Object.keys(API_VERSIONS).join(', ')})`, ...origin },
+        {
+          kind: ownKind,
+          namespace: '',
+          name,
+          field: 'kind',
+          problem: `${JSON.stringify(ownKind)} is not supported (supported: ${Object.keys(API_VERSIONS).join(', ')})`,
+          ...origin,
+        },
         'AMBIENT_ERR_SOURCE_UNSUPPORTED_KIND',
       )
     }
@@ -174,7 +181,10 @@ export function convertObject(
 }
 
 /** The delete change for an object, or the error when it cannot even be named. */
-export function deletionOf(raw: unknown, kind: ResourceKind): { readonly ok: true; readonly change: Change } | { readonly ok: false; readonly error: InvalidObjectError } {
+export function deletionOf(
+  raw: unknown,
+  kind: ResourceKind,
+): { readonly ok: true; readonly change: Change } | { readonly ok: false; readonly error: InvalidObjectError } {
   try {
     return { ok: true, change: { type: 'delete', ref: identify(raw, { kind }).ref } }
   } catch (err) {
@@ -288,9 +298,9 @@ function convertEndpointSlice(ref: ResourceRef, obj: Obj, r: Reader): EndpointSl
   const endpoints: Endpoint[] = r.array(obj.endpoints, 'endpoints').map((entry, i) => {
     const field = `endpoints[${i}]`
     const e = r.object(entry, field) ?? r.fail(field, 'is empty')
-    const addresses = r.array(e.addresses, `${field}.addresses`).map((a, j) =>
-      addressType === 'FQDN' ? r.string(a, `${field}.addresses[${j}]`) : r.ip(a, `${field}.addresses[${j}]`),
-    )
+    const addresses = r
+      .array(e.addresses, `${field}.addresses`)
+      .map((a, j) => (addressType === 'FQDN' ? r.string(a, `${field}.addresses[${j}]`) : r.ip(a, `${field}.addresses[${j}]`)))
     const conditions = r.object(e.conditions, `${field}.conditions`) ?? {}
     const target = r.object(e.targetRef, `${field}.targetRef`)
     const endpoint: Endpoint = {
@@ -310,7 +320,11 @@ function convertEndpointSlice(ref: ResourceRef, obj: Obj, r: Reader): EndpointSl
   })
   const ports: EndpointPort[] = r.array(obj.ports, 'ports').map((entry, i) => {
     const p = r.object(entry, `ports[${i}]`) ?? {}
-    return Object.freeze({ name: r.string(p.name, `ports[${i}].name`), port: r.port(p.port, `ports[${i}].port`), protocol: r.protocol(p.protocol, `ports[${i}].protocol`) })
+    return Object.freeze({
+      name: r.string(p.name, `ports[${i}].name`),
+      port: r.port(p.port, `ports[${i}].port`),
+      protocol: r.protocol(p.protocol, `ports[${i}].protocol`),
+    })
   })
   return Object.freeze({
     namespace: ref.namespace,

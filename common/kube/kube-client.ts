@@ -78,7 +78,9 @@ function fromKubeconfig(path: string, context?: string): KubeEndpoint {
   const cluster = named(doc.clusters, String(ctx.cluster), 'cluster', path)
   const user = ctx.user === undefined ? {} : named(doc.users, String(ctx.user), 'user', path)
   if (user.exec !== undefined || user['auth-provider'] !== undefined) {
-    throw configError(`kubeconfig ${path}: user ${JSON.stringify(ctx.user)} uses exec/auth-provider credentials, which the agent does not support; use a token or client certificate`)
+    throw configError(
+      `kubeconfig ${path}: user ${JSON.stringify(ctx.user)} uses exec/auth-provider credentials, which the agent does not support; use a token or client certificate`,
+    )
   }
   if (typeof cluster.server !== 'string') throw configError(`kubeconfig ${path}: cluster ${JSON.stringify(ctx.cluster)} has no server`)
   const base = dirname(path)
@@ -144,7 +146,11 @@ export interface KubeApi {
 export class KubeRequestError extends SourceError {
   readonly statusCode: number
   constructor(method: string, path: string, statusCode: number, detail: string, options?: { cause?: unknown }) {
-    super(statusCode === 404 ? 'AMBIENT_ERR_SOURCE_NOT_FOUND' : 'AMBIENT_ERR_SOURCE_REQUEST', `${method} ${path}: ${statusCode ? `status ${statusCode}: ` : ''}${detail}`, options)
+    super(
+      statusCode === 404 ? 'AMBIENT_ERR_SOURCE_NOT_FOUND' : 'AMBIENT_ERR_SOURCE_REQUEST',
+      `${method} ${path}: ${statusCode ? `status ${statusCode}: ` : ''}${detail}`,
+      options,
+    )
     this.statusCode = statusCode
   }
 }
@@ -159,7 +165,11 @@ export class KubeClient {
   }
 
   /** Starts a request; the caller reads the response (used for watch streams). */
-  open(method: string, path: string, options: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number } = {}): { readonly req: ClientRequest; readonly response: Promise<IncomingMessage> } {
+  open(
+    method: string,
+    path: string,
+    options: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number } = {},
+  ): { readonly req: ClientRequest; readonly response: Promise<IncomingMessage> } {
     const e = this.#endpoint
     const url = new URL(e.server.replace(/\/+$/, '') + path)
     const headers: Record<string, string> = { accept: 'application/json' }
@@ -167,7 +177,10 @@ export class KubeClient {
     if (token) headers.authorization = `Bearer ${token}`
     const payload = options.body === undefined ? undefined : JSON.stringify(options.body)
     if (payload !== undefined) headers['content-type'] = options.contentType ?? 'application/json'
-    const tls = url.protocol === 'https:' ? { rejectUnauthorized: !e.insecure, ...(e.ca && { ca: e.ca }), ...(e.cert && { cert: e.cert }), ...(e.key && { key: e.key }) } : {}
+    const tls =
+      url.protocol === 'https:'
+        ? { rejectUnauthorized: !e.insecure, ...(e.ca && { ca: e.ca }), ...(e.cert && { cert: e.cert }), ...(e.key && { key: e.key }) }
+        : {}
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs
     let req!: ClientRequest
@@ -181,7 +194,11 @@ export class KubeClient {
   }
 
   /** One JSON request; resolves with any status, rejects only when no reply came. */
-  async request(method: string, path: string, options: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number } = {}): Promise<KubeReply> {
+  async request(
+    method: string,
+    path: string,
+    options: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number } = {},
+  ): Promise<KubeReply> {
     const { response } = this.open(method, path, options)
     const res = await response
     const chunks: Buffer[] = []

@@ -50,7 +50,10 @@ async function seededFake(t: any): Promise<FakeKubeApiServer> {
   fake.create('Pod', pod('api', { ip: '198.18.1.11' }))
   fake.create('Pod', pod('far', { node: 'node-2', ip: '198.18.2.10' }))
   fake.create('Pod', pod('tool', { ns: 'plain', ip: '198.18.1.12' }))
-  fake.create('Service', { metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, targetPort: 8080 }] } })
+  fake.create('Service', {
+    metadata: { name: 'web', namespace: 'shop' },
+    spec: { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, targetPort: 8080 }] },
+  })
   fake.create('ServiceAccount', { metadata: { name: 'web', namespace: 'shop' } })
   fake.create('EndpointSlice', {
     metadata: { name: 'web-abc', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
@@ -63,7 +66,7 @@ async function seededFake(t: any): Promise<FakeKubeApiServer> {
   return fake
 }
 
-t.test('initial sync, then ready with every kind; every pod is known, only this node\'s enroll', async (t) => {
+t.test("initial sync, then ready with every kind; every pod is known, only this node's enroll", async (t) => {
   const fake = await seededFake(t)
   const { source, snapshots } = await startSource(t, fake)
   const snap = await source.ready()
@@ -74,7 +77,9 @@ t.test('initial sync, then ready with every kind; every pod is known, only this 
   t.match(snap.services.get('shop/web'), { clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] })
   t.match(snap.endpointSlices.get('shop/web-abc'), { serviceName: 'web', endpoints: [{ addresses: ['198.18.1.10'], targetRef: { name: 'web' } }] })
   t.ok(snap.serviceAccounts.has('shop/web'))
-  t.match(snap.authorizationPolicies, [{ kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', metadata: { name: 'allow-web' }, spec: { action: 'ALLOW' } }])
+  t.match(snap.authorizationPolicies, [
+    { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', metadata: { name: 'allow-web' }, spec: { action: 'ALLOW' } },
+  ])
   t.match(snap.peerAuthentications, [{ metadata: { name: 'strict' }, spec: { mtls: { mode: 'STRICT' } } }])
   t.ok(source.stats().resources.every((r) => r.synced && r.lists === 1))
   t.same(fake.counts('pods').list, 1)
@@ -87,7 +92,10 @@ t.test('namespace label and pod opt-out change the enrolled set; deleting a pod 
 
   fake.update('Namespace', ns('plain', { 'istio.io/dataplane-mode': 'ambient' }))
   const labelled = await until((s) => enrolledPods(s, NODE).length === 3, 'plain/tool enrolled')
-  t.same(diff(first, labelled, NODE).enroll.map((p) => p.name), ['tool'])
+  t.same(
+    diff(first, labelled, NODE).enroll.map((p) => p.name),
+    ['tool'],
+  )
 
   fake.update('Namespace', ns('plain'))
   const unlabelled = await until((s) => enrolledPods(s, NODE).length === 2, 'plain/tool un-enrolled')
@@ -95,12 +103,18 @@ t.test('namespace label and pod opt-out change the enrolled set; deleting a pod 
 
   fake.update('Pod', pod('api', { ip: '198.18.1.11', labels: { app: 'api', 'istio.io/dataplane-mode': 'none' } }))
   const optedOut = await until((s) => !enrolledPods(s, NODE).some((p) => p.name === 'api'), 'shop/api opted out')
-  t.same(diff(unlabelled, optedOut, NODE).unenroll.map((p) => p.name), ['api'])
+  t.same(
+    diff(unlabelled, optedOut, NODE).unenroll.map((p) => p.name),
+    ['api'],
+  )
 
   fake.delete('Pod', { metadata: { name: 'web', namespace: 'shop' } })
   const deleted = await until((s) => !s.pods.has('shop/web'), 'shop/web deleted')
   t.same(names(enrolledPods(deleted, NODE)), [])
-  t.same(diff(optedOut, deleted, NODE).unenroll.map((p) => p.name), ['web'])
+  t.same(
+    diff(optedOut, deleted, NODE).unenroll.map((p) => p.name),
+    ['web'],
+  )
 })
 
 t.test('410 Gone: relist and recover, counted', async (t) => {

@@ -81,7 +81,9 @@ export class KubeSource {
   async start(): Promise<void> {
     if (this.#stopped) throw new SourceError('AMBIENT_ERR_SOURCE_STOPPED', 'kube source was stopped; create a new one')
     if (this.#client !== undefined) return
-    this.#client = new KubeClient(resolveEndpoint(this.#o.connection), { ...(this.#o.requestTimeoutMs !== undefined && { timeoutMs: this.#o.requestTimeoutMs }) })
+    this.#client = new KubeClient(resolveEndpoint(this.#o.connection), {
+      ...(this.#o.requestTimeoutMs !== undefined && { timeoutMs: this.#o.requestTimeoutMs }),
+    })
     for (const spec of resourceSpecs()) {
       this.#informers.push(
         new Reflector({
@@ -150,7 +152,8 @@ export class KubeSource {
    * code AMBIENT_ERR_SOURCE_NOT_FOUND.
    */
   async annotatePod(namespace: string, name: string, annotations: Readonly<Record<string, string | null>>): Promise<void> {
-    if (this.#client === undefined || this.#stopped) throw new SourceError('AMBIENT_ERR_SOURCE_STOPPED', `cannot annotate pod ${namespace}/${name}: kube source is not running`)
+    if (this.#client === undefined || this.#stopped)
+      throw new SourceError('AMBIENT_ERR_SOURCE_STOPPED', `cannot annotate pod ${namespace}/${name}: kube source is not running`)
     const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`
     const reply = await this.#client.request('PATCH', path, {
       body: { metadata: { annotations } },
@@ -166,7 +169,8 @@ export class KubeSource {
   get api(): KubeApi {
     return {
       request: (method, path, options) => {
-        if (this.#client === undefined || this.#stopped) return Promise.reject(new SourceError('AMBIENT_ERR_SOURCE_STOPPED', `cannot ${method} ${path}: kube source is not running`))
+        if (this.#client === undefined || this.#stopped)
+          return Promise.reject(new SourceError('AMBIENT_ERR_SOURCE_STOPPED', `cannot ${method} ${path}: kube source is not running`))
         return this.#client.request(method, path, options)
       },
     }
@@ -177,7 +181,8 @@ export class KubeSource {
    * (its /status subresource): one condition, replacing the conditions list.
    */
   async patchPolicyStatus(kind: 'AuthorizationPolicy' | 'PeerAuthentication', namespace: string, name: string, conditions: readonly unknown[]): Promise<void> {
-    if (this.#client === undefined || this.#stopped) throw new SourceError('AMBIENT_ERR_SOURCE_STOPPED', `cannot update ${kind} ${namespace}/${name}: kube source is not running`)
+    if (this.#client === undefined || this.#stopped)
+      throw new SourceError('AMBIENT_ERR_SOURCE_STOPPED', `cannot update ${kind} ${namespace}/${name}: kube source is not running`)
     const plural = kind === 'AuthorizationPolicy' ? 'authorizationpolicies' : 'peerauthentications'
     const path = `/apis/security.istio.io/v1/namespaces/${encodeURIComponent(namespace)}/${plural}/${encodeURIComponent(name)}/status`
     const reply = await this.#client.request('PATCH', path, { body: { status: { conditions } }, contentType: 'application/merge-patch+json' })

@@ -149,14 +149,15 @@ export class Reflector {
       body = await this.#o.client.getJson(path + (fieldSelector === undefined ? '' : `?fieldSelector=${encodeURIComponent(fieldSelector)}`))
     } catch (err) {
       if (optional && err instanceof KubeRequestError && err.statusCode === 404 && !this.#synced) {
-        this.#log.warn({ path }, 'api not served (crd not installed?); empty until it is');
+        this.#log.warn({ path }, 'api not served (crd not installed?); empty until it is')
         this.#markSynced()
       }
       throw err
     }
     if (this.#stopped) return
     const list = body as { items?: unknown; metadata?: { resourceVersion?: unknown } } | null
-    if (list === null || typeof list !== 'object' || !Array.isArray(list.items)) throw new SourceError('AMBIENT_ERR_SOURCE_REQUEST', `GET ${path}: reply is not a list`)
+    if (list === null || typeof list !== 'object' || !Array.isArray(list.items))
+      throw new SourceError('AMBIENT_ERR_SOURCE_REQUEST', `GET ${path}: reply is not a list`)
     const seen = new Set<string>()
     for (const item of list.items as unknown[]) {
       const key = this.#keyOf(item)
@@ -257,10 +258,21 @@ export class Reflector {
 
   #keyOf(item: unknown): string | undefined {
     const metadata = (item as Raw | null)?.metadata
-    if (metadata && typeof metadata === 'object' && typeof metadata.name === 'string' && metadata.name !== '' && (metadata.namespace === undefined || typeof metadata.namespace === 'string')) {
+    if (
+      metadata &&
+      typeof metadata === 'object' &&
+      typeof metadata.name === 'string' &&
+      metadata.name !== '' &&
+      (metadata.namespace === undefined || typeof metadata.namespace === 'string')
+    ) {
       return objectKey((metadata.namespace as string | undefined) ?? '', metadata.name)
     }
-    const field = metadata && typeof metadata === 'object' ? (typeof metadata.name !== 'string' || metadata.name === '' ? 'metadata.name' : 'metadata.namespace') : 'metadata'
+    const field =
+      metadata && typeof metadata === 'object'
+        ? typeof metadata.name !== 'string' || metadata.name === ''
+          ? 'metadata.name'
+          : 'metadata.namespace'
+        : 'metadata'
     this.#o.onInvalid(new InvalidObjectError({ kind: this.#o.spec.kind, namespace: '', name: '', field, problem: 'is missing or not a string' }))
     return undefined
   }

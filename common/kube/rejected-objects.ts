@@ -27,7 +27,10 @@ export class RejectedObjects {
     for (const error of errors) {
       const key = rejectionKey(error.kind, error.namespace, error.objectName, error.file)
       if (this.#byKey.get(key)?.message !== error.message) {
-        this.#log.warn({ code: error.code, kind: error.kind, namespace: error.namespace, name: error.objectName, field: error.field, file: error.file, err: error.message }, 'object rejected')
+        this.#log.warn(
+          { code: error.code, kind: error.kind, namespace: error.namespace, name: error.objectName, field: error.field, file: error.file, err: error.message },
+          'object rejected',
+        )
       }
       this.#byKey.set(key, error)
     }

@@ -100,7 +100,12 @@ t.test('file changes label, opt out, and delete pods (fs.watch)', async (t) => {
   source.onChange((s) => seen.push(s))
   await writeFile(join(dir, 'namespaces.yaml'), `${namespace('shop', false)}`)
   const unlabelled = await until((s) => enrolledPods(s, NODE).length === 0, 'shop un-enrolled')
-  t.same(diff(first, unlabelled, NODE).unenroll.map((p) => p.name).sort(), ['api', 'web'])
+  t.same(
+    diff(first, unlabelled, NODE)
+      .unenroll.map((p) => p.name)
+      .sort(),
+    ['api', 'web'],
+  )
   t.notOk(unlabelled.namespaces.has('plain'), 'a namespace removed from the file is deleted')
   await writeFile(join(dir, 'namespaces.yaml'), `${namespace('shop', true)}`)
   await until((s) => enrolledPods(s, NODE).length === 2, 'shop enrolled again')
@@ -124,19 +129,25 @@ t.test('the periodic rescan catches changes too', async (t) => {
 t.test('malformed files and objects are reported by file, name and field; the rest keeps working', async (t) => {
   const { dir, source, until } = await setup(t)
   await source.ready()
-  await writeFile(join(dir, 'bad.yaml'), [
-    pod('bad-label', '198.18.1.30', '    replicas: 3\n'),
-    pod('bad-ip', 'not-an-ip'),
-    'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: dep, namespace: shop}\n',
-    'apiVersion: v2\nkind: Pod\nmetadata: {name: wrong-version, namespace: shop}\n',
-    pod('good', '198.18.1.31'),
-  ].join('---\n'))
+  await writeFile(
+    join(dir, 'bad.yaml'),
+    [
+      pod('bad-label', '198.18.1.30', '    replicas: 3\n'),
+      pod('bad-ip', 'not-an-ip'),
+      'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: dep, namespace: shop}\n',
+      'apiVersion: v2\nkind: Pod\nmetadata: {name: wrong-version, namespace: shop}\n',
+      pod('good', '198.18.1.31'),
+    ].join('---\n'),
+  )
   await writeFile(join(dir, 'broken.yaml'), 'kind: Pod\nmetadata: [unclosed\n')
   const snap = await until((s) => s.pods.has('shop/good'), 'the good pod of the bad file')
   t.notOk(snap.pods.has('shop/bad-label'))
   t.notOk(snap.pods.has('shop/bad-ip'))
   t.ok(snap.pods.has('shop/web'))
-  const errors = source.errors().map((e) => [e.code, e.file, e.objectName, e.field]).sort()
+  const errors = source
+    .errors()
+    .map((e) => [e.code, e.file, e.objectName, e.field])
+    .sort()
   t.same(errors, [
     ['AMBIENT_ERR_SOURCE_BAD_YAML', 'broken.yaml', 'broken.yaml', '(yaml document 1)'],
     ['AMBIENT_ERR_SOURCE_INVALID_OBJECT', 'bad.yaml', 'bad-ip', 'status.podIP'],

@@ -157,7 +157,12 @@ export class ManifestsSource {
         this.#publish()
       } catch (err) {
         this.#log.error({ err: errorMessage(err) }, 'cannot read manifests folder')
-        this.#rejected.replace([new InvalidObjectError({ kind: 'folder', namespace: '', name: this.#o.dir, field: '(read)', problem: errorMessage(err), file: this.#o.dir }, 'AMBIENT_ERR_SOURCE_READ')])
+        this.#rejected.replace([
+          new InvalidObjectError(
+            { kind: 'folder', namespace: '', name: this.#o.dir, field: '(read)', problem: errorMessage(err), file: this.#o.dir },
+            'AMBIENT_ERR_SOURCE_READ',
+          ),
+        ])
       }
     })
     return this.#scanning
@@ -186,7 +191,9 @@ export class ManifestsSource {
       }
       parseAllDocuments(text).forEach((doc, document) => {
         if (doc.errors.length > 0) {
-          out.errors.push(fileError(file, `(yaml document ${document + 1})`, doc.errors[0]?.message.split('\n')[0] ?? 'is not valid yaml', 'AMBIENT_ERR_SOURCE_BAD_YAML'))
+          out.errors.push(
+            fileError(file, `(yaml document ${document + 1})`, doc.errors[0]?.message.split('\n')[0] ?? 'is not valid yaml', 'AMBIENT_ERR_SOURCE_BAD_YAML'),
+          )
           return
         }
         const value: unknown = doc.toJS()

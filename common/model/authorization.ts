@@ -159,10 +159,7 @@ export interface PolicyWarning {
   readonly message: string
 }
 
-export type PolicyErrorCode =
-  | 'AMBIENT_ERR_POLICY_NOT_AN_OBJECT'
-  | 'AMBIENT_ERR_POLICY_BAD_FIELD'
-  | 'AMBIENT_ERR_POLICY_BAD_VALUE'
+export type PolicyErrorCode = 'AMBIENT_ERR_POLICY_NOT_AN_OBJECT' | 'AMBIENT_ERR_POLICY_BAD_FIELD' | 'AMBIENT_ERR_POLICY_BAD_VALUE'
 
 /**
  * A malformed policy: the object is rejected on its own (as Istio's validating

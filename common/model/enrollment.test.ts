@@ -6,8 +6,19 @@ import type { Namespace, Pod } from './workload.js'
 const NODE = 'node-1'
 const ns = (labels: Record<string, string>): Namespace => ({ name: 'shop', labels })
 const pod = (over: Partial<Pod> = {}): Pod => ({
-  uid: 'u1', namespace: 'shop', name: 'web', nodeName: NODE, podIP: '198.18.1.10', podIPs: ['198.18.1.10'],
-  serviceAccount: 'web', labels: {}, annotations: {}, hostNetwork: false, phase: 'Running', containerIDs: [], ...over,
+  uid: 'u1',
+  namespace: 'shop',
+  name: 'web',
+  nodeName: NODE,
+  podIP: '198.18.1.10',
+  podIPs: ['198.18.1.10'],
+  serviceAccount: 'web',
+  labels: {},
+  annotations: {},
+  hostNetwork: false,
+  phase: 'Running',
+  containerIDs: [],
+  ...over,
 })
 const AMBIENT = { 'istio.io/dataplane-mode': 'ambient' }
 const NONE = { 'istio.io/dataplane-mode': 'none' }
@@ -41,8 +52,14 @@ t.test('enrolledPods and diff', async (t) => {
     { type: 'upsert', resource: { kind: 'Pod', value: pod({ name: 'api', uid: 'u2', podIP: '198.18.1.11' }) } },
     { type: 'upsert', resource: { kind: 'Pod', value: pod({ name: 'far', uid: 'u3', nodeName: 'node-2' }) } },
   ])
-  t.same(enrolledPods(base, NODE).map((p) => p.name), ['api', 'web'])
-  t.same(diff(emptySnapshot(), base, NODE).enroll.map((p) => p.name), ['api', 'web'])
+  t.same(
+    enrolledPods(base, NODE).map((p) => p.name),
+    ['api', 'web'],
+  )
+  t.same(
+    diff(emptySnapshot(), base, NODE).enroll.map((p) => p.name),
+    ['api', 'web'],
+  )
   const unlabelled = applyBatch(base, [{ type: 'upsert', resource: { kind: 'Namespace', value: ns({}) } }])
   t.same(diff(base, unlabelled, NODE), { enroll: [], unenroll: enrolledPods(base, NODE) })
   const relabelled = applyBatch(base, [{ type: 'upsert', resource: { kind: 'Pod', value: pod({ labels: { app: 'x' } }) } }])

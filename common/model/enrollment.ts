@@ -10,17 +10,9 @@ export const DATAPLANE_MODE_NONE = 'none'
 export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection'
 export const REDIRECTION_ENABLED = 'enabled'
 
-export type NotEnrolledReason =
-  | 'other-node'
-  | 'host-network'
-  | 'opted-out'
-  | 'namespace-not-ambient'
-  | 'no-ip'
-  | 'finished'
+export type NotEnrolledReason = 'other-node' | 'host-network' | 'opted-out' | 'namespace-not-ambient' | 'no-ip' | 'finished'
 
-export type EnrollmentDecision =
-  | { readonly enrolled: true }
-  | { readonly enrolled: false; readonly reason: NotEnrolledReason }
+export type EnrollmentDecision = { readonly enrolled: true } | { readonly enrolled: false; readonly reason: NotEnrolledReason }
 
 /**
  * Istio's rules, most decisive first: pods on other nodes are not this node's

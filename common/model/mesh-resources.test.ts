@@ -9,8 +9,19 @@ const ROOT = 'istio-system'
 
 function pod(namespace: string, name: string, ip: string, labels: Record<string, string>, extra: Partial<Pod> = {}): Change {
   const value: Pod = {
-    uid: `uid-${name}`, namespace, name, nodeName: 'n1', podIP: ip, podIPs: [ip], serviceAccount: name, labels, annotations: {},
-    hostNetwork: false, phase: 'Running', containerIDs: [], ...extra,
+    uid: `uid-${name}`,
+    namespace,
+    name,
+    nodeName: 'n1',
+    podIP: ip,
+    podIPs: [ip],
+    serviceAccount: name,
+    labels,
+    annotations: {},
+    hostNetwork: false,
+    phase: 'Running',
+    containerIDs: [],
+    ...extra,
   }
   return { type: 'upsert', resource: { kind: 'Pod', value } }
 }
@@ -22,7 +33,10 @@ const policy = (kind: 'AuthorizationPolicy' | 'PeerAuthentication', namespace: s
 
 const ambient = { 'istio.io/dataplane-mode': 'ambient' }
 const snapshot = applyBatch(emptySnapshot(), [
-  ns('shop', ambient), ns('bank', ambient), ns('legacy'), ns(ROOT),
+  ns('shop', ambient),
+  ns('bank', ambient),
+  ns('legacy'),
+  ns(ROOT),
   pod('shop', 'web', '198.19.1.1', { app: 'web', tier: 'front' }),
   pod('shop', 'api', '198.19.1.2', { app: 'api', version: 'v2' }),
   pod('shop', 'db', '198.19.1.3', { app: 'db' }, { nodeName: 'n2' }),
@@ -32,23 +46,49 @@ const snapshot = applyBatch(emptySnapshot(), [
   pod('shop', 'out', '198.19.1.7', { app: 'out', 'istio.io/dataplane-mode': 'none' }),
   pod('shop', 'host', '198.18.0.1', {}, { hostNetwork: true }),
   pod('shop', 'done', '198.19.1.8', {}, { phase: 'Succeeded' }),
-  policy('AuthorizationPolicy', 'shop', 'web-from-api', { selector: { matchLabels: { app: 'web' } }, rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/api'] } }] }] }),
-  policy('AuthorizationPolicy', 'shop', 'deny-legacy', { action: 'DENY', rules: [{ from: [{ source: { notPrincipals: ['*'] } }], to: [{ operation: { ports: ['9090'] } }] }] }),
+  policy('AuthorizationPolicy', 'shop', 'web-from-api', {
+    selector: { matchLabels: { app: 'web' } },
+    rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/api'] } }] }],
+  }),
+  policy('AuthorizationPolicy', 'shop', 'deny-legacy', {
+    action: 'DENY',
+    rules: [{ from: [{ source: { notPrincipals: ['*'] } }], to: [{ operation: { ports: ['9090'] } }] }],
+  }),
   policy('AuthorizationPolicy', ROOT, 'global-deny-bad', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['bad'] } }] }] }),
-  policy('AuthorizationPolicy', ROOT, 'root-selector-db', { selector: { matchLabels: { app: 'db' } }, rules: [{ from: [{ source: { namespaces: ['shop'] } }] }] }),
+  policy('AuthorizationPolicy', ROOT, 'root-selector-db', {
+    selector: { matchLabels: { app: 'db' } },
+    rules: [{ from: [{ source: { namespaces: ['shop'] } }] }],
+  }),
   policy('AuthorizationPolicy', 'bank', 'ledger-dry', { selector: { matchLabels: { app: 'ledger' } }, rules: [{ to: [{ operation: { ports: ['1'] } }] }] }),
   policy('PeerAuthentication', ROOT, 'mesh', { mtls: { mode: 'STRICT' } }),
   policy('PeerAuthentication', 'bank', 'bank-permissive', { mtls: { mode: 'PERMISSIVE' } }),
-  policy('PeerAuthentication', 'bank', 'audit-ports', { selector: { matchLabels: { app: 'audit' } }, mtls: { mode: 'STRICT' }, portLevelMtls: { '8080': { mode: 'PERMISSIVE' } } }),
+  policy('PeerAuthentication', 'bank', 'audit-ports', {
+    selector: { matchLabels: { app: 'audit' } },
+    mtls: { mode: 'STRICT' },
+    portLevelMtls: { '8080': { mode: 'PERMISSIVE' } },
+  }),
   policy('PeerAuthentication', 'shop', 'api-port', { selector: { matchLabels: { app: 'api' } }, portLevelMtls: { '7070': { mode: 'PERMISSIVE' } } }),
 ])
 
-const resources = meshResources(snapshot, { trustDomain: 'cluster.local', rootNamespace: ROOT, clusterDomain: 'cluster.local', localNetns: new Map([['uid-web', '/proc/10/ns/net']]) })
+const resources = meshResources(snapshot, {
+  trustDomain: 'cluster.local',
+  rootNamespace: ROOT,
+  clusterDomain: 'cluster.local',
+  localNetns: new Map([['uid-web', '/proc/10/ns/net']]),
+})
 
 t.test('every pod with an IP is a workload; enrollment sets the tunnel protocol; netns only for local enrolled pods', async (t) => {
   const byName = new Map(resources.workloads.map((w) => [w.name, w]))
   t.same([...byName.keys()].sort(), ['api', 'audit', 'db', 'ledger', 'old', 'out', 'web'], 'not hostNetwork, not finished pods')
-  t.match(byName.get('web'), { uid: 'Kubernetes//Pod/shop/web', tunnelProtocol: 'HBONE', netnsPath: '/proc/10/ns/net', canonicalName: 'web', canonicalRevision: 'latest', status: 'HEALTHY', labels: {} })
+  t.match(byName.get('web'), {
+    uid: 'Kubernetes//Pod/shop/web',
+    tunnelProtocol: 'HBONE',
+    netnsPath: '/proc/10/ns/net',
+    canonicalName: 'web',
+    canonicalRevision: 'latest',
+    status: 'HEALTHY',
+    labels: {},
+  })
   t.match(byName.get('api'), { canonicalRevision: 'v2' })
   t.equal(byName.get('db')!.tunnelProtocol, 'HBONE', 'a remote pod of an ambient namespace is reached in HBONE')
   t.equal(byName.get('db')!.netnsPath, undefined)
@@ -61,8 +101,14 @@ t.test('every pod with an IP is a workload; enrollment sets the tunnel protocol;
   t.same(byName.get('api')!.authorizationPolicies, ['shop/converted_peer_authentication_api-port'])
   const names = resources.authorizations.map((a) => `${a.namespace}/${a.name}`).sort()
   t.same(names, [
-    'bank/converted_peer_authentication_audit-ports', 'bank/ledger-dry', 'istio-system/global-deny-bad', 'istio-system/istio_converted_static_strict',
-    'istio-system/root-selector-db', 'shop/converted_peer_authentication_api-port', 'shop/deny-legacy', 'shop/web-from-api',
+    'bank/converted_peer_authentication_audit-ports',
+    'bank/ledger-dry',
+    'istio-system/global-deny-bad',
+    'istio-system/istio_converted_static_strict',
+    'istio-system/root-selector-db',
+    'shop/converted_peer_authentication_api-port',
+    'shop/deny-legacy',
+    'shop/web-from-api',
   ])
 })
 
@@ -72,7 +118,13 @@ t.test('ztunnel decides the same from the streamed form as from the manifests', 
   const streamed = new PolicyStore(ROOT)
   streamed.replaceAuthorizations(resources.authorizations)
   const podsByName = new Map([...snapshot.pods.values()].map((p) => [p.name, p]))
-  const peers = [null, 'spiffe://cluster.local/ns/shop/sa/api', 'spiffe://cluster.local/ns/shop/sa/web', 'spiffe://cluster.local/ns/bad/sa/x', 'spiffe://cluster.local/ns/bank/sa/ledger']
+  const peers = [
+    null,
+    'spiffe://cluster.local/ns/shop/sa/api',
+    'spiffe://cluster.local/ns/shop/sa/web',
+    'spiffe://cluster.local/ns/bad/sa/x',
+    'spiffe://cluster.local/ns/bank/sa/ledger',
+  ]
   let compared = 0
   let denied = 0
   for (const streamedWorkload of resources.workloads) {
@@ -106,13 +158,29 @@ t.test('IPv4 addresses only; readiness from the EndpointSlice; services on workl
   const snap = applyBatch(snapshot, [
     pod('shop', 'dual', '198.19.1.9', { app: 'dual' }, { podIPs: ['198.19.1.9', 'fd00::9'] }),
     pod('shop', 'v6only', 'fd00::10', {}, { podIPs: ['fd00::10'] }),
-    { type: 'upsert', resource: { kind: 'Service', value: { namespace: 'shop', name: 'web', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }], labels: {} } } },
+    {
+      type: 'upsert',
+      resource: {
+        kind: 'Service',
+        value: {
+          namespace: 'shop',
+          name: 'web',
+          clusterIPs: ['10.96.0.10'],
+          ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }],
+          labels: {},
+        },
+      },
+    },
     {
       type: 'upsert',
       resource: {
         kind: 'EndpointSlice',
         value: {
-          namespace: 'shop', name: 'web-1', serviceName: 'web', addressType: 'IPv4', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+          namespace: 'shop',
+          name: 'web-1',
+          serviceName: 'web',
+          addressType: 'IPv4',
+          ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
           endpoints: [
             { addresses: ['198.19.1.1'], ready: true, nodeName: 'n1', targetRef: { kind: 'Pod', namespace: 'shop', name: 'web', uid: 'uid-web' } },
             { addresses: ['198.19.1.2'], ready: false, nodeName: 'n1', targetRef: { kind: 'Pod', namespace: 'shop', name: 'api', uid: 'uid-api' } },
@@ -127,6 +195,10 @@ t.test('IPv4 addresses only; readiness from the EndpointSlice; services on workl
   t.notOk(by.has('v6only'), 'an IPv6-only pod is not a workload ztunnel can serve')
   t.equal(by.get('web')!.status, 'HEALTHY')
   t.equal(by.get('api')!.status, 'UNHEALTHY', 'not ready in the EndpointSlice')
-  t.same(by.get('web')!.services, { 'shop/web.shop.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] }, 'a named target port resolved through the slice')
+  t.same(
+    by.get('web')!.services,
+    { 'shop/web.shop.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] },
+    'a named target port resolved through the slice',
+  )
   t.match(r.services, [{ name: 'web', hostname: 'web.shop.svc.cluster.local', addresses: [{ address: '10.96.0.10' }] }])
 })

@@ -57,7 +57,10 @@ function servicesByPod(snapshot: Snapshot, clusterDomain: string): Map<string, R
     const hostname = `${service.name}.${service.namespace}.svc.${clusterDomain}`
     const ports: PortMapping[] = []
     for (const sp of service.ports) {
-      const target = typeof sp.targetPort === 'number' ? slice.ports.find((p) => p.port === sp.targetPort) : slice.ports.find((p) => p.name === sp.targetPort || p.name === sp.name)
+      const target =
+        typeof sp.targetPort === 'number'
+          ? slice.ports.find((p) => p.port === sp.targetPort)
+          : slice.ports.find((p) => p.name === sp.targetPort || p.name === sp.name)
       ports.push({ servicePort: sp.port, targetPort: target?.port ?? (typeof sp.targetPort === 'number' ? sp.targetPort : 0) })
     }
     for (const endpoint of slice.endpoints) {
@@ -101,11 +104,17 @@ function attachedPolicies(selectorPolicies: readonly WorkloadAuthorization[], ro
 }
 
 /** The last conversion: snapshots share unchanged policy lists, so a pass after a pod change converts nothing again. */
-let lastConversion: { readonly aps: readonly unknown[]; readonly pas: readonly unknown[]; readonly root: string; readonly converted: ConvertedPolicies } | null = null
+let lastConversion: {
+  readonly aps: readonly unknown[]
+  readonly pas: readonly unknown[]
+  readonly root: string
+  readonly converted: ConvertedPolicies
+} | null = null
 
 function convertedPolicies(snapshot: Snapshot, rootNamespace: string): ConvertedPolicies {
   const last = lastConversion
-  if (last !== null && last.aps === snapshot.authorizationPolicies && last.pas === snapshot.peerAuthentications && last.root === rootNamespace) return last.converted
+  if (last !== null && last.aps === snapshot.authorizationPolicies && last.pas === snapshot.peerAuthentications && last.root === rootNamespace)
+    return last.converted
   const converted = convertPolicies(snapshot.authorizationPolicies.concat(snapshot.peerAuthentications), rootNamespace)
   lastConversion = { aps: snapshot.authorizationPolicies, pas: snapshot.peerAuthentications, root: rootNamespace, converted }
   return converted
@@ -128,7 +137,10 @@ export function meshResources(snapshot: Snapshot, options: MeshResourceOptions):
     if (pod.podIP === '' || pod.hostNetwork || pod.phase === 'Succeeded' || pod.phase === 'Failed' || ips.length === 0) continue
     const enrolled = decide(pod, snapshot.namespaces.get(pod.namespace), pod.nodeName).enrolled
     const attached = attachedPolicies(selectorPolicies, options.rootNamespace, pod.namespace, pod.labels)
-    const candidates = [...(pasByNamespace.get(pod.namespace) ?? []), ...(pod.namespace === options.rootNamespace ? [] : pasByNamespace.get(options.rootNamespace) ?? [])]
+    const candidates = [
+      ...(pasByNamespace.get(pod.namespace) ?? []),
+      ...(pod.namespace === options.rootNamespace ? [] : (pasByNamespace.get(options.rootNamespace) ?? [])),
+    ]
     const mtls = mtlsAuthorization(selectPeerAuthentications(candidates, options.rootNamespace, pod.namespace, pod.labels), options.rootNamespace)
     if (mtls !== null) {
       authorizations.set(authorizationKey(mtls), mtls)

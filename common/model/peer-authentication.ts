@@ -84,8 +84,7 @@ export function selectPeerAuthentications(
   let workload: PeerAuthentication | null = null
   for (const pa of candidates) {
     const applies =
-      (pa.namespace === namespace && (pa.selector === null || selectorMatches(pa.selector, labels))) ||
-      (pa.namespace === rootNamespace && pa.selector === null)
+      (pa.namespace === namespace && (pa.selector === null || selectorMatches(pa.selector, labels))) || (pa.namespace === rootNamespace && pa.selector === null)
     if (!applies) continue
     if (!hasSelector(pa)) {
       if (pa.namespace === rootNamespace) mesh = older(mesh, pa)

@@ -3,8 +3,18 @@ import { applyBatch, emptySnapshot, lookup, resourcesOf } from './snapshot.js'
 import { spiffeIdentity, workloadUid, type Pod } from './workload.js'
 
 const pod: Pod = {
-  uid: 'u1', namespace: 'shop', name: 'web', nodeName: 'n1', podIP: '198.18.1.10', podIPs: ['198.18.1.10'],
-  serviceAccount: 'web', labels: { app: 'web' }, annotations: {}, hostNetwork: false, phase: 'Running', containerIDs: [],
+  uid: 'u1',
+  namespace: 'shop',
+  name: 'web',
+  nodeName: 'n1',
+  podIP: '198.18.1.10',
+  podIPs: ['198.18.1.10'],
+  serviceAccount: 'web',
+  labels: { app: 'web' },
+  annotations: {},
+  hostNetwork: false,
+  phase: 'Running',
+  containerIDs: [],
 }
 
 t.test('applyBatch copies only what changes and is idempotent for deletes', async (t) => {

@@ -3,14 +3,7 @@
 // convert their objects into Changes first, then apply them at once.
 import type { EndpointSlice, Namespace, Pod, Service, ServiceAccount } from './workload.js'
 
-export type ResourceKind =
-  | 'Namespace'
-  | 'Pod'
-  | 'Service'
-  | 'EndpointSlice'
-  | 'ServiceAccount'
-  | 'AuthorizationPolicy'
-  | 'PeerAuthentication'
+export type ResourceKind = 'Namespace' | 'Pod' | 'Service' | 'EndpointSlice' | 'ServiceAccount' | 'AuthorizationPolicy' | 'PeerAuthentication'
 
 export const RESOURCE_KINDS: readonly ResourceKind[] = [
   'Namespace',
@@ -40,9 +33,7 @@ export interface ResourceRef {
   readonly name: string
 }
 
-export type Change =
-  | { readonly type: 'upsert'; readonly resource: Resource }
-  | { readonly type: 'delete'; readonly ref: ResourceRef }
+export type Change = { readonly type: 'upsert'; readonly resource: Resource } | { readonly type: 'delete'; readonly ref: ResourceRef }
 
 export interface OpaquePolicy {
   readonly namespace: string
@@ -163,8 +154,7 @@ export function applyBatch(snapshot: Snapshot, changes: readonly Change[]): Snap
     services: pick('services', snapshot.services),
     endpointSlices: pick('endpointSlices', snapshot.endpointSlices),
     serviceAccounts: pick('serviceAccounts', snapshot.serviceAccounts),
-    authorizationPolicies:
-      authz === snapshot.policies.AuthorizationPolicy ? snapshot.authorizationPolicies : policyList(authz),
+    authorizationPolicies: authz === snapshot.policies.AuthorizationPolicy ? snapshot.authorizationPolicies : policyList(authz),
     peerAuthentications: peer === snapshot.policies.PeerAuthentication ? snapshot.peerAuthentications : policyList(peer),
     policies: { AuthorizationPolicy: authz, PeerAuthentication: peer },
   }

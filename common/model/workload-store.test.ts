@@ -3,16 +3,45 @@ import type { Workload } from './workload.js'
 import { WorkloadStore } from './workload-store.js'
 
 const workload = (name: string, ip: string, extra: Partial<Workload> = {}): Workload => ({
-  uid: `Kubernetes//Pod/shop/${name}`, name, namespace: 'shop', ips: [ip], network: '', tunnelProtocol: 'HBONE', trustDomain: 'cluster.local',
-  serviceAccount: name, node: 'n1', canonicalName: name, canonicalRevision: 'latest', workloadType: 'POD', workloadName: name,
-  services: { 'shop/web.shop.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] }, authorizationPolicies: [], status: 'HEALTHY', clusterId: 'Kubernetes', labels: {},
+  uid: `Kubernetes//Pod/shop/${name}`,
+  name,
+  namespace: 'shop',
+  ips: [ip],
+  network: '',
+  tunnelProtocol: 'HBONE',
+  trustDomain: 'cluster.local',
+  serviceAccount: name,
+  node: 'n1',
+  canonicalName: name,
+  canonicalRevision: 'latest',
+  workloadType: 'POD',
+  workloadName: name,
+  services: { 'shop/web.shop.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] },
+  authorizationPolicies: [],
+  status: 'HEALTHY',
+  clusterId: 'Kubernetes',
+  labels: {},
   ...extra,
 })
 
 t.test('a service VIP resolves to a healthy workload on its target port', async (t) => {
   const store = new WorkloadStore()
-  store.replaceAll([workload('w1', '198.19.4.1'), workload('w2', '198.19.4.2'), workload('sick', '198.19.4.3', { status: 'UNHEALTHY' }), workload('other', '198.19.4.4', { services: {} })])
-  store.replaceServices([{ name: 'web', namespace: 'shop', hostname: 'web.shop.svc.cluster.local', addresses: [{ network: '', address: '10.96.0.10' }], ports: [{ servicePort: 80, targetPort: 8080 }], subjectAltNames: [] }])
+  store.replaceAll([
+    workload('w1', '198.19.4.1'),
+    workload('w2', '198.19.4.2'),
+    workload('sick', '198.19.4.3', { status: 'UNHEALTHY' }),
+    workload('other', '198.19.4.4', { services: {} }),
+  ])
+  store.replaceServices([
+    {
+      name: 'web',
+      namespace: 'shop',
+      hostname: 'web.shop.svc.cluster.local',
+      addresses: [{ network: '', address: '10.96.0.10' }],
+      ports: [{ servicePort: 80, targetPort: 8080 }],
+      subjectAltNames: [],
+    },
+  ])
   const picked = new Set<string>()
   for (const r of [0, 0.49, 0.5, 0.99]) {
     const e = store.pickServiceEndpoint('10.96.0.10', 80, () => r)

@@ -29,7 +29,8 @@ export function validateWorkload(w: Workload): Workload {
   if (!w.trustDomain) throw new WorkloadError(`${who}: trustDomain is empty`)
   if (w.ips.length === 0) throw new WorkloadError(`${who}: workloadIps is empty`)
   for (const ip of w.ips) if (!isIPv4(ip)) throw new WorkloadError(`${who}: workloadIps entry ${JSON.stringify(ip)} is not an IPv4 address`)
-  if (w.tunnelProtocol !== 'HBONE' && w.tunnelProtocol !== 'NONE') throw new WorkloadError(`${who}: protocol ${JSON.stringify(w.tunnelProtocol)} must be HBONE or NONE`)
+  if (w.tunnelProtocol !== 'HBONE' && w.tunnelProtocol !== 'NONE')
+    throw new WorkloadError(`${who}: protocol ${JSON.stringify(w.tunnelProtocol)} must be HBONE or NONE`)
   return w
 }
 
@@ -98,7 +99,11 @@ export class WorkloadStore {
    * Istio's ztunnel picks one (random among healthy endpoints); null when the IP is
    * no service VIP, or no healthy endpoint serves that port.
    */
-  pickServiceEndpoint(vip: string, port: number, random: () => number = Math.random): { readonly service: MeshService; readonly workload: Workload; readonly port: number } | null {
+  pickServiceEndpoint(
+    vip: string,
+    port: number,
+    random: () => number = Math.random,
+  ): { readonly service: MeshService; readonly workload: Workload; readonly port: number } | null {
     const service = this.servicesByVip.get(vip)
     if (service === undefined) return null
     const key = `${service.namespace}/${service.hostname}`

@@ -75,11 +75,12 @@ t.test('a slow sink pauses the socket instead of buffering without bound', async
   let maxInFlight = 0
   const tracked = new Proxy(sink, {
     get(target, prop, receiver) {
-      if (prop === 'write') return (chunk: Buffer, cb?: () => void) => {
-        const result = target.write(chunk, cb)
-        maxInFlight = Math.max(maxInFlight, target.writableLength)
-        return result
-      }
+      if (prop === 'write')
+        return (chunk: Buffer, cb?: () => void) => {
+          const result = target.write(chunk, cb)
+          maxInFlight = Math.max(maxInFlight, target.writableLength)
+          return result
+        }
       return Reflect.get(target, prop, receiver)
     },
   })
@@ -159,7 +160,7 @@ t.test('a socket that does not drain pauses the stream feeding it', async (t) =>
   const payload = randomBytes(64 * 1024 * 1024)
   let offered = 0
   // Offer data as long as the source takes it; stop once pumpToSocket has paused it.
-  for (let taken = true; taken && offered < payload.length; ) {
+  for (let taken = true; taken && offered < payload.length;) {
     taken = source.write(payload.subarray(offered, offered + 64 * 1024))
     offered += 64 * 1024
     if (!taken) await Promise.race([once(source, 'drain').then(() => (taken = true)), new Promise((r) => setTimeout(r, 100))])

@@ -110,8 +110,10 @@ const namespace = (m: StringMatch): Predicate<L4Facts> => {
   const s = stringMatcher(m)
   return (f) => f.identity !== undefined && s(f.identity.namespace)
 }
-const serviceAccount = (m: ServiceAccountMatch): Predicate<L4Facts> => (f) =>
-  f.identity !== undefined && f.identity.namespace === m.namespace && f.identity.serviceAccount === m.serviceAccount
+const serviceAccount =
+  (m: ServiceAccountMatch): Predicate<L4Facts> =>
+  (f) =>
+    f.identity !== undefined && f.identity.namespace === m.namespace && f.identity.serviceAccount === m.serviceAccount
 const sourceIp = (a: Address): Predicate<L4Facts> => {
   const inside = cidrContains(a.address, a.length)
   return (f) => inside(f.sourceIp)
@@ -120,16 +122,49 @@ const destinationIp = (a: Address): Predicate<L4Facts> => {
   const inside = cidrContains(a.address, a.length)
   return (f) => inside(f.destinationIp)
 }
-const destinationPort = (port: number): Predicate<L4Facts> => (f) => f.destinationPort === port
+const destinationPort =
+  (port: number): Predicate<L4Facts> =>
+  (f) =>
+    f.destinationPort === port
 
 /** The L4 fields of istio.security.Match, in ztunnel's evaluation order. */
 export const L4_FIELDS: readonly MatchField<Match, L4Facts>[] = [
-  field('destination_ips', (m: Match) => m.destinationIps, (m) => m.notDestinationIps, destinationIp),
-  field('source_ips', (m: Match) => m.sourceIps, (m) => m.notSourceIps, sourceIp),
-  field('destination_ports', (m: Match) => m.destinationPorts, (m) => m.notDestinationPorts, destinationPort),
-  field('service_accounts', (m: Match) => m.serviceAccounts, (m) => m.notServiceAccounts, serviceAccount),
-  field('principals', (m: Match) => m.principals, (m) => m.notPrincipals, principal),
-  field('namespaces', (m: Match) => m.namespaces, (m) => m.notNamespaces, namespace),
+  field(
+    'destination_ips',
+    (m: Match) => m.destinationIps,
+    (m) => m.notDestinationIps,
+    destinationIp,
+  ),
+  field(
+    'source_ips',
+    (m: Match) => m.sourceIps,
+    (m) => m.notSourceIps,
+    sourceIp,
+  ),
+  field(
+    'destination_ports',
+    (m: Match) => m.destinationPorts,
+    (m) => m.notDestinationPorts,
+    destinationPort,
+  ),
+  field(
+    'service_accounts',
+    (m: Match) => m.serviceAccounts,
+    (m) => m.notServiceAccounts,
+    serviceAccount,
+  ),
+  field(
+    'principals',
+    (m: Match) => m.principals,
+    (m) => m.notPrincipals,
+    principal,
+  ),
+  field(
+    'namespaces',
+    (m: Match) => m.namespaces,
+    (m) => m.notNamespaces,
+    namespace,
+  ),
 ]
 
 export const L4_PROFILE: MatchProfile<ConnectionAttributes, Match, L4Facts> = { prepare: prepareL4, fields: L4_FIELDS }

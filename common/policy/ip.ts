@@ -21,7 +21,10 @@ function parseIPv6(text: string): bigint {
   let tail: number[] = []
   const lastColon = s.lastIndexOf(':')
   if (s.includes('.', lastColon)) {
-    const v4 = s.slice(lastColon + 1).split('.').map(Number)
+    const v4 = s
+      .slice(lastColon + 1)
+      .split('.')
+      .map(Number)
     tail = [(v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!]
     s = s.slice(0, lastColon + 1) + '0:0'
   }
@@ -43,7 +46,7 @@ export function cidrContains(address: string, length: number): (ip: ParsedIp | u
   if (net.family === 4) {
     const mask = length <= 0 ? 0 : (0xffffffff << (32 - Math.min(length, 32))) >>> 0
     const base = (net.value & mask) >>> 0
-    return (ip) => ip !== undefined && ip.family === 4 && ((ip.value & mask) >>> 0) === base
+    return (ip) => ip !== undefined && ip.family === 4 && (ip.value & mask) >>> 0 === base
   }
   const bits = BigInt(Math.min(Math.max(length, 0), 128))
   const mask = bits === 0n ? 0n : ((1n << bits) - 1n) << (128n - bits)

@@ -94,10 +94,19 @@ t.test('nesting: groups OR, rules AND, matches OR (ztunnel rbac_nesting)', async
     sourceIp: '127.0.0.1',
     destination: { ip: '127.0.0.2', port, namespace: 'x', labels: {} },
   })
-  const cases: ReadonlyArray<readonly [string, number, boolean]> = [['a', 80, true], ['b', 80, true], ['bad', 80, false], ['b', 12345, false]]
+  const cases: ReadonlyArray<readonly [string, number, boolean]> = [
+    ['a', 80, true],
+    ['b', 80, true],
+    ['bad', 80, false],
+    ['b', 12345, false],
+  ]
   for (const [n, port, want] of cases) t.equal(matches(pol, conn(n, port)), want, `${n}:${port}`)
   const multi = allow([{ rules: [{ matches: [ns('a')] }] }, { rules: [{ matches: [ns('b')] }] }])
-  t.same(cases.map(([n, port]) => matches(multi, conn(n, port))), [true, true, false, true], 'groups are OR-ed')
+  t.same(
+    cases.map(([n, port]) => matches(multi, conn(n, port))),
+    [true, true, false, true],
+    'groups are OR-ed',
+  )
 })
 
 t.test('IP parsing and CIDR', async (t) => {

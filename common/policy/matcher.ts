@@ -127,7 +127,7 @@ const keyOf = (p: PolicyName): string => `${p.namespace}/${p.name}`
 
 /** The policies that may match this peer, in evaluation order: its namespace's and the unbounded ones. */
 function* candidates(index: NamespaceIndex, facts: L4Facts): Generator<CompiledPolicy<L4Facts>> {
-  const scoped = facts.identity ? index.byNamespace.get(facts.identity.namespace) ?? [] : []
+  const scoped = facts.identity ? (index.byNamespace.get(facts.identity.namespace) ?? []) : []
   const rest = index.unbounded
   let i = 0
   let j = 0
@@ -141,7 +141,10 @@ function* candidates(index: NamespaceIndex, facts: L4Facts): Generator<CompiledP
 export function evaluate(set: PolicySet, conn: ConnectionAttributes): Decision {
   const facts = L4_PROFILE.prepare(conn)
   const attached = conn.destination.authorizationPolicies
-  const dest = attached === undefined || attached === null ? set.forDestination(conn.destination.namespace, conn.destination.labels) : set.forAttached(conn.destination.namespace, attached)
+  const dest =
+    attached === undefined || attached === null
+      ? set.forDestination(conn.destination.namespace, conn.destination.labels)
+      : set.forAttached(conn.destination.namespace, attached)
   const mtls = dest.mtlsFor(conn.destination.port)
   const dryRun: DryRunMatch[] = []
   for (const p of dest.denyDryRun) if (policyMatches(p, facts)) dryRun.push({ policy: nameOf(p), action: 'DENY' })
@@ -149,7 +152,14 @@ export function evaluate(set: PolicySet, conn: ConnectionAttributes): Decision {
   if (dest.mtls !== null && policyMatches(dest.mtls, facts)) {
     const pa = mtls.policy
     const from = pa === null ? 'the mesh default' : `PeerAuthentication ${keyOf(pa)} (${mtls.level} level)`
-    return { ...base, allowed: false, policy: pa, rule: 'mtls-strict', reason: `plaintext refused: mTLS is STRICT on port ${conn.destination.port} by ${from}`, dryRunWouldDeny: false }
+    return {
+      ...base,
+      allowed: false,
+      policy: pa,
+      rule: 'mtls-strict',
+      reason: `plaintext refused: mTLS is STRICT on port ${conn.destination.port} by ${from}`,
+      dryRunWouldDeny: false,
+    }
   }
   for (const p of candidates(dest.denyIndex, facts)) {
     if (policyMatches(p, facts)) {
@@ -165,7 +175,14 @@ export function evaluate(set: PolicySet, conn: ConnectionAttributes): Decision {
   }
   if (dest.allow.length === 0) {
     const wouldDeny = dest.allowDryRun.length > 0 && !dryAllowMatched
-    return { ...base, allowed: true, policy: null, rule: 'no-allow-policies', reason: 'allowed: no ALLOW policy selects the destination', dryRunWouldDeny: wouldDeny }
+    return {
+      ...base,
+      allowed: true,
+      policy: null,
+      rule: 'no-allow-policies',
+      reason: 'allowed: no ALLOW policy selects the destination',
+      dryRunWouldDeny: wouldDeny,
+    }
   }
   for (const p of candidates(dest.allowIndex, facts)) {
     if (policyMatches(p, facts)) {
@@ -173,5 +190,12 @@ export function evaluate(set: PolicySet, conn: ConnectionAttributes): Decision {
     }
   }
   const names = dest.allow.slice(0, 5).map(keyOf).join(', ') + (dest.allow.length > 5 ? `, ... (${dest.allow.length})` : '')
-  return { ...base, allowed: false, policy: null, rule: 'no-allow-match', reason: `denied: no ALLOW policy matched (ALLOW policies selecting the destination: ${names})`, dryRunWouldDeny: false }
+  return {
+    ...base,
+    allowed: false,
+    policy: null,
+    rule: 'no-allow-match',
+    reason: `denied: no ALLOW policy matched (ALLOW policies selecting the destination: ${names})`,
+    dryRunWouldDeny: false,
+  }
 }

@@ -53,14 +53,29 @@ interface Case {
   readonly rule: DecisionRule
 }
 
-const allowFromNs = (ns: string, name = 'allow-client', extra: Obj = {}): Obj => ap(ns === '' ? 'app' : ns, name, { rules: [{ from: [{ source: { namespaces: ['client'] } }] }], ...extra })
+const allowFromNs = (ns: string, name = 'allow-client', extra: Obj = {}): Obj =>
+  ap(ns === '' ? 'app' : ns, name, { rules: [{ from: [{ source: { namespaces: ['client'] } }] }], ...extra })
 
 const cases: readonly Case[] = [
   { name: 'no policies: allow', objects: [], conn: conn({}), allowed: true, policy: null, rule: 'no-allow-policies' },
-  { name: 'ALLOW with rules [{}] allows all', objects: [ap('app', 'all', { rules: [{}] })], conn: conn({ from: null }), allowed: true, policy: 'app/all', rule: 'allow-policy' },
+  {
+    name: 'ALLOW with rules [{}] allows all',
+    objects: [ap('app', 'all', { rules: [{}] })],
+    conn: conn({ from: null }),
+    allowed: true,
+    policy: 'app/all',
+    rule: 'allow-policy',
+  },
   { name: 'ALLOW with no rules denies all', objects: [ap('app', 'none', {})], conn: conn({}), allowed: false, policy: null, rule: 'no-allow-match' },
   { name: 'ALLOW match', objects: [allowFromNs('app')], conn: conn({}), allowed: true, policy: 'app/allow-client', rule: 'allow-policy' },
-  { name: 'ALLOW no match', objects: [allowFromNs('app')], conn: conn({ from: 'cluster.local/ns/other/sa/x' }), allowed: false, policy: null, rule: 'no-allow-match' },
+  {
+    name: 'ALLOW no match',
+    objects: [allowFromNs('app')],
+    conn: conn({ from: 'cluster.local/ns/other/sa/x' }),
+    allowed: false,
+    policy: null,
+    rule: 'no-allow-match',
+  },
   {
     name: 'DENY over ALLOW',
     objects: [allowFromNs('app'), ap('app', 'deny-8080', { action: 'DENY', rules: [{ to: [{ operation: { ports: ['8080'] } }] }] })],
@@ -77,8 +92,22 @@ const cases: readonly Case[] = [
     policy: 'app/allow-client',
     rule: 'allow-policy',
   },
-  { name: 'namespace policy of another namespace does not apply', objects: [ap('other', 'none', {})], conn: conn({}), allowed: true, policy: null, rule: 'no-allow-policies' },
-  { name: 'root namespace without selector is global', objects: [ap(ROOT, 'global-none', {})], conn: conn({}), allowed: false, policy: null, rule: 'no-allow-match' },
+  {
+    name: 'namespace policy of another namespace does not apply',
+    objects: [ap('other', 'none', {})],
+    conn: conn({}),
+    allowed: true,
+    policy: null,
+    rule: 'no-allow-policies',
+  },
+  {
+    name: 'root namespace without selector is global',
+    objects: [ap(ROOT, 'global-none', {})],
+    conn: conn({}),
+    allowed: false,
+    policy: null,
+    rule: 'no-allow-match',
+  },
   {
     name: 'global DENY beats namespace ALLOW',
     objects: [ap(ROOT, 'deny-plain', { action: 'DENY', rules: [{ from: [{ source: { notPrincipals: ['*'] } }] }] }), ap('app', 'all', { rules: [{}] })],
@@ -127,7 +156,14 @@ const cases: readonly Case[] = [
     policy: null,
     rule: 'no-allow-policies',
   },
-  { name: 'empty selector selects nothing', objects: [ap('app', 'empty-sel', { selector: {} })], conn: conn({}), allowed: true, policy: null, rule: 'no-allow-policies' },
+  {
+    name: 'empty selector selects nothing',
+    objects: [ap('app', 'empty-sel', { selector: {} })],
+    conn: conn({}),
+    allowed: true,
+    policy: null,
+    rule: 'no-allow-policies',
+  },
   {
     name: 'ALLOW in any scope allows',
     objects: [ap('app', 'ns-none', {}), ap('app', 'web-all', { selector: { matchLabels: { app: 'web' } }, rules: [{}] })],
@@ -178,7 +214,12 @@ const cases: readonly Case[] = [
   },
   {
     name: 'DENY when L7 key makes the rule a no-op',
-    objects: [ap('app', 'deny-hdr', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['client'] } }], when: [{ key: 'request.headers[x]', values: ['1'] }] }] })],
+    objects: [
+      ap('app', 'deny-hdr', {
+        action: 'DENY',
+        rules: [{ from: [{ source: { namespaces: ['client'] } }], when: [{ key: 'request.headers[x]', values: ['1'] }] }],
+      }),
+    ],
     conn: conn({}),
     allowed: true,
     policy: null,
@@ -202,7 +243,10 @@ const cases: readonly Case[] = [
   },
   {
     name: 'serviceAccounts short form uses the policy namespace',
-    objects: [ap('client', 'sa', { rules: [{ from: [{ source: { serviceAccounts: ['sleep'] } }] }] }), ap('app', 'sa', { selector: { matchLabels: { app: 'web' } }, rules: [{ from: [{ source: { serviceAccounts: ['client/sleep'] } }] }] })],
+    objects: [
+      ap('client', 'sa', { rules: [{ from: [{ source: { serviceAccounts: ['sleep'] } }] }] }),
+      ap('app', 'sa', { selector: { matchLabels: { app: 'web' } }, rules: [{ from: [{ source: { serviceAccounts: ['client/sleep'] } }] }] }),
+    ],
     conn: conn({}),
     allowed: true,
     policy: 'app/sa',
@@ -216,7 +260,14 @@ const cases: readonly Case[] = [
     policy: `${ROOT}/default`,
     rule: 'mtls-strict',
   },
-  { name: 'STRICT mesh accepts mTLS', objects: [pa(ROOT, 'default', { mtls: { mode: 'STRICT' } })], conn: conn({}), allowed: true, policy: null, rule: 'no-allow-policies' },
+  {
+    name: 'STRICT mesh accepts mTLS',
+    objects: [pa(ROOT, 'default', { mtls: { mode: 'STRICT' } })],
+    conn: conn({}),
+    allowed: true,
+    policy: null,
+    rule: 'no-allow-policies',
+  },
   {
     name: 'namespace PERMISSIVE overrides mesh STRICT',
     objects: [pa(ROOT, 'default', { mtls: { mode: 'STRICT' } }), pa('app', 'ns', { mtls: { mode: 'PERMISSIVE' } })],
@@ -279,7 +330,10 @@ t.test('policy set indexes and caches', async (t) => {
   const set = buildSet(objects)
   t.equal(set.size, 200)
   const d = set.forDestination('app', { app: 'svc-42', other: 'x' })
-  t.same(d.allow.map((p) => p.name), ['sel-42'])
+  t.same(
+    d.allow.map((p) => p.name),
+    ['sel-42'],
+  )
   t.equal(set.forDestination('app', { other: 'x', app: 'svc-42' }), d, 'same label set, same cached entry')
 })
 
@@ -300,11 +354,12 @@ t.test('namespace index: only policies that can match the peer are scanned, same
   t.equal(sourceNamespaceBound(portsOnly.authorization), null, 'no source condition bounds nothing')
   t.equal(sourceNamespaceBound(twoRules.authorization), null, 'one unbounded rule (group) makes the policy unbounded')
   const set = PolicySet.build({ authorizations: [byNs, bySa, wildcard, portsOnly, twoRules], peerAuthentications: [], rootNamespace: 'istio-system' })
-  const decide = (ns: string | undefined, port = 8080) => evaluate(set, {
-    sourceIdentity: ns === undefined ? undefined : { trustDomain: 'cluster.local', namespace: ns, serviceAccount: 'x' },
-    sourceIp: '10.0.0.1',
-    destination: { ip: '10.0.0.2', port, namespace: 'app', labels: {} },
-  })
+  const decide = (ns: string | undefined, port = 8080) =>
+    evaluate(set, {
+      sourceIdentity: ns === undefined ? undefined : { trustDomain: 'cluster.local', namespace: ns, serviceAccount: 'x' },
+      sourceIp: '10.0.0.1',
+      destination: { ip: '10.0.0.2', port, namespace: 'app', labels: {} },
+    })
   t.equal(decide('a').policy?.name, 'by-ns')
   t.equal(decide('b').policy?.name, 'by-ns')
   t.equal(decide('c').policy?.name, 'by-sa')

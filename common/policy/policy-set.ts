@@ -177,9 +177,12 @@ export class PolicySet {
     const mtls = named.find((p) => isConvertedPeerAuthentication(p.name)) ?? null
     const all = [...(this.byNamespace.get(namespace) ?? []), ...this.global, ...named.filter((p) => p !== mtls).sort(byKey)]
     const plaintextRefused = (port: number): boolean =>
-      mtls !== null && policyMatches(mtls, prepareL4({ sourceIdentity: undefined, sourceIp: '0.0.0.0', destination: { ip: '0.0.0.0', port, namespace, labels: {} } }))
+      mtls !== null &&
+      policyMatches(mtls, prepareL4({ sourceIdentity: undefined, sourceIp: '0.0.0.0', destination: { ip: '0.0.0.0', port, namespace, labels: {} } }))
     return this.assemble(all, { mesh: null, namespace: null, workload: null }, mtls, (port) =>
-      plaintextRefused(port) ? { mode: 'STRICT', policy: { namespace: mtls!.namespace, name: mtls!.name }, level: 'converted' } : { mode: 'PERMISSIVE', policy: null, level: 'default' },
+      plaintextRefused(port)
+        ? { mode: 'STRICT', policy: { namespace: mtls!.namespace, name: mtls!.name }, level: 'converted' }
+        : { mode: 'PERMISSIVE', policy: null, level: 'default' },
     )
   }
 
@@ -190,11 +193,17 @@ export class PolicySet {
       ...this.selected(namespace, labels),
       ...(namespace === this.rootNamespace ? [] : this.selected(this.rootNamespace, labels)),
     ]
-    const candidates = [...(this.peerAuthentications.get(namespace) ?? []), ...(namespace === this.rootNamespace ? [] : this.peerAuthentications.get(this.rootNamespace) ?? [])]
+    const candidates = [
+      ...(this.peerAuthentications.get(namespace) ?? []),
+      ...(namespace === this.rootNamespace ? [] : (this.peerAuthentications.get(this.rootNamespace) ?? [])),
+    ]
     const selected = selectPeerAuthentications(candidates, this.rootNamespace, namespace, labels)
     const mtls = mtlsAuthorization(selected, this.rootNamespace)
     const mtlsSource = selected.workload ?? selected.namespace ?? selected.mesh
-    const compiledMtls = mtls === null ? null : compileL4(mtls, { kind: 'PeerAuthentication', namespace: mtlsSource?.namespace ?? mtls.namespace, name: mtlsSource?.name ?? mtls.name })
+    const compiledMtls =
+      mtls === null
+        ? null
+        : compileL4(mtls, { kind: 'PeerAuthentication', namespace: mtlsSource?.namespace ?? mtls.namespace, name: mtlsSource?.name ?? mtls.name })
     return this.assemble(all, selected, compiledMtls, (port: number) => effectiveMtls(selected, port))
   }
 

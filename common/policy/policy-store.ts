@@ -69,7 +69,11 @@ export class PolicyStore {
   /** Replaces every policy with those among `objects`; malformed ones are left out and returned. */
   replaceAll(objects: readonly unknown[]): PolicyUpdate {
     const converted = convertPolicies(objects, this.rootNamespace)
-    this.set = PolicySet.build({ authorizations: converted.authorizations, peerAuthentications: converted.peerAuthentications, rootNamespace: this.rootNamespace })
+    this.set = PolicySet.build({
+      authorizations: converted.authorizations,
+      peerAuthentications: converted.peerAuthentications,
+      rootNamespace: this.rootNamespace,
+    })
     this.lastUpdate = {
       generation: this.lastUpdate.generation + 1,
       authorizations: converted.authorizations.length,

@@ -65,7 +65,10 @@ export function decodeRequest(bytes: Buffer): DeltaDiscoveryRequest {
 
 // protobufjs keeps its bundled google.protobuf.Any as written (`type_url`), while
 // our own protos are camel-cased: the Any is converted at this one place.
-interface WireAny { type_url: string; value: Buffer }
+interface WireAny {
+  type_url: string
+  value: Buffer
+}
 type WireResponse = Omit<DeltaDiscoveryResponse, 'resources'> & { resources: (Omit<XdsResource, 'resource'> & { resource: WireAny | null })[] }
 
 export function encodeResponse(r: DeltaDiscoveryResponse): Buffer {

@@ -4,28 +4,70 @@ import type { Authorization } from '../model/authorization.js'
 import { match } from '../model/authorization.js'
 import type { MeshService, Workload } from '../model/workload.js'
 import {
-  ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, LOCAL_WORKLOAD_TYPE_URL, XdsResourceError,
-  decodeAddress, decodeAuthorization, decodeLocalWorkload, encodeAuthorization, encodeLocalWorkload, encodeServiceAddress, encodeWorkloadAddress,
+  ADDRESS_TYPE_URL,
+  AUTHORIZATION_TYPE_URL,
+  LOCAL_WORKLOAD_TYPE_URL,
+  XdsResourceError,
+  decodeAddress,
+  decodeAuthorization,
+  decodeLocalWorkload,
+  encodeAuthorization,
+  encodeLocalWorkload,
+  encodeServiceAddress,
+  encodeWorkloadAddress,
 } from './codec.js'
 import { bytesToIp, ipToBytes } from './ip.js'
 import { encodeMessage, messageType } from './proto.js'
 
 const workload: Workload = {
-  uid: 'Kubernetes//Pod/shop/web-1', name: 'web-1', namespace: 'shop', ips: ['10.244.1.5', 'fd00:10:244::5'], network: 'net-a',
-  tunnelProtocol: 'HBONE', trustDomain: 'example.org', serviceAccount: 'web', node: 'node-a', canonicalName: 'web', canonicalRevision: 'v2',
-  workloadType: 'DEPLOYMENT', workloadName: 'web',
-  services: { 'shop/web.shop.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }, { servicePort: 443, targetPort: 8443 }], 'shop/api.shop.svc.cluster.local': [] },
-  authorizationPolicies: ['shop/allow-web', 'shop/deny-db'], status: 'UNHEALTHY', clusterId: 'Kubernetes', labels: { app: 'web' }, netnsPath: '/proc/42/ns/net',
+  uid: 'Kubernetes//Pod/shop/web-1',
+  name: 'web-1',
+  namespace: 'shop',
+  ips: ['10.244.1.5', 'fd00:10:244::5'],
+  network: 'net-a',
+  tunnelProtocol: 'HBONE',
+  trustDomain: 'example.org',
+  serviceAccount: 'web',
+  node: 'node-a',
+  canonicalName: 'web',
+  canonicalRevision: 'v2',
+  workloadType: 'DEPLOYMENT',
+  workloadName: 'web',
+  services: {
+    'shop/web.shop.svc.cluster.local': [
+      { servicePort: 80, targetPort: 8080 },
+      { servicePort: 443, targetPort: 8443 },
+    ],
+    'shop/api.shop.svc.cluster.local': [],
+  },
+  authorizationPolicies: ['shop/allow-web', 'shop/deny-db'],
+  status: 'UNHEALTHY',
+  clusterId: 'Kubernetes',
+  labels: { app: 'web' },
+  netnsPath: '/proc/42/ns/net',
 }
 
 const service: MeshService = {
-  name: 'web', namespace: 'shop', hostname: 'web.shop.svc.cluster.local',
-  addresses: [{ network: '', address: '10.96.0.10' }, { network: 'net-b', address: 'fd00:96::a' }],
-  ports: [{ servicePort: 80, targetPort: 8080 }, { servicePort: 443, targetPort: 0 }], subjectAltNames: ['spiffe://example.org/ns/shop/sa/web'],
+  name: 'web',
+  namespace: 'shop',
+  hostname: 'web.shop.svc.cluster.local',
+  addresses: [
+    { network: '', address: '10.96.0.10' },
+    { network: 'net-b', address: 'fd00:96::a' },
+  ],
+  ports: [
+    { servicePort: 80, targetPort: 8080 },
+    { servicePort: 443, targetPort: 0 },
+  ],
+  subjectAltNames: ['spiffe://example.org/ns/shop/sa/web'],
 }
 
 const authorization: Authorization = {
-  name: 'allow-web', namespace: 'shop', scope: 'WORKLOAD_SELECTOR', action: 'DENY', dryRun: true,
+  name: 'allow-web',
+  namespace: 'shop',
+  scope: 'WORKLOAD_SELECTOR',
+  action: 'DENY',
+  dryRun: true,
   groups: [
     {
       rules: [
@@ -33,8 +75,18 @@ const authorization: Authorization = {
         {
           matches: [
             match({ principals: [{ kind: 'suffix', value: '/sa/web' }], notPrincipals: [{ kind: 'exact', value: 'example.org/ns/x/sa/y' }] }),
-            match({ sourceIps: [{ address: '10.0.0.0', length: 8 }], notSourceIps: [{ address: '10.1.2.3', length: 32 }], destinationIps: [{ address: 'fd00::', length: 64 }], notDestinationIps: [{ address: '::1', length: 128 }] }),
-            match({ destinationPorts: [80, 8080], notDestinationPorts: [22], serviceAccounts: [{ namespace: 'shop', serviceAccount: 'web' }], notServiceAccounts: [{ namespace: 'shop', serviceAccount: 'db' }] }),
+            match({
+              sourceIps: [{ address: '10.0.0.0', length: 8 }],
+              notSourceIps: [{ address: '10.1.2.3', length: 32 }],
+              destinationIps: [{ address: 'fd00::', length: 64 }],
+              notDestinationIps: [{ address: '::1', length: 128 }],
+            }),
+            match({
+              destinationPorts: [80, 8080],
+              notDestinationPorts: [22],
+              serviceAccounts: [{ namespace: 'shop', serviceAccount: 'web' }],
+              notServiceAccounts: [{ namespace: 'shop', serviceAccount: 'db' }],
+            }),
           ],
         },
       ],
@@ -48,7 +100,9 @@ t.test('a workload round-trips every field; labels and netnsPath stay local, pol
   const { netnsPath: _netns, ...rest } = workload
   t.strictSame(decoded, { kind: 'workload', workload: { ...rest, labels: {} } })
   t.notOk('netnsPath' in (decoded.kind === 'workload' ? decoded.workload : {}))
-  const unresolved = decodeAddress(encodeWorkloadAddress({ ...workload, authorizationPolicies: null, tunnelProtocol: 'NONE', workloadType: 'JOB', status: 'HEALTHY' }))
+  const unresolved = decodeAddress(
+    encodeWorkloadAddress({ ...workload, authorizationPolicies: null, tunnelProtocol: 'NONE', workloadType: 'JOB', status: 'HEALTHY' }),
+  )
   t.match(unresolved, { kind: 'workload', workload: { authorizationPolicies: [], tunnelProtocol: 'NONE', workloadType: 'JOB', status: 'HEALTHY' } })
 })
 
@@ -66,7 +120,13 @@ t.test('a service and an authorization round-trip every field', async (t) => {
 })
 
 t.test('a local workload round-trips, and only a workload with a netns has one', async (t) => {
-  t.strictSame(decodeLocalWorkload(encodeLocalWorkload(workload)), { uid: workload.uid, name: 'web-1', namespace: 'shop', serviceAccount: 'web', netnsPath: '/proc/42/ns/net' })
+  t.strictSame(decodeLocalWorkload(encodeLocalWorkload(workload)), {
+    uid: workload.uid,
+    name: 'web-1',
+    namespace: 'shop',
+    serviceAccount: 'web',
+    netnsPath: '/proc/42/ns/net',
+  })
   const { netnsPath: _n, ...remote } = workload
   t.throws(() => encodeLocalWorkload(remote), { code: 'AMBIENT_ERR_XDS_RESOURCE', field: 'netns_path' })
 })
@@ -93,7 +153,10 @@ t.test('the bytes carry the stated field numbers', async (t) => {
     return r.bytes()
   }
   const wl = encodeWorkloadAddress(workload)
-  t.same([...new Set(fields(inner(wl)))].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16, 17, 18, 20, 22])
+  t.same(
+    [...new Set(fields(inner(wl)))].sort((a, b) => a - b),
+    [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16, 17, 18, 20, 22],
+  )
   // The first address is the 4 raw bytes of 10.244.1.5 under field 3.
   const w = protobuf.Reader.create(inner(wl))
   let ip: Uint8Array | null = null
@@ -103,8 +166,14 @@ t.test('the bytes carry the stated field numbers', async (t) => {
     else w.skipType(tag & 7)
   }
   t.same(Buffer.from(ip!).toString('hex'), '0af40105')
-  t.same([...new Set(fields(inner(encodeServiceAddress(service))))].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6])
-  t.same([...new Set(fields(encodeAuthorization(authorization)))].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6])
+  t.same(
+    [...new Set(fields(inner(encodeServiceAddress(service))))].sort((a, b) => a - b),
+    [1, 2, 3, 4, 5, 6],
+  )
+  t.same(
+    [...new Set(fields(encodeAuthorization(authorization)))].sort((a, b) => a - b),
+    [1, 2, 3, 4, 5, 6],
+  )
   // StringMatch presence is field 4 holding an empty message.
   const sm = encodeMessage(messageType('istio.security.StringMatch'), { presence: {} })
   t.equal(sm.toString('hex'), '2200')
@@ -115,22 +184,74 @@ const wireWorkload = (extra: object) => ({ workload: { uid: 'u1', name: 'n', nam
 
 t.test('decoders reject bad resources naming the resource and the field', async (t) => {
   const cases: [string, () => unknown, string, RegExp][] = [
-    ['a 5-byte workload address', () => decodeAddress(bad('istio.workload.Address', wireWorkload({ addresses: [Buffer.alloc(4), Buffer.alloc(5)] }))), 'addresses[1]', /workload u1: addresses\[1\]: .* got 5/],
-    ['a tunnel protocol we do not speak', () => decodeAddress(bad('istio.workload.Address', wireWorkload({ tunnelProtocol: 2 }))), 'tunnel_protocol', /unsupported enum number 2/],
+    [
+      'a 5-byte workload address',
+      () => decodeAddress(bad('istio.workload.Address', wireWorkload({ addresses: [Buffer.alloc(4), Buffer.alloc(5)] }))),
+      'addresses[1]',
+      /workload u1: addresses\[1\]: .* got 5/,
+    ],
+    [
+      'a tunnel protocol we do not speak',
+      () => decodeAddress(bad('istio.workload.Address', wireWorkload({ tunnelProtocol: 2 }))),
+      'tunnel_protocol',
+      /unsupported enum number 2/,
+    ],
     ['an unknown workload type', () => decodeAddress(bad('istio.workload.Address', wireWorkload({ workloadType: 9 }))), 'workload_type', /number 9/],
     ['an unknown status', () => decodeAddress(bad('istio.workload.Address', wireWorkload({ status: 7 }))), 'status', /number 7/],
-    ['a port above 65535', () => decodeAddress(bad('istio.workload.Address', wireWorkload({ services: { 'a/b': { ports: [{ servicePort: 70000, targetPort: 1 }] } } }))), 'services["a/b"].ports[0].service_port', /70000/],
-    ['a workload without uid', () => decodeAddress(bad('istio.workload.Address', { workload: { name: 'n', namespace: 's' } })), 'uid', /workload s\/n: uid: is empty/],
+    [
+      'a port above 65535',
+      () => decodeAddress(bad('istio.workload.Address', wireWorkload({ services: { 'a/b': { ports: [{ servicePort: 70000, targetPort: 1 }] } } }))),
+      'services["a/b"].ports[0].service_port',
+      /70000/,
+    ],
+    [
+      'a workload without uid',
+      () => decodeAddress(bad('istio.workload.Address', { workload: { name: 'n', namespace: 's' } })),
+      'uid',
+      /workload s\/n: uid: is empty/,
+    ],
     ['an empty Address', () => decodeAddress(Buffer.alloc(0)), 'type', /neither workload/],
     ['garbage', () => decodeAddress(Buffer.from([0xff, 0xff, 0xff])), '(bytes)', /not a valid istio.workload.Address/],
-    ['a 3-byte service address', () => decodeAddress(bad('istio.workload.Address', { service: { namespace: 's', hostname: 'h', addresses: [{ address: Buffer.alloc(3) }] } })), 'addresses[0].address', /service s\/h/],
+    [
+      'a 3-byte service address',
+      () => decodeAddress(bad('istio.workload.Address', { service: { namespace: 's', hostname: 'h', addresses: [{ address: Buffer.alloc(3) }] } })),
+      'addresses[0].address',
+      /service s\/h/,
+    ],
     ['a service without hostname', () => decodeAddress(bad('istio.workload.Address', { service: { namespace: 's' } })), 'hostname', /is empty/],
-    ['a StringMatch with nothing set', () => decodeAuthorization(bad('istio.security.Authorization', { name: 'p', namespace: 's', groups: [{ rules: [{ matches: [{ principals: [{}] }] }] }] })), 'groups[0].rules[0].matches[0].principals[0]', /authorization s\/p: .*match_type/],
-    ['a prefix longer than the address', () => decodeAuthorization(bad('istio.security.Authorization', { name: 'p', namespace: 's', groups: [{ rules: [{ matches: [{ sourceIps: [{ address: Buffer.alloc(4), length: 33 }] }] }] }] })), 'groups[0].rules[0].matches[0].source_ips[0].length', /33/],
+    [
+      'a StringMatch with nothing set',
+      () => decodeAuthorization(bad('istio.security.Authorization', { name: 'p', namespace: 's', groups: [{ rules: [{ matches: [{ principals: [{}] }] }] }] })),
+      'groups[0].rules[0].matches[0].principals[0]',
+      /authorization s\/p: .*match_type/,
+    ],
+    [
+      'a prefix longer than the address',
+      () =>
+        decodeAuthorization(
+          bad('istio.security.Authorization', {
+            name: 'p',
+            namespace: 's',
+            groups: [{ rules: [{ matches: [{ sourceIps: [{ address: Buffer.alloc(4), length: 33 }] }] }] }],
+          }),
+        ),
+      'groups[0].rules[0].matches[0].source_ips[0].length',
+      /33/,
+    ],
     ['an unknown action', () => decodeAuthorization(bad('istio.security.Authorization', { name: 'p', namespace: 's', action: 2 })), 'action', /number 2/],
     ['an unknown scope', () => decodeAuthorization(bad('istio.security.Authorization', { name: 'p', namespace: 's', scope: 5 })), 'scope', /number 5/],
-    ['a local workload without netns', () => decodeLocalWorkload(bad('ambient.zds.v1.LocalWorkload', { uid: 'u', workloadInfo: {} })), 'netns_path', /local workload u/],
-    ['a local workload without info', () => decodeLocalWorkload(bad('ambient.zds.v1.LocalWorkload', { uid: 'u', netnsPath: '/p' })), 'workload_info', /is not set/],
+    [
+      'a local workload without netns',
+      () => decodeLocalWorkload(bad('ambient.zds.v1.LocalWorkload', { uid: 'u', workloadInfo: {} })),
+      'netns_path',
+      /local workload u/,
+    ],
+    [
+      'a local workload without info',
+      () => decodeLocalWorkload(bad('ambient.zds.v1.LocalWorkload', { uid: 'u', netnsPath: '/p' })),
+      'workload_info',
+      /is not set/,
+    ],
   ]
   for (const [what, run, field, message] of cases) {
     const err = t.throws(run, what) as XdsResourceError
@@ -162,7 +283,8 @@ t.test('IPs between text and raw bytes', async (t) => {
 })
 
 t.test('type URLs', async (t) => {
-  t.same([ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, LOCAL_WORKLOAD_TYPE_URL], [
-    'type.googleapis.com/istio.workload.Address', 'type.googleapis.com/istio.security.Authorization', 'type.googleapis.com/ambient.zds.v1.LocalWorkload',
-  ])
+  t.same(
+    [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, LOCAL_WORKLOAD_TYPE_URL],
+    ['type.googleapis.com/istio.workload.Address', 'type.googleapis.com/istio.security.Authorization', 'type.googleapis.com/ambient.zds.v1.LocalWorkload'],
+  )
 })

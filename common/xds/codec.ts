@@ -45,25 +45,83 @@ export const serviceResourceName = (s: Pick<MeshService, 'namespace' | 'hostname
 export const authorizationResourceName = authorizationKey
 
 // Wire shapes as protobufjs decodes them (camelCase, defaults filled): internal only.
-interface WirePort { servicePort: number; targetPort: number }
+interface WirePort {
+  servicePort: number
+  targetPort: number
+}
 interface WireWorkload {
-  uid: string; name: string; namespace: string; addresses: Buffer[]; network: string; tunnelProtocol: number
-  trustDomain: string; serviceAccount: string; node: string; canonicalName: string; canonicalRevision: string
-  workloadType: number; workloadName: string; services: Record<string, { ports: WirePort[] }>
-  authorizationPolicies: string[]; status: number; clusterId: string
+  uid: string
+  name: string
+  namespace: string
+  addresses: Buffer[]
+  network: string
+  tunnelProtocol: number
+  trustDomain: string
+  serviceAccount: string
+  node: string
+  canonicalName: string
+  canonicalRevision: string
+  workloadType: number
+  workloadName: string
+  services: Record<string, { ports: WirePort[] }>
+  authorizationPolicies: string[]
+  status: number
+  clusterId: string
 }
-interface WireService { name: string; namespace: string; hostname: string; addresses: { network: string; address: Buffer }[]; ports: WirePort[]; subjectAltNames: string[] }
-interface WireAddress { type?: 'workload' | 'service'; workload?: WireWorkload; service?: WireService }
-interface WireStringMatch { matchType?: 'exact' | 'prefix' | 'suffix' | 'presence'; exact?: string; prefix?: string; suffix?: string }
-interface WireCidr { address: Buffer; length: number }
-interface WireAccount { namespace: string; serviceAccount: string }
+interface WireService {
+  name: string
+  namespace: string
+  hostname: string
+  addresses: { network: string; address: Buffer }[]
+  ports: WirePort[]
+  subjectAltNames: string[]
+}
+interface WireAddress {
+  type?: 'workload' | 'service'
+  workload?: WireWorkload
+  service?: WireService
+}
+interface WireStringMatch {
+  matchType?: 'exact' | 'prefix' | 'suffix' | 'presence'
+  exact?: string
+  prefix?: string
+  suffix?: string
+}
+interface WireCidr {
+  address: Buffer
+  length: number
+}
+interface WireAccount {
+  namespace: string
+  serviceAccount: string
+}
 interface WireMatch {
-  namespaces: WireStringMatch[]; notNamespaces: WireStringMatch[]; principals: WireStringMatch[]; notPrincipals: WireStringMatch[]
-  sourceIps: WireCidr[]; notSourceIps: WireCidr[]; destinationIps: WireCidr[]; notDestinationIps: WireCidr[]
-  destinationPorts: number[]; notDestinationPorts: number[]; serviceAccounts: WireAccount[]; notServiceAccounts: WireAccount[]
+  namespaces: WireStringMatch[]
+  notNamespaces: WireStringMatch[]
+  principals: WireStringMatch[]
+  notPrincipals: WireStringMatch[]
+  sourceIps: WireCidr[]
+  notSourceIps: WireCidr[]
+  destinationIps: WireCidr[]
+  notDestinationIps: WireCidr[]
+  destinationPorts: number[]
+  notDestinationPorts: number[]
+  serviceAccounts: WireAccount[]
+  notServiceAccounts: WireAccount[]
 }
-interface WireAuthorization { name: string; namespace: string; scope: number; action: number; groups: { rules: { matches: WireMatch[] }[] }[]; dryRun: boolean }
-interface WireLocal { uid: string; workloadInfo: { name: string; namespace: string; serviceAccount: string } | null; netnsPath: string }
+interface WireAuthorization {
+  name: string
+  namespace: string
+  scope: number
+  action: number
+  groups: { rules: { matches: WireMatch[] }[] }[]
+  dryRun: boolean
+}
+interface WireLocal {
+  uid: string
+  workloadInfo: { name: string; namespace: string; serviceAccount: string } | null
+  netnsPath: string
+}
 
 const T = {
   address: () => messageType('istio.workload.Address'),
@@ -95,7 +153,10 @@ function port(resource: string, field: string, n: number): number {
 }
 
 function ports(resource: string, field: string, wire: readonly WirePort[]): PortMapping[] {
-  return wire.map((p, i) => ({ servicePort: port(resource, `${field}[${i}].service_port`, p.servicePort), targetPort: port(resource, `${field}[${i}].target_port`, p.targetPort) }))
+  return wire.map((p, i) => ({
+    servicePort: port(resource, `${field}[${i}].service_port`, p.servicePort),
+    targetPort: port(resource, `${field}[${i}].target_port`, p.targetPort),
+  }))
 }
 
 function required(resource: string, field: string, value: string): string {
@@ -118,14 +179,26 @@ export function encodeWorkloadAddress(w: Workload): Buffer {
   const who = `workload ${w.uid}`
   // Map keys sorted, so equal workloads always give equal bytes (the server's versions are hashes of them).
   const services: Record<string, { ports: WirePort[] }> = {}
-  for (const key of Object.keys(w.services).sort()) services[key] = { ports: w.services[key]!.map((p) => ({ servicePort: p.servicePort, targetPort: p.targetPort })) }
+  for (const key of Object.keys(w.services).sort())
+    services[key] = { ports: w.services[key]!.map((p) => ({ servicePort: p.servicePort, targetPort: p.targetPort })) }
   const workload = {
-    uid: w.uid, name: w.name, namespace: w.namespace,
+    uid: w.uid,
+    name: w.name,
+    namespace: w.namespace,
     addresses: w.ips.map((ip, i) => ipBytes(who, `addresses[${i}]`, ip)),
-    network: w.network, tunnelProtocol: TUNNEL_PROTOCOL_NUMBER[w.tunnelProtocol], trustDomain: w.trustDomain,
-    serviceAccount: w.serviceAccount, node: w.node, canonicalName: w.canonicalName, canonicalRevision: w.canonicalRevision,
-    workloadType: WORKLOAD_TYPE_NUMBER[w.workloadType], workloadName: w.workloadName, services,
-    authorizationPolicies: [...(w.authorizationPolicies ?? [])], status: WORKLOAD_STATUS_NUMBER[w.status], clusterId: w.clusterId,
+    network: w.network,
+    tunnelProtocol: TUNNEL_PROTOCOL_NUMBER[w.tunnelProtocol],
+    trustDomain: w.trustDomain,
+    serviceAccount: w.serviceAccount,
+    node: w.node,
+    canonicalName: w.canonicalName,
+    canonicalRevision: w.canonicalRevision,
+    workloadType: WORKLOAD_TYPE_NUMBER[w.workloadType],
+    workloadName: w.workloadName,
+    services,
+    authorizationPolicies: [...(w.authorizationPolicies ?? [])],
+    status: WORKLOAD_STATUS_NUMBER[w.status],
+    clusterId: w.clusterId,
   }
   return encodeMessage(T.address(), { workload })
 }
@@ -133,7 +206,9 @@ export function encodeWorkloadAddress(w: Workload): Buffer {
 export function encodeServiceAddress(s: MeshService): Buffer {
   const who = `service ${serviceResourceName(s)}`
   const service = {
-    name: s.name, namespace: s.namespace, hostname: s.hostname,
+    name: s.name,
+    namespace: s.namespace,
+    hostname: s.hostname,
     addresses: s.addresses.map((a, i) => ({ network: a.network, address: ipBytes(who, `addresses[${i}].address`, a.address) })),
     ports: s.ports.map((p) => ({ servicePort: p.servicePort, targetPort: p.targetPort })),
     subjectAltNames: [...s.subjectAltNames],
@@ -154,14 +229,20 @@ function decodeWorkload(w: WireWorkload): Workload {
   const services: Record<string, readonly PortMapping[]> = {}
   for (const [key, list] of Object.entries(w.services)) services[key] = ports(who, `services[${JSON.stringify(key)}].ports`, list.ports)
   return {
-    uid: w.uid, name: w.name, namespace: w.namespace,
+    uid: w.uid,
+    name: w.name,
+    namespace: w.namespace,
     ips: w.addresses.map((b, i) => ipText(who, `addresses[${i}]`, b)),
     network: w.network,
     tunnelProtocol: enumName<TunnelProtocol>(who, 'tunnel_protocol', TUNNEL_PROTOCOL_NUMBER, w.tunnelProtocol),
-    trustDomain: w.trustDomain, serviceAccount: w.serviceAccount, node: w.node,
-    canonicalName: w.canonicalName, canonicalRevision: w.canonicalRevision,
+    trustDomain: w.trustDomain,
+    serviceAccount: w.serviceAccount,
+    node: w.node,
+    canonicalName: w.canonicalName,
+    canonicalRevision: w.canonicalRevision,
     workloadType: enumName<WorkloadType>(who, 'workload_type', WORKLOAD_TYPE_NUMBER, w.workloadType),
-    workloadName: w.workloadName, services,
+    workloadName: w.workloadName,
+    services,
     authorizationPolicies: w.authorizationPolicies,
     status: enumName<WorkloadStatus>(who, 'status', WORKLOAD_STATUS_NUMBER, w.status),
     clusterId: w.clusterId,
@@ -174,7 +255,9 @@ function decodeService(s: WireService): MeshService {
   required(who, 'namespace', s.namespace)
   required(who, 'hostname', s.hostname)
   return {
-    name: s.name, namespace: s.namespace, hostname: s.hostname,
+    name: s.name,
+    namespace: s.namespace,
+    hostname: s.hostname,
     addresses: s.addresses.map((a, i): NetworkAddress => ({ network: a.network, address: ipText(who, `addresses[${i}].address`, a.address) })),
     ports: ports(who, 'ports', s.ports),
     subjectAltNames: s.subjectAltNames,
@@ -184,10 +267,26 @@ function decodeService(s: WireService): MeshService {
 // ---- istio.security.Authorization -------------------------------------------------
 
 const MATCH_FIELDS = {
-  strings: [['namespaces', 'namespaces'], ['notNamespaces', 'not_namespaces'], ['principals', 'principals'], ['notPrincipals', 'not_principals']],
-  cidrs: [['sourceIps', 'source_ips'], ['notSourceIps', 'not_source_ips'], ['destinationIps', 'destination_ips'], ['notDestinationIps', 'not_destination_ips']],
-  ports: [['destinationPorts', 'destination_ports'], ['notDestinationPorts', 'not_destination_ports']],
-  accounts: [['serviceAccounts', 'service_accounts'], ['notServiceAccounts', 'not_service_accounts']],
+  strings: [
+    ['namespaces', 'namespaces'],
+    ['notNamespaces', 'not_namespaces'],
+    ['principals', 'principals'],
+    ['notPrincipals', 'not_principals'],
+  ],
+  cidrs: [
+    ['sourceIps', 'source_ips'],
+    ['notSourceIps', 'not_source_ips'],
+    ['destinationIps', 'destination_ips'],
+    ['notDestinationIps', 'not_destination_ips'],
+  ],
+  ports: [
+    ['destinationPorts', 'destination_ports'],
+    ['notDestinationPorts', 'not_destination_ports'],
+  ],
+  accounts: [
+    ['serviceAccounts', 'service_accounts'],
+    ['notServiceAccounts', 'not_service_accounts'],
+  ],
 } as const
 
 function encodeStringMatch(m: StringMatch): WireStringMatch | { presence: object } {
@@ -206,7 +305,10 @@ function encodeMatch(who: string, m: Match): object {
 export function encodeAuthorization(a: Authorization): Buffer {
   const who = `authorization ${authorizationKey(a)}`
   return encodeMessage(T.authorization(), {
-    name: a.name, namespace: a.namespace, scope: SCOPE_NUMBER[a.scope], action: ACTION_NUMBER[a.action],
+    name: a.name,
+    namespace: a.namespace,
+    scope: SCOPE_NUMBER[a.scope],
+    action: ACTION_NUMBER[a.action],
     groups: a.groups.map((g, gi) => ({
       rules: g.rules.map((r, ri) => ({ matches: r.matches.map((m, mi) => encodeMatch(`${who} groups[${gi}].rules[${ri}].matches[${mi}]`, m)) })),
     })),
@@ -216,11 +318,16 @@ export function encodeAuthorization(a: Authorization): Buffer {
 
 function decodeStringMatch(who: string, field: string, m: WireStringMatch): StringMatch {
   switch (m.matchType) {
-    case 'exact': return { kind: 'exact', value: m.exact ?? '' }
-    case 'prefix': return { kind: 'prefix', value: m.prefix ?? '' }
-    case 'suffix': return { kind: 'suffix', value: m.suffix ?? '' }
-    case 'presence': return { kind: 'presence' }
-    default: throw new XdsResourceError(who, field, 'no match_type is set (exact, prefix, suffix or presence)')
+    case 'exact':
+      return { kind: 'exact', value: m.exact ?? '' }
+    case 'prefix':
+      return { kind: 'prefix', value: m.prefix ?? '' }
+    case 'suffix':
+      return { kind: 'suffix', value: m.suffix ?? '' }
+    case 'presence':
+      return { kind: 'presence' }
+    default:
+      throw new XdsResourceError(who, field, 'no match_type is set (exact, prefix, suffix or presence)')
   }
 }
 
@@ -249,10 +356,12 @@ export function decodeAuthorization(bytes: Uint8Array): Authorization {
     rules: g.rules.map((r, ri) => ({ matches: r.matches.map((m, mi) => decodeMatch(who, `groups[${gi}].rules[${ri}].matches[${mi}]`, m)) })),
   }))
   return {
-    name: a.name, namespace: a.namespace,
+    name: a.name,
+    namespace: a.namespace,
     scope: enumName<Scope>(who, 'scope', SCOPE_NUMBER, a.scope),
     action: enumName<Action>(who, 'action', ACTION_NUMBER, a.action),
-    groups, dryRun: a.dryRun,
+    groups,
+    dryRun: a.dryRun,
   }
 }
 

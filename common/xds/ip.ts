@@ -10,7 +10,10 @@ export function ipToBytes(text: string): Buffer | null {
   let v4: number[] = []
   const lastColon = text.lastIndexOf(':')
   if (text.slice(lastColon + 1).includes('.')) {
-    v4 = text.slice(lastColon + 1).split('.').map(Number)
+    v4 = text
+      .slice(lastColon + 1)
+      .split('.')
+      .map(Number)
     head = text.slice(0, lastColon + 1) + '0:0'
   }
   const [left, right] = head.includes('::') ? head.split('::') : [head, null]

@@ -53,8 +53,11 @@ export function compileObject(t: Teardown, name: string): string {
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const out = join(dir, `${name}.bpf.o`)
   const arch = execFileSync('gcc', ['-print-multiarch'], { encoding: 'utf8' }).trim() || 'x86_64-linux-gnu'
-  execFileSync('clang', ['-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', '-I', include, '-I', `/usr/include/${arch}`,
-    '-c', join(here, `${name}.bpf.c`), '-o', out], { stdio: ['ignore', 'inherit', 'inherit'] })
+  execFileSync(
+    'clang',
+    ['-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', '-I', include, '-I', `/usr/include/${arch}`, '-c', join(here, `${name}.bpf.c`), '-o', out],
+    { stdio: ['ignore', 'inherit', 'inherit'] },
+  )
   return out
 }
 
@@ -137,9 +140,7 @@ export function run(argv: readonly string[], options: { cgroup?: string; timeout
   // A clean environment: tap's process-info hooks (injected into children) cannot
   // write their files as an unprivileged user.
   const clean = ['env', '-i', `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`]
-  const [cmd, ...args] = options.cgroup
-    ? [...clean, 'sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', options.cgroup, ...argv]
-    : [...clean, ...argv]
+  const [cmd, ...args] = options.cgroup ? [...clean, 'sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', options.cgroup, ...argv] : [...clean, ...argv]
   return new Promise((resolve, reject) => {
     const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''

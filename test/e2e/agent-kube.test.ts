@@ -21,8 +21,18 @@ const cluster = await AgentCluster.start({
     { name: 'b', namespace: 'shop', node: 'n2', serviceAccount: 'web', labels: { app: 'web' } },
   ],
   policies: [
-    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { namespace: 'shop', name: 'web-l4' }, spec: { selector: { matchLabels: { app: 'web' } }, rules: [{ from: [{ source: { namespaces: ['shop'] } }] }] } },
-    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { namespace: 'shop', name: 'web-http' }, spec: { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['bad'] } }], to: [{ operation: { paths: ['/admin'] } }] }] } },
+    {
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { namespace: 'shop', name: 'web-l4' },
+      spec: { selector: { matchLabels: { app: 'web' } }, rules: [{ from: [{ source: { namespaces: ['shop'] } }] }] },
+    },
+    {
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { namespace: 'shop', name: 'web-http' },
+      spec: { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['bad'] } }], to: [{ operation: { paths: ['/admin'] } }] }] },
+    },
   ],
 })
 t.teardown(() => cluster.stop())
@@ -31,12 +41,23 @@ await startServer(cluster.tb, cluster.pod('b'), 8080)
 const b = cluster.pod('b')
 
 const captured = async (node: string): Promise<string[]> =>
-  (await cluster.status(node)).pods.filter((p) => p.state === 'captured').map((p) => `${p.namespace}/${p.name}`).sort()
-const annotation = (name: string): unknown => (fake.get('Pod', 'shop', name)?.['metadata'] as { annotations?: Record<string, string> } | undefined)?.annotations?.[REDIRECTION_ANNOTATION]
+  (await cluster.status(node)).pods
+    .filter((p) => p.state === 'captured')
+    .map((p) => `${p.namespace}/${p.name}`)
+    .sort()
+const annotation = (name: string): unknown =>
+  (fake.get('Pod', 'shop', name)?.['metadata'] as { annotations?: Record<string, string> } | undefined)?.annotations?.[REDIRECTION_ANNOTATION]
 const sum = (text: string, name: string, match: readonly string[]): number =>
-  text.split('\n').filter((l) => l.startsWith(name + '{') && match.every((m) => l.includes(m))).reduce((s, l) => s + Number(l.split(' ').pop()), 0)
+  text
+    .split('\n')
+    .filter((l) => l.startsWith(name + '{') && match.every((m) => l.includes(m)))
+    .reduce((s, l) => s + Number(l.split(' ').pop()), 0)
 const mtlsIntoB = async (from: string): Promise<number> =>
-  sum(await cluster.metrics(cluster.ztunnels.get('n2')!, 'metrics'), 'istio_tcp_connections_opened_total', ['reporter="destination"', 'connection_security_policy="mutual_tls"', `source_workload="${from}"`])
+  sum(await cluster.metrics(cluster.ztunnels.get('n2')!, 'metrics'), 'istio_tcp_connections_opened_total', [
+    'reporter="destination"',
+    'connection_security_policy="mutual_tls"',
+    `source_workload="${from}"`,
+  ])
 
 t.test('labelling the namespace enrolls its pods, annotates them in the API, and a -> b is mTLS', async (t) => {
   t.same(await captured('n1'), [])
@@ -57,7 +78,10 @@ t.test('dropped watches and 410 Gone are survived; the opt-out still applies', a
   await cluster.until('c released after the watches came back', async () => (await captured('n1')).join() === 'shop/a', 20_000)
   await cluster.until('annotation removed from c', () => annotation('c') === undefined)
   t.equal(annotation('a'), 'enabled')
-  await cluster.until('watch restarts counted', async () => sum(await cluster.metrics(cluster.agents.get('n1')!, 'status'), 'ambient_agent_watch_restarts_total', []) >= 14)
+  await cluster.until(
+    'watch restarts counted',
+    async () => sum(await cluster.metrics(cluster.agents.get('n1')!, 'status'), 'ambient_agent_watch_restarts_total', []) >= 14,
+  )
   t.pass('dropped and expired watches of every kind are counted in ambient_agent_watch_restarts_total')
 })
 
@@ -79,11 +103,18 @@ t.test('a slow API server delays, never loses, a change; deleting a pod removes 
 
 t.test('policies carry a ZtunnelAccepted condition in the cluster, naming what ztunnel cannot apply', async (t) => {
   const condition = (name: string): Record<string, unknown> | undefined =>
-    ((fake.get('AuthorizationPolicy', 'shop', name)?.['status'] as { conditions?: Record<string, unknown>[] } | undefined)?.conditions ?? []).find((c) => c['type'] === 'ZtunnelAccepted')
+    ((fake.get('AuthorizationPolicy', 'shop', name)?.['status'] as { conditions?: Record<string, unknown>[] } | undefined)?.conditions ?? []).find(
+      (c) => c['type'] === 'ZtunnelAccepted',
+    )
   await cluster.until('conditions written', () => condition('web-l4') !== undefined && condition('web-http') !== undefined)
   t.match(condition('web-l4'), { status: 'True', reason: 'Accepted' })
   t.match(condition('web-http'), { status: 'False', reason: 'UnsupportedValue', message: /spec\.rules\[0\]\.to\[0\]\.operation\.paths/ })
-  cluster.put('AuthorizationPolicy', { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { namespace: 'shop', name: 'broken' }, spec: { action: 'SOMETIMES' } } as never)
+  cluster.put('AuthorizationPolicy', {
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { namespace: 'shop', name: 'broken' },
+    spec: { action: 'SOMETIMES' },
+  } as never)
   await cluster.until('the malformed policy is marked Invalid', () => condition('broken')?.['reason'] === 'Invalid')
   t.match(condition('broken'), { status: 'False', message: /spec\.action/ })
   t.match(condition('web-l4'), { status: 'True' }, 'the others are untouched')

@@ -24,12 +24,23 @@ for (const name of ['a', 'b', 'c', 'old']) await startServer(cluster.tb, cluster
 const b = cluster.pod('b')
 
 const captured = async (node: string): Promise<string[]> =>
-  (await cluster.status(node)).pods.filter((p) => p.state === 'captured').map((p) => `${p.namespace}/${p.name}`).sort()
+  (await cluster.status(node)).pods
+    .filter((p) => p.state === 'captured')
+    .map((p) => `${p.namespace}/${p.name}`)
+    .sort()
 const mapEntries = async (node: string, map: string): Promise<number> => (await cluster.status(node)).datapath!.maps.find((m) => m.name === map)!.entries
 const sum = (text: string, name: string, match: readonly string[]): number =>
-  text.split('\n').filter((l) => l.startsWith(name + '{') && match.every((m) => l.includes(m))).reduce((s, l) => s + Number(l.split(' ').pop()), 0)
+  text
+    .split('\n')
+    .filter((l) => l.startsWith(name + '{') && match.every((m) => l.includes(m)))
+    .reduce((s, l) => s + Number(l.split(' ').pop()), 0)
 const mtlsIntoB = async (from: string): Promise<number> =>
-  sum(await cluster.metrics(cluster.ztunnels.get('n2')!, 'metrics'), 'istio_tcp_connections_opened_total', ['reporter="destination"', 'connection_security_policy="mutual_tls"', `source_workload="${from}"`, 'destination_workload="b"'])
+  sum(await cluster.metrics(cluster.ztunnels.get('n2')!, 'metrics'), 'istio_tcp_connections_opened_total', [
+    'reporter="destination"',
+    'connection_security_policy="mutual_tls"',
+    `source_workload="${from}"`,
+    'destination_workload="b"',
+  ])
 
 t.test('before the label: nothing is enrolled and a reaches b in plaintext', async (t) => {
   t.same(await captured('n1'), [])
@@ -50,7 +61,10 @@ t.test('labelling the namespace enrolls its pods on both nodes and a -> b become
   t.equal(await mapEntries('n1', 'ambient_pods'), 2)
   const r = await connectMany(cluster.tb, cluster.pod('a'), `${b.ip}:8080`, { count: 10, concurrency: 2 })
   t.equal(r.ok, 10, JSON.stringify(r.errors))
-  t.ok(r.connections.every((c) => c.serverSawRemoteIp === cluster.pod('a').ip), "b sees a's address")
+  t.ok(
+    r.connections.every((c) => c.serverSawRemoteIp === cluster.pod('a').ip),
+    "b sees a's address",
+  )
   await cluster.until('ztunnel on n2 counted 10 mTLS connections from a', async () => (await mtlsIntoB('a')) === 10)
   const legacy = await connectMany(cluster.tb, cluster.pod('old'), `${b.ip}:8080`, { count: 3, concurrency: 1 })
   t.equal(legacy.ok, 3, 'a legacy pod still reaches b (PERMISSIVE)')
@@ -68,8 +82,16 @@ t.test('the pod opt-out label un-enrolls one running pod; deleting a pod removes
 })
 
 t.test('a malformed object is reported by name and field; everything else keeps working', async (t) => {
-  cluster.put('Pod', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'broken', namespace: 'shop', uid: '00000000-0000-4000-8000-000000000001' }, spec: { nodeName: 'n1' }, status: { phase: 'Running', podIP: 'not-an-ip' } })
-  await cluster.until('rejection reported', async () => (await cluster.status('n1')).rejectedObjects.some((m) => m.includes('shop/broken') && m.includes('status.podIP')))
+  cluster.put('Pod', {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'broken', namespace: 'shop', uid: '00000000-0000-4000-8000-000000000001' },
+    spec: { nodeName: 'n1' },
+    status: { phase: 'Running', podIP: 'not-an-ip' },
+  })
+  await cluster.until('rejection reported', async () =>
+    (await cluster.status('n1')).rejectedObjects.some((m) => m.includes('shop/broken') && m.includes('status.podIP')),
+  )
   const before = await mtlsIntoB('a')
   const r = await connectMany(cluster.tb, cluster.pod('a'), `${b.ip}:8080`, { count: 5, concurrency: 1 })
   t.equal(r.ok, 5)
@@ -82,7 +104,9 @@ t.test('a malformed object is reported by name and field; everything else keeps 
 t.test('a selector policy added for running pods is enforced at once, and its removal too', async (t) => {
   const held = await holdConnection(cluster.tb, cluster.pod('a'), `${b.ip}:8080`)
   cluster.put('AuthorizationPolicy', {
-    apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { namespace: 'shop', name: 'web-deny-client' },
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { namespace: 'shop', name: 'web-deny-client' },
     spec: { action: 'DENY', selector: { matchLabels: { app: 'web' } }, rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/client'] } }] }] },
   } as never)
   const ended = await held.ended(15_000)
@@ -145,12 +169,20 @@ t.test('`ambient status` shows the table and the JSON', async (t) => {
   t.equal(table.code, 0, table.stderr)
   t.match(table.stdout, /node n1: agent ready/)
   t.match(table.stdout, /ztunnel: connected/)
-  t.match(table.stdout, new RegExp(`shop\\s+a\\s+${cluster.pod('a').ip.replaceAll('.', '\\.')}\\s+spiffe://cluster.local/ns/shop/sa/client\\s+/proc/\\d+/ns/net\\s+\\d+\\s+captured`))
+  t.match(
+    table.stdout,
+    new RegExp(
+      `shop\\s+a\\s+${cluster.pod('a').ip.replaceAll('.', '\\.')}\\s+spiffe://cluster.local/ns/shop/sa/client\\s+/proc/\\d+/ns/net\\s+\\d+\\s+captured`,
+    ),
+  )
   t.match(table.stdout, /ambient_pods\s+1\s+\d+/)
   const json = await cluster.tb.execHost(process.execPath, [`${process.cwd()}/bin/ambient.js`, 'status', '--agent', cluster.statusAddress('n1'), '--json'])
   t.equal(json.code, 0)
   const parsed = JSON.parse(json.stdout) as { pods: { name: string; state: string }[] }
-  t.same(parsed.pods.map((p) => [p.name, p.state]), [['a', 'captured']])
+  t.same(
+    parsed.pods.map((p) => [p.name, p.state]),
+    [['a', 'captured']],
+  )
   const down = await cluster.tb.execHost(process.execPath, [`${process.cwd()}/bin/ambient.js`, 'status', '--agent', '127.0.0.1:1'])
   t.equal(down.code, 1)
   t.match(down.stderr, /cannot reach the agent at 127\.0\.0\.1:1/)

@@ -51,7 +51,13 @@ export async function startProxy(datapath: Datapath, pod: { netnsPath: string; i
     deliveryMark,
     origins: {
       originalDestination: (p, source, redirectedTo) =>
-        datapath.originalDestination({ netnsCookie: p.netnsCookie, srcIp: source.ip, srcPort: source.port, dstIp: redirectedTo.ip, dstPort: redirectedTo.port }),
+        datapath.originalDestination({
+          netnsCookie: p.netnsCookie,
+          srcIp: source.ip,
+          srcPort: source.port,
+          dstIp: redirectedTo.ip,
+          dstPort: redirectedTo.port,
+        }),
     },
     listeners: datapath,
     log: silentLogger(),

@@ -48,8 +48,14 @@ t.test('outbound: 500 concurrent connections captured, original destination reco
   t.equal(result.ok, 500, `all 500 connections completed with their echo (errors: ${JSON.stringify(result.errors)})`)
   t.equal(result.failed, 0, 'none lost')
   t.equal(log.count('outbound', a.ip) - before, 500, 'each one went through the proxy')
-  t.ok(result.connections.every((conn) => conn.peer === `${c.ip}:8080`), 'getpeername shows the original destination')
-  t.ok(result.connections.every((conn) => conn.serverSawRemoteIp === a.ip), "the server sees the client pod's address")
+  t.ok(
+    result.connections.every((conn) => conn.peer === `${c.ip}:8080`),
+    'getpeername shows the original destination',
+  )
+  t.ok(
+    result.connections.every((conn) => conn.serverSawRemoteIp === a.ip),
+    "the server sees the client pod's address",
+  )
   await waitFor(() => {
     const occupancy = Object.fromEntries(datapath.occupancy().map((m) => [m.name, m.entries]))
     return occupancy.ambient_orig_by_cookie === 0 && occupancy.ambient_orig_by_tuple === 0
@@ -64,7 +70,10 @@ t.test('inbound: a connection from an unenrolled pod reaches the listener first;
   const result = await connectMany(tb, c, `${b.ip}:8080`, { count: 20, concurrency: 5 })
   t.equal(result.ok, 20)
   t.equal(log.count('inbound', b.ip) - before, 20, "every connection passed ztunnel's inbound listener")
-  t.ok(result.connections.every((conn) => conn.serverSawRemoteIp === c.ip), 'the app sees the client pod address, not the proxy')
+  t.ok(
+    result.connections.every((conn) => conn.serverSawRemoteIp === c.ip),
+    'the app sees the client pod address, not the proxy',
+  )
 })
 
 t.test('not redirected: an unenrolled pod, a process of an enrolled cgroup in another netns, the proxy itself', async (t) => {
@@ -136,7 +145,9 @@ t.test('adopting the datapath with another proxy mark or HBONE port is refused, 
   })
   // Another cgroup with the wrong mark: refused before anything is attached there.
   const linksBefore = readdirSync(join(adopted.dir, 'links')).sort()
-  t.throws(() => Datapath.load({ ...settings, proxyMark: settings.proxyMark + 1 }, tb.node('n2').podsCgroup), { code: 'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH' })
+  t.throws(() => Datapath.load({ ...settings, proxyMark: settings.proxyMark + 1 }, tb.node('n2').podsCgroup), {
+    code: 'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH',
+  })
   t.same(readdirSync(join(adopted.dir, 'links')).sort(), linksBefore, 'no link was added for the other cgroup')
   const otherPort = Datapath.open({ ...settings, hbonePort: settings.hbonePort + 1 })
   t.teardown(() => otherPort.close())
@@ -150,15 +161,36 @@ t.test('adopting the datapath with another proxy mark or HBONE port is refused, 
   loadOrCreateCacerts(join(dir, 'cacerts'))
   writeFileSync(join(dir, 'local.yaml'), 'workloads: []\n')
   const cli = join(import.meta.dirname, '..', '..', 'bin', 'ambient.js')
-  const ztunnel = await tb.execHost(process.execPath, [cli, 'ztunnel', '--node', 'n1', '--local-config', join(dir, 'local.yaml'), '--cacerts', join(dir, 'cacerts'),
-    '--pin-root', settings.pinRoot, '--proxy-mark', otherMark, '--metrics-addr', '127.0.0.1:0', '--readiness-addr', '127.0.0.1:0', '--admin-addr', '127.0.0.1:0'])
+  const ztunnel = await tb.execHost(process.execPath, [
+    cli,
+    'ztunnel',
+    '--node',
+    'n1',
+    '--local-config',
+    join(dir, 'local.yaml'),
+    '--cacerts',
+    join(dir, 'cacerts'),
+    '--pin-root',
+    settings.pinRoot,
+    '--proxy-mark',
+    otherMark,
+    '--metrics-addr',
+    '127.0.0.1:0',
+    '--readiness-addr',
+    '127.0.0.1:0',
+    '--admin-addr',
+    '127.0.0.1:0',
+  ])
   t.equal(ztunnel.code, 1, 'ztunnel with another --proxy-mark exits 1')
   t.match(ztunnel.stderr, new RegExp(`the proxy mark is ${mark} in the program of link .*, not ${otherMark}`), 'and says which value differs')
   t.ok(adopted.enrolledPods().length >= 1, 'the loaded datapath is untouched')
 })
 
 t.test('bad input gives clear errors and crashes nothing', async (t) => {
-  t.throws(() => Datapath.open({ ...settings, pinRoot: '/sys/fs/bpf/ambient-no-such-dir' }), { code: 'AMBIENT_ERR_DATAPATH_NOT_LOADED', message: /no datapath pinned at \/sys\/fs\/bpf\/ambient-no-such-dir\/v1/ })
+  t.throws(() => Datapath.open({ ...settings, pinRoot: '/sys/fs/bpf/ambient-no-such-dir' }), {
+    code: 'AMBIENT_ERR_DATAPATH_NOT_LOADED',
+    message: /no datapath pinned at \/sys\/fs\/bpf\/ambient-no-such-dir\/v1/,
+  })
   const pods = BpfMap.openPinned(join(datapath.dir, 'ambient_pods'))
   t.teardown(() => pods.close())
   t.throws(() => pods.update(Buffer.alloc(3), Buffer.alloc(8)), { code: 'EINVAL', message: /ambient_pods: key must be 8 bytes, got 3/ })
@@ -169,8 +201,19 @@ t.test('bad input gives clear errors and crashes nothing', async (t) => {
   // As nobody, from a view of the checkout nobody can read wherever it was cloned.
   const view = unprivilegedView(join(import.meta.dirname, '..', '..'))
   t.teardown(() => view.remove())
-  const [command, ...args] = view.command(['env', '-u', 'NODE_OPTIONS', process.execPath, join(view.root, 'bin', 'ambient.js'),
-    'datapath', 'load', '--pin-root', join(settings.pinRoot, 'unprivileged'), '--cgroup', tb.node('n1').podsCgroup])
+  const [command, ...args] = view.command([
+    'env',
+    '-u',
+    'NODE_OPTIONS',
+    process.execPath,
+    join(view.root, 'bin', 'ambient.js'),
+    'datapath',
+    'load',
+    '--pin-root',
+    join(settings.pinRoot, 'unprivileged'),
+    '--cgroup',
+    tb.node('n1').podsCgroup,
+  ])
   const unprivileged = await tb.execHost(command!, args)
   t.equal(unprivileged.code, 1, 'exits 1, no crash')
   t.match(unprivileged.stderr, /not permitted: run as root or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN/, 'says what to do')
@@ -178,6 +221,9 @@ t.test('bad input gives clear errors and crashes nothing', async (t) => {
     code: 'AMBIENT_ERR_DATAPATH_LOAD',
     message: /\/tmp\/ambient-not-bpffs is not on a bpf filesystem .*mount -t bpf bpf \/sys\/fs\/bpf/,
   })
-  t.throws(() => Datapath.load(settings, join(tb.node('n1').podsCgroup, 'no-such-cgroup')), { code: 'AMBIENT_ERR_DATAPATH_BAD_INPUT', message: /no cgroup at .*no-such-cgroup/ })
+  t.throws(() => Datapath.load(settings, join(tb.node('n1').podsCgroup, 'no-such-cgroup')), {
+    code: 'AMBIENT_ERR_DATAPATH_BAD_INPUT',
+    message: /no cgroup at .*no-such-cgroup/,
+  })
   t.ok(datapath.enrolledPods().length >= 1, 'the loaded datapath is untouched')
 })

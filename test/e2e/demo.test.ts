@@ -24,7 +24,9 @@ t.test('ambient demo --duration 12 exits 0, shows mTLS between nodes, removes ev
   t.match(out, /shop\/optout\s+node1\s+\S+\s+no\s/, 'the opted-out pod is not enrolled')
   const prefix = /grep (amb[0-9a-z]+x[0-9a-f]{4}-)/.exec(out)?.[1]
   t.ok(prefix, 'the demo printed its namespace prefix')
-  const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => prefix && l.startsWith(prefix))
+  const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => prefix && l.startsWith(prefix))
   t.same(left, [], 'no network namespace left')
   t.notOk(existsSync(`/sys/fs/bpf/${prefix?.slice(0, -1)}`), 'no pins left')
   t.notOk(existsSync(`/sys/fs/cgroup/unified/${prefix?.slice(0, -1)}`), 'no cgroups left')

@@ -11,7 +11,13 @@ import { connectMany, startServer, waitFor } from '../../testbed/pod-clients.js'
 const cluster = await MeshCluster.start({
   name: 'mesh',
   nodes: [
-    { name: 'n1', pods: [{ name: 'a', namespace: 'shop', serviceAccount: 'client', enrolled: true }, { name: 'legacy', namespace: 'legacy', serviceAccount: 'default', enrolled: false }] },
+    {
+      name: 'n1',
+      pods: [
+        { name: 'a', namespace: 'shop', serviceAccount: 'client', enrolled: true },
+        { name: 'legacy', namespace: 'legacy', serviceAccount: 'default', enrolled: false },
+      ],
+    },
     { name: 'n2', pods: [{ name: 'b', namespace: 'shop', serviceAccount: 'web', labels: { app: 'web' }, enrolled: true }] },
   ],
 })
@@ -30,8 +36,14 @@ t.test('pod to pod across nodes is mutual TLS on the wire, and b sees a', async 
     result = await connectMany(cluster.tb, a, `${b.ip}:8080`, { count: 20, concurrency: 5 })
   })
   t.equal(result!.ok, 20, `all connections echoed (errors ${JSON.stringify(result!.errors)})`)
-  t.ok(result!.connections.every((c) => c.serverSawRemoteIp === a.ip), "b sees a's own address")
-  t.ok(result!.connections.every((c) => c.peer === `${b.ip}:8080`), 'a sees b as its peer')
+  t.ok(
+    result!.connections.every((c) => c.serverSawRemoteIp === a.ip),
+    "b sees a's own address",
+  )
+  t.ok(
+    result!.connections.every((c) => c.peer === `${b.ip}:8080`),
+    'a sees b as its peer',
+  )
   t.ok(pcap.length > 1000, `traffic was captured between the nodes (${pcap.length} bytes)`)
   t.equal(pcap.indexOf('ping-'), -1, 'no plaintext payload between the nodes')
   t.equal(pcap.indexOf('"remote"'), -1, "no plaintext of the server's greeting either")
@@ -47,24 +59,53 @@ t.test('the same capture sees plaintext from a legacy pod (the check can fail)',
 })
 
 t.test('each ztunnel holds its own workload identity; metrics agree on bytes', async (t) => {
-  const dump = async (node: string) => (await fetch(`http://127.0.0.1:${cluster.ztunnels.get(node)!.admin.port}/config_dump`)).json() as Promise<{ certificates: { identity: string }[]; localPods: { identity: string }[] }>
+  const dump = async (node: string) =>
+    (await fetch(`http://127.0.0.1:${cluster.ztunnels.get(node)!.admin.port}/config_dump`)).json() as Promise<{
+      certificates: { identity: string }[]
+      localPods: { identity: string }[]
+    }>
   const n1 = await dump('n1')
   const n2 = await dump('n2')
-  t.same(n1.localPods.map((p) => p.identity), [cluster.identity('a')])
-  t.same(n2.localPods.map((p) => p.identity), [cluster.identity('b')])
-  t.ok(n1.certificates.some((c) => c.identity === cluster.identity('a')), "node 1 holds a's certificate")
-  t.ok(n2.certificates.some((c) => c.identity === cluster.identity('b')), "node 2 holds b's certificate")
+  t.same(
+    n1.localPods.map((p) => p.identity),
+    [cluster.identity('a')],
+  )
+  t.same(
+    n2.localPods.map((p) => p.identity),
+    [cluster.identity('b')],
+  )
+  t.ok(
+    n1.certificates.some((c) => c.identity === cluster.identity('a')),
+    "node 1 holds a's certificate",
+  )
+  t.ok(
+    n2.certificates.some((c) => c.identity === cluster.identity('b')),
+    "node 2 holds b's certificate",
+  )
   t.notOk(JSON.stringify([n1, n2]).includes('PRIVATE KEY'), 'no private key in /config_dump')
 
   const metrics = async (node: string) => (await fetch(`http://127.0.0.1:${cluster.ztunnels.get(node)!.metrics.port}/metrics`)).text()
   const sum = (text: string, name: string, match: string[]) =>
-    text.split('\n').filter((l) => l.startsWith(name + '{') && match.every((m) => l.includes(m))).reduce((s, l) => s + Number(l.split(' ').pop()), 0)
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(name + '{') && match.every((m) => l.includes(m)))
+      .reduce((s, l) => s + Number(l.split(' ').pop()), 0)
   const mtls = ['connection_security_policy="mutual_tls"', `source_principal="${cluster.identity('a')}"`, `destination_principal="${cluster.identity('b')}"`]
   await waitFor(async () => sum(await metrics('n2'), 'istio_tcp_connections_closed_total', mtls) >= 20, 'destination ztunnel counted the closed connections')
   const src = await metrics('n1')
   const dst = await metrics('n2')
   t.equal(sum(src, 'istio_tcp_connections_opened_total', ['reporter="source"', ...mtls]), 20, 'source ztunnel: 20 opened')
-  t.equal(sum(dst, 'istio_tcp_connections_opened_total', ['reporter="destination"', ...mtls, 'destination_workload="b"', 'destination_app="web"', 'source_workload="a"']), 20, 'destination ztunnel: 20 opened, labelled')
+  t.equal(
+    sum(dst, 'istio_tcp_connections_opened_total', [
+      'reporter="destination"',
+      ...mtls,
+      'destination_workload="b"',
+      'destination_app="web"',
+      'source_workload="a"',
+    ]),
+    20,
+    'destination ztunnel: 20 opened, labelled',
+  )
   const sentSrc = sum(src, 'istio_tcp_received_bytes_total', mtls)
   const sentDst = sum(dst, 'istio_tcp_received_bytes_total', mtls)
   t.ok(sentSrc > 0 && Math.abs(sentSrc - sentDst) <= sentSrc * 0.01, `bytes a→b agree within 1% (source ${sentSrc}, destination ${sentDst})`)

@@ -19,11 +19,14 @@ import { DEFAULT_PROXY_MARK } from '../../datapath/abi.js'
 const cluster = await MeshCluster.start({
   name: 'policy',
   nodes: [
-    { name: 'n1', pods: [
-      { name: 'a', namespace: 'shop', serviceAccount: 'client', enrolled: true },
-      { name: 'c', namespace: 'shop', serviceAccount: 'other', enrolled: true },
-      { name: 'legacy', namespace: 'legacy', serviceAccount: 'default', enrolled: false },
-    ] },
+    {
+      name: 'n1',
+      pods: [
+        { name: 'a', namespace: 'shop', serviceAccount: 'client', enrolled: true },
+        { name: 'c', namespace: 'shop', serviceAccount: 'other', enrolled: true },
+        { name: 'legacy', namespace: 'legacy', serviceAccount: 'default', enrolled: false },
+      ],
+    },
     { name: 'n2', pods: [{ name: 'b', namespace: 'shop', serviceAccount: 'web', labels: { app: 'web' }, enrolled: true }] },
   ],
 })
@@ -38,7 +41,12 @@ const allowClient = {
   metadata: { name: 'web-allow-client', namespace: 'shop' },
   spec: { selector: { matchLabels: { app: 'web' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/client'] } }] }] },
 }
-const peerAuth = (mode: string) => ({ apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { name: 'shop-mtls', namespace: 'shop' }, spec: { mtls: { mode } } })
+const peerAuth = (mode: string) => ({
+  apiVersion: 'security.istio.io/v1',
+  kind: 'PeerAuthentication',
+  metadata: { name: 'shop-mtls', namespace: 'shop' },
+  spec: { mtls: { mode } },
+})
 const denyClient = {
   apiVersion: 'security.istio.io/v1',
   kind: 'AuthorizationPolicy',
@@ -47,7 +55,10 @@ const denyClient = {
 }
 
 /** Applies policies to every ztunnel and waits until node 2's has loaded them (its policy generation moved on). */
-async function applyPolicies(objects: unknown[], expected: { authorizations: number; peerAuthentications: number; invalid?: number }): Promise<{ invalid: { policy: string; field: string }[] }> {
+async function applyPolicies(
+  objects: unknown[],
+  expected: { authorizations: number; peerAuthentications: number; invalid?: number },
+): Promise<{ invalid: { policy: string; field: string }[] }> {
   type Dump = { policies: { generation: number; authorizations: number; peerAuthentications: number; invalid: { policy: string; field: string }[] } }
   const dump = async (): Promise<Dump> => (await fetch(`http://127.0.0.1:${cluster.ztunnels.get('n2')!.admin.port}/config_dump`)).json() as Promise<Dump>
   const before = (await dump()).policies.generation
@@ -77,7 +88,12 @@ async function rawHboneFromC(): Promise<number> {
     },
   })
   try {
-    const stream = await pool.connect({ sourceIdentity: identity, destinationIdentity: cluster.identity('b'), nextHop: { ip: b.ip, port: 15008 }, authority: formatAuthority({ ip: b.ip, port: 8080 }) })
+    const stream = await pool.connect({
+      sourceIdentity: identity,
+      destinationIdentity: cluster.identity('b'),
+      nextHop: { ip: b.ip, port: 15008 },
+      authority: formatAuthority({ ip: b.ip, port: 8080 }),
+    })
     stream.destroy()
     return 200
   } catch (err) {
@@ -96,8 +112,16 @@ t.test('ALLOW for one service account: that pod gets in, another gets 401 (raw H
   t.same(Object.keys(refused.errors), ['ECONNRESET'], `the app sees a reset (${JSON.stringify(refused.errors)})`)
   t.equal(await rawHboneFromC(), 401, 'a raw HBONE client with the other identity gets 401')
   const metrics = await (await fetch(`http://127.0.0.1:${cluster.ztunnels.get('n2')!.metrics.port}/metrics`)).text()
-  t.match(metrics, new RegExp(`istio_tcp_connections_opened_total\\{[^}]*source_principal="${cluster.identity('c')}"[^}]*response_flags="DENY"[^}]*\\} [1-9]`), 'denials are counted with response_flags DENY')
-  t.match(cluster.ztunnels.get('n2')!.logs(), /"source":"spiffe:\/\/cluster.local\/ns\/shop\/sa\/other".*"rule":"no-allow-match".*"msg":"connection denied by policy"/, 'and logged')
+  t.match(
+    metrics,
+    new RegExp(`istio_tcp_connections_opened_total\\{[^}]*source_principal="${cluster.identity('c')}"[^}]*response_flags="DENY"[^}]*\\} [1-9]`),
+    'denials are counted with response_flags DENY',
+  )
+  t.match(
+    cluster.ztunnels.get('n2')!.logs(),
+    /"source":"spiffe:\/\/cluster.local\/ns\/shop\/sa\/other".*"rule":"no-allow-match".*"msg":"connection denied by policy"/,
+    'and logged',
+  )
 })
 
 t.test('STRICT refuses a legacy pod; PERMISSIVE lets it in', async (t) => {
@@ -127,14 +151,23 @@ t.test('a new DENY closes an open connection it now denies', async (t) => {
 })
 
 t.test('a malformed policy is reported by name and field; the others still apply', async (t) => {
-  const malformed = { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'broken', namespace: 'shop' }, spec: { action: 'ALLOW', rules: [{ to: [{ operation: { ports: ['not-a-port'] } }] }] } }
+  const malformed = {
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: 'broken', namespace: 'shop' },
+    spec: { action: 'ALLOW', rules: [{ to: [{ operation: { ports: ['not-a-port'] } }] }] },
+  }
   const update = await applyPolicies([malformed, allowClient], { authorizations: 1, peerAuthentications: 0, invalid: 1 })
   t.equal(update.invalid.length, 1)
   t.equal(update.invalid[0]!.policy, 'shop/broken', 'named')
   t.match(update.invalid[0]!.field, /ports/, `with its bad field (${update.invalid[0]!.field})`)
   t.match(cluster.ztunnels.get('n2')!.logs(), /"policy":"shop\/broken".*policy rejected/, 'logged by name')
   const metrics = await (await fetch(`http://127.0.0.1:${cluster.ztunnels.get('n2')!.metrics.port}/metrics`)).text()
-  t.match(metrics, /ambient_ztunnel_policy_problems\{policy="shop\/broken",kind="invalid",field="spec\.rules\[0\]\.to\[0\]\.operation\.ports\[0\]",code="AMBIENT_ERR_POLICY_BAD_VALUE"\} 1/, 'and counted in a metric')
+  t.match(
+    metrics,
+    /ambient_ztunnel_policy_problems\{policy="shop\/broken",kind="invalid",field="spec\.rules\[0\]\.to\[0\]\.operation\.ports\[0\]",code="AMBIENT_ERR_POLICY_BAD_VALUE"\} 1/,
+    'and counted in a metric',
+  )
   t.equal((await connectMany(cluster.tb, cluster.pod('a'), target, { count: 2, concurrency: 1 })).ok, 2, 'the valid ALLOW still lets shop/client in')
   t.equal((await connectMany(cluster.tb, cluster.pod('c'), target, { count: 2, concurrency: 1 })).ok, 0, 'and still refuses shop/other')
 })

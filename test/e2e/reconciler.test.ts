@@ -15,8 +15,20 @@ import { BPF_OBJECTS_DIR } from '../../common/paths.js'
 import { silentLogger } from '../../common/log.js'
 import { Testbed } from '../../testbed/testbed.js'
 
-const tb = await Testbed.create({ name: 'reconciler', nodes: [{ name: 'n1', pods: ['a', 'b', 'c'] }, { name: 'n2', pods: ['r'] }] })
-const settings = { pinRoot: `${tb.pinRoot}/n1`, objectsDir: BPF_OBJECTS_DIR, proxyMark: DEFAULT_PROXY_MARK, deliveryMark: DEFAULT_DELIVERY_MARK, hbonePort: DEFAULT_HBONE_PORT }
+const tb = await Testbed.create({
+  name: 'reconciler',
+  nodes: [
+    { name: 'n1', pods: ['a', 'b', 'c'] },
+    { name: 'n2', pods: ['r'] },
+  ],
+})
+const settings = {
+  pinRoot: `${tb.pinRoot}/n1`,
+  objectsDir: BPF_OBJECTS_DIR,
+  proxyMark: DEFAULT_PROXY_MARK,
+  deliveryMark: DEFAULT_DELIVERY_MARK,
+  hbonePort: DEFAULT_HBONE_PORT,
+}
 const datapath = Datapath.load(settings, tb.node('n1').podsCgroup)
 t.teardown(async () => {
   datapath.close()
@@ -46,8 +58,9 @@ class MemorySource implements AgentSource {
     this.annotations.push(`${namespace}/${name}=${annotations[REDIRECTION_ANNOTATION]}`)
     const pod = this.snap.pods.get(`${namespace}/${name}`)!
     const merged = { ...pod.annotations }
-    for (const [k, v] of Object.entries(annotations)) if (v === null) delete merged[k]
-    else merged[k] = v
+    for (const [k, v] of Object.entries(annotations))
+      if (v === null) delete merged[k]
+      else merged[k] = v
     this.snap = applyBatch(this.snap, [{ type: 'upsert', resource: { kind: 'Pod', value: { ...pod, annotations: merged } } }])
   }
 }
@@ -63,28 +76,71 @@ class RecordingSink implements ResourceSink {
 
 const podOf = (name: string, namespace: string, labels: Record<string, string> = {}): Pod => {
   const p = tb.pod(name)
-  return { uid: p.uid, namespace, name, nodeName: p.node, podIP: p.ip, podIPs: [p.ip], serviceAccount: name, labels, annotations: {}, hostNetwork: false, phase: 'Running', containerIDs: [] }
+  return {
+    uid: p.uid,
+    namespace,
+    name,
+    nodeName: p.node,
+    podIP: p.ip,
+    podIPs: [p.ip],
+    serviceAccount: name,
+    labels,
+    annotations: {},
+    hostNetwork: false,
+    phase: 'Running',
+    containerIDs: [],
+  }
 }
 const ns = (name: string, labels: Record<string, string> = {}): Change => ({ type: 'upsert', resource: { kind: 'Namespace', value: { name, labels } } })
 const upsertPod = (pod: Pod): Change => ({ type: 'upsert', resource: { kind: 'Pod', value: pod } })
 
 function reconciler(source: MemorySource, sink: ResourceSink): Reconciler {
   return new Reconciler({
-    node: 'n1', source, datapath, sink, cgroupRoot: tb.node('n1').cgroup, trustDomain: 'cluster.local', rootNamespace: 'istio-system', clusterDomain: 'cluster.local',
-    outboundPort: 15001, listenerWaitMs: 50, retryMs: 200, log: silentLogger(), metrics: new AgentMetrics({ defaultMetrics: false }),
+    node: 'n1',
+    source,
+    datapath,
+    sink,
+    cgroupRoot: tb.node('n1').cgroup,
+    trustDomain: 'cluster.local',
+    rootNamespace: 'istio-system',
+    clusterDomain: 'cluster.local',
+    outboundPort: 15001,
+    listenerWaitMs: 50,
+    retryMs: 200,
+    log: silentLogger(),
+    metrics: new AgentMetrics({ defaultMetrics: false }),
   })
 }
-const enrolledIps = (): string[] => datapath.enrolledPods().map((p) => p.ip).sort()
+const enrolledIps = (): string[] =>
+  datapath
+    .enrolledPods()
+    .map((p) => p.ip)
+    .sort()
 
 const source = new MemorySource()
-source.apply([ns('shop'), ns('other'), upsertPod(podOf('a', 'shop')), upsertPod(podOf('b', 'shop')), upsertPod(podOf('c', 'other')), upsertPod(podOf('r', 'shop'))])
+source.apply([
+  ns('shop'),
+  ns('other'),
+  upsertPod(podOf('a', 'shop')),
+  upsertPod(podOf('b', 'shop')),
+  upsertPod(podOf('c', 'other')),
+  upsertPod(podOf('r', 'shop')),
+])
 const sink = new RecordingSink()
 let agent = reconciler(source, sink)
 await agent.start()
 
 t.test('no label: nothing captured, every pod still sent to ztunnel without netns', async (t) => {
   t.same(enrolledIps(), [])
-  t.same(sink.last.map((w) => [w.name, w.tunnelProtocol, w.netnsPath ?? null]), [['c', 'NONE', null], ['a', 'NONE', null], ['b', 'NONE', null], ['r', 'NONE', null]])
+  t.same(
+    sink.last.map((w) => [w.name, w.tunnelProtocol, w.netnsPath ?? null]),
+    [
+      ['c', 'NONE', null],
+      ['a', 'NONE', null],
+      ['b', 'NONE', null],
+      ['r', 'NONE', null],
+    ],
+  )
 })
 
 t.test('labelling the namespace captures its pods on this node, found through their cgroups', async (t) => {

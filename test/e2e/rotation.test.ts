@@ -18,9 +18,13 @@ t.teardown(() => cluster.stop())
 await startServer(cluster.tb, cluster.pod('b'), 8080)
 const target = `${cluster.pod('b').ip}:8080`
 
-interface Dump { certificates: { identity: string; serialNumber: string; notAfter: string }[] }
+interface Dump {
+  certificates: { identity: string; serialNumber: string; notAfter: string }[]
+}
 const certificateOf = async (node: string, identity: string) =>
-  ((await (await fetch(`http://127.0.0.1:${cluster.ztunnels.get(node)!.admin.port}/config_dump`)).json()) as Dump).certificates.find((c) => c.identity === identity)
+  ((await (await fetch(`http://127.0.0.1:${cluster.ztunnels.get(node)!.admin.port}/config_dump`)).json()) as Dump).certificates.find(
+    (c) => c.identity === identity,
+  )
 
 /** b's certificate on n2 once its serial differs from `before`'s (10 s at most). */
 async function renewedAfter(before: { serialNumber: string } | undefined): Promise<{ serialNumber: string } | undefined> {
@@ -47,7 +51,11 @@ t.test('a long-lived connection survives renewals and the expiry of its first ce
   t.equal(fresh.ok, 5, `new connections work with renewed certificates (${JSON.stringify(fresh.errors)})`)
   const result = await held.stop()
   t.ok(result.sent > 20 && result.sent === result.echoed, `the old connection kept flowing (${result.echoed} lines echoed)`)
-  t.match(cluster.ztunnels.get('n2')!.logs(), /"identity":"spiffe:\/\/cluster.local\/ns\/shop\/sa\/web".*"reason":"renewed".*"msg":"workload certificate rotated"/, 'ztunnel logged the rotation')
+  t.match(
+    cluster.ztunnels.get('n2')!.logs(),
+    /"identity":"spiffe:\/\/cluster.local\/ns\/shop\/sa\/web".*"reason":"renewed".*"msg":"workload certificate rotated"/,
+    'ztunnel logged the rotation',
+  )
 })
 
 t.test('a trust bundle published with an extra root is picked up by each ztunnel; traffic goes on', async (t) => {

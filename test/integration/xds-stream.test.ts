@@ -10,7 +10,15 @@ import * as grpc from '@grpc/grpc-js'
 import type { Authorization } from '../../common/model/authorization.js'
 import type { MeshService, Workload } from '../../common/model/workload.js'
 import { silentLogger } from '../../common/log.js'
-import { DELTA_ADS_PATH, DELTA_ADS_SERVICE, decodeResponse, encodeRequest, type DeltaAdsImplementation, type DeltaDiscoveryRequest, type DeltaDiscoveryResponse } from '../../common/xds/ads.js'
+import {
+  DELTA_ADS_PATH,
+  DELTA_ADS_SERVICE,
+  decodeResponse,
+  encodeRequest,
+  type DeltaAdsImplementation,
+  type DeltaDiscoveryRequest,
+  type DeltaDiscoveryResponse,
+} from '../../common/xds/ads.js'
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, LOCAL_WORKLOAD_TYPE_URL, TYPE_URLS, encodeWorkloadAddress } from '../../common/xds/codec.js'
 import { XdsClient, type XdsState } from '../../ztunnel/state/xds-client.js'
 import { XdsServer, type XdsResources } from '../../agent/xds/server.js'
@@ -18,10 +26,26 @@ import { XdsServer, type XdsResources } from '../../agent/xds/server.js'
 const log = silentLogger()
 
 const workload = (name: string, ip: string, extra: Partial<Workload> = {}): Workload => ({
-  uid: `Kubernetes//Pod/shop/${name}`, name, namespace: 'shop', ips: [ip], network: '', tunnelProtocol: 'HBONE', trustDomain: 'cluster.local',
-  serviceAccount: name, node: 'node-a', canonicalName: name, canonicalRevision: 'latest', workloadType: 'POD', workloadName: name,
-  services: { 'shop/web.shop.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] }, authorizationPolicies: [], status: 'HEALTHY',
-  clusterId: 'Kubernetes', labels: {}, netnsPath: `/var/run/netns/${name}`, ...extra,
+  uid: `Kubernetes//Pod/shop/${name}`,
+  name,
+  namespace: 'shop',
+  ips: [ip],
+  network: '',
+  tunnelProtocol: 'HBONE',
+  trustDomain: 'cluster.local',
+  serviceAccount: name,
+  node: 'node-a',
+  canonicalName: name,
+  canonicalRevision: 'latest',
+  workloadType: 'POD',
+  workloadName: name,
+  services: { 'shop/web.shop.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] },
+  authorizationPolicies: [],
+  status: 'HEALTHY',
+  clusterId: 'Kubernetes',
+  labels: {},
+  netnsPath: `/var/run/netns/${name}`,
+  ...extra,
 })
 /** A workload on another node: no netnsPath at all. */
 function remote(): Workload {
@@ -29,9 +53,21 @@ function remote(): Workload {
   return w
 }
 const service = (name: string, vip: string): MeshService => ({
-  name, namespace: 'shop', hostname: `${name}.shop.svc.cluster.local`, addresses: [{ network: '', address: vip }], ports: [{ servicePort: 80, targetPort: 8080 }], subjectAltNames: [],
+  name,
+  namespace: 'shop',
+  hostname: `${name}.shop.svc.cluster.local`,
+  addresses: [{ network: '', address: vip }],
+  ports: [{ servicePort: 80, targetPort: 8080 }],
+  subjectAltNames: [],
 })
-const authz = (name: string, action: Authorization['action'] = 'ALLOW'): Authorization => ({ name, namespace: 'shop', scope: 'NAMESPACE', action, groups: [{ rules: [] }], dryRun: false })
+const authz = (name: string, action: Authorization['action'] = 'ALLOW'): Authorization => ({
+  name,
+  namespace: 'shop',
+  scope: 'NAMESPACE',
+  action,
+  groups: [{ rules: [] }],
+  dryRun: false,
+})
 
 const W1 = 'Kubernetes//Pod/shop/w1'
 const W2 = 'Kubernetes//Pod/shop/w2'
@@ -91,7 +127,11 @@ function startClient(t: Test, socketPath: string, id = 'ztunnel-a') {
 /** A bare ztunnel stand-in on grpc-js that records responses and ACKs when told to. */
 function rawClient(t: Test, socketPath: string, opts: { autoAck: boolean; initial?: Partial<Record<string, Record<string, string>>> }) {
   const client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure())
-  const call = client.makeBidiStreamRequest<Partial<DeltaDiscoveryRequest> & { typeUrl: string }, DeltaDiscoveryResponse>(DELTA_ADS_PATH, encodeRequest, decodeResponse)
+  const call = client.makeBidiStreamRequest<Partial<DeltaDiscoveryRequest> & { typeUrl: string }, DeltaDiscoveryResponse>(
+    DELTA_ADS_PATH,
+    encodeRequest,
+    decodeResponse,
+  )
   const responses: DeltaDiscoveryResponse[] = []
   call.on('data', (r: DeltaDiscoveryResponse) => {
     responses.push(r)
@@ -137,14 +177,22 @@ t.test('a snapshot, then deltas: upserts and removals reach the client', async (
   const raw = rawClient(t, socketPath, { autoAck: true })
   await client.ready()
   t.strictSame(last(), expected(S1), 'a client that connects after the update gets everything')
-  t.strictSame(last().workloads.map((w) => w.netnsPath), [undefined, '/var/run/netns/w1', '/var/run/netns/w2'], 'netns merged from LocalWorkload')
+  t.strictSame(
+    last().workloads.map((w) => w.netnsPath),
+    [undefined, '/var/run/netns/w1', '/var/run/netns/w2'],
+    'netns merged from LocalWorkload',
+  )
   await waitFor(t, 'raw snapshot', () => raw.responses.length === 3)
   t.strictSame(raw.summary(raw.of(ADDRESS_TYPE_URL)[0]!), { names: ['Kubernetes//Pod/shop/remote', W1, W2, 'shop/web.shop.svc.cluster.local'], removed: [] })
   t.strictSame(raw.summary(raw.of(LOCAL_WORKLOAD_TYPE_URL)[0]!), { names: [W1, W2], removed: [] })
 
   const updates = client.status().updates
   server.update(S2)
-  await waitFor(t, 'the delta', () => last().workloads.length === 3 && last().authorizations.length === 1 && last().workloads.some((w) => w.uid === W3 && w.netnsPath !== undefined))
+  await waitFor(
+    t,
+    'the delta',
+    () => last().workloads.length === 3 && last().authorizations.length === 1 && last().workloads.some((w) => w.uid === W3 && w.netnsPath !== undefined),
+  )
   t.strictSame(last(), expected(S2))
   await waitFor(t, 'raw deltas', () => raw.responses.length === 6)
   t.strictSame(raw.summary(raw.of(ADDRESS_TYPE_URL)[1]!), { names: [W1, W3], removed: [W2] }, 'only what changed')
@@ -260,11 +308,14 @@ t.test('a resource that does not decode is NACKed by name and the rest apply', a
           if (stream === 1 && ++answers === 3) call.end()
           return
         }
-        const resources = req.typeUrl !== ADDRESS_TYPE_URL ? [] : [
-          { name: W1, version: 'v1', resource: { typeUrl: ADDRESS_TYPE_URL, value: good } },
-          { name: 'garbage', version: 'v1', resource: { typeUrl: ADDRESS_TYPE_URL, value: Buffer.from([0x0a, 0xff, 0xff]) } },
-          { name: 'Kubernetes//Pod/shop/other', version: 'v1', resource: { typeUrl: ADDRESS_TYPE_URL, value: good } },
-        ]
+        const resources =
+          req.typeUrl !== ADDRESS_TYPE_URL
+            ? []
+            : [
+                { name: W1, version: 'v1', resource: { typeUrl: ADDRESS_TYPE_URL, value: good } },
+                { name: 'garbage', version: 'v1', resource: { typeUrl: ADDRESS_TYPE_URL, value: Buffer.from([0x0a, 0xff, 0xff]) } },
+                { name: 'Kubernetes//Pod/shop/other', version: 'v1', resource: { typeUrl: ADDRESS_TYPE_URL, value: good } },
+              ]
         if (stream === 1) call.write({ systemVersionInfo: '1', typeUrl: req.typeUrl, nonce: `n-${req.typeUrl}`, resources, removedResources: [] })
       })
       call.on('end', () => call.end())
@@ -273,25 +324,39 @@ t.test('a resource that does not decode is NACKed by name and the rest apply', a
   }
   const fake = new grpc.Server()
   fake.addService(DELTA_ADS_SERVICE, implementation)
-  await new Promise<void>((resolve, reject) => fake.bindAsync(`unix:${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())))
+  await new Promise<void>((resolve, reject) =>
+    fake.bindAsync(`unix:${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  )
   t.teardown(() => fake.forceShutdown())
 
   const { client, last } = startClient(t, socketPath)
   await client.ready()
-  t.strictSame(last().workloads.map((w) => w.uid), [W1], 'the good resource applied')
+  t.strictSame(
+    last().workloads.map((w) => w.uid),
+    [W1],
+    'the good resource applied',
+  )
   await waitFor(t, 'the acks and the nack', () => requests.filter((r) => r.responseNonce !== '').length >= 3)
   const nack = requests.find((r) => r.typeUrl === ADDRESS_TYPE_URL && r.responseNonce !== '')
   t.equal(nack?.errorDetail?.code, 3)
   t.match(nack?.errorDetail?.message, /^garbage: .*not a valid istio\.workload\.Address/)
   t.match(nack?.errorDetail?.message, /Kubernetes\/\/Pod\/shop\/other: its content names it "Kubernetes\/\/Pod\/shop\/w1"/)
   t.equal(client.status().nacks, 1)
-  t.strictSame(requests.filter((r) => r.typeUrl !== ADDRESS_TYPE_URL && r.responseNonce !== '').map((r) => r.errorDetail), [null, null], 'the other types ACKed')
+  t.strictSame(
+    requests.filter((r) => r.typeUrl !== ADDRESS_TYPE_URL && r.responseNonce !== '').map((r) => r.errorDetail),
+    [null, null],
+    'the other types ACKed',
+  )
 
   await waitFor(t, 'the resubscription', () => streams === 2 && requests.filter((r) => r.typeUrl === ADDRESS_TYPE_URL && r.responseNonce === '').length === 2)
   const resubscribe = requests.filter((r) => r.typeUrl === ADDRESS_TYPE_URL && r.responseNonce === '')[1]!
   t.strictSame(resubscribe.initialResourceVersions, { [W1]: 'v1' }, 'reports what it has, not what it rejected')
   t.strictSame(resubscribe.node, { id: 'ztunnel-a', cluster: '' })
-  t.strictSame(last().workloads.map((w) => w.uid), [W1], 'state kept across the reconnect')
+  t.strictSame(
+    last().workloads.map((w) => w.uid),
+    [W1],
+    'state kept across the reconnect',
+  )
 })
 
 t.test('start() replaces a stale socket, not a live one nor a file; stop() removes the socket', async (t) => {

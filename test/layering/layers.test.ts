@@ -7,8 +7,14 @@ const ROOT = join(import.meta.dirname, '..', '..')
 t.test('no process imports another, libraries import only libraries', async (t) => {
   const imports = relativeImports(ROOT)
   // The scanner sees the imports it must judge (it cannot pass by finding none).
-  t.ok(imports.some((i) => i.from === 'agent/main.ts' && i.to === 'common/log.js'), 'agent/main.ts -> common/log.js is seen')
-  t.ok(imports.some((i) => i.from === 'bin/ambient.js' && i.to === 'cli/main.ts'), 'dynamic import in bin/ambient.js is seen')
+  t.ok(
+    imports.some((i) => i.from === 'agent/main.ts' && i.to === 'common/log.js'),
+    'agent/main.ts -> common/log.js is seen',
+  )
+  t.ok(
+    imports.some((i) => i.from === 'bin/ambient.js' && i.to === 'cli/main.ts'),
+    'dynamic import in bin/ambient.js is seen',
+  )
   const bad = violations(imports).map((i) => `${i.from} imports ${i.specifier}`)
   t.same(bad, [], 'no forbidden import')
 })
@@ -23,9 +29,16 @@ t.test('a forbidden import is reported', async (t) => {
     "import '../common/log.js'",
   ].join('\n')
   const found = importsOf('/r', '/r/ca/sub/file.ts', source)
-  t.same(found.map((i) => i.to), ['ca/agent/model/workload.js', 'ca/ztunnel/state/y.js', 'ca/datapath/abi.js', 'ca/cli/main.js', 'ca/sub/local.js', 'ca/common/log.js'])
+  t.same(
+    found.map((i) => i.to),
+    ['ca/agent/model/workload.js', 'ca/ztunnel/state/y.js', 'ca/datapath/abi.js', 'ca/cli/main.js', 'ca/sub/local.js', 'ca/common/log.js'],
+  )
   const fromCa = importsOf('/r', '/r/ca/file.ts', source)
-  t.same(violations(fromCa).map((i) => i.to), ['agent/model/workload.js', 'ztunnel/state/y.js', 'datapath/abi.js', 'cli/main.js'], 'ca may import only common')
+  t.same(
+    violations(fromCa).map((i) => i.to),
+    ['agent/model/workload.js', 'ztunnel/state/y.js', 'datapath/abi.js', 'cli/main.js'],
+    'ca may import only common',
+  )
   t.same(violations(importsOf('/r', '/r/common/a.ts', "import { D } from '../datapath/abi.js'")).length, 1, 'common may not import datapath')
   t.same(violations(importsOf('/r', '/r/test/e2e/a.ts', "import { D } from '../../agent/main.js'")).length, 0, 'tests may import anything')
   t.same(violations(importsOf('/r', '/r/agent/a.ts', "import { D } from '../test/fakes/x.js'")).length, 1, 'processes may not import tests')

@@ -100,8 +100,20 @@ export class Inbound {
     return async (conn: CapturedConnection) => {
       const w = current()
       const source = this.options.store.findByIp(conn.source.ip)
-      const labels = tcpLabels({ reporter: 'destination', ...workloadLabels('source', source), ...workloadLabels('destination', w), source_principal: 'unknown', connection_security_policy: 'unknown' })
-      const attrs: InboundAttributes = { peerIdentity: null, sourceIp: conn.source.ip, destination: w, destinationIp: conn.destination.ip, destinationPort: conn.destination.port }
+      const labels = tcpLabels({
+        reporter: 'destination',
+        ...workloadLabels('source', source),
+        ...workloadLabels('destination', w),
+        source_principal: 'unknown',
+        connection_security_policy: 'unknown',
+      })
+      const attrs: InboundAttributes = {
+        peerIdentity: null,
+        sourceIp: conn.source.ip,
+        destination: w,
+        destinationIp: conn.destination.ip,
+        destinationPort: conn.destination.port,
+      }
       if (!this.authorize(attrs, 'plaintext').allowed) {
         const denied = tcpLabels({ ...labels, response_flags: 'DENY' })
         this.options.metrics.connectionOpened(denied, 'inbound')
@@ -136,9 +148,13 @@ export class Inbound {
     const decision = this.options.policies.evaluate(attrs)
     const policy = decision.policy ? `${decision.policy.namespace}/${decision.policy.name}` : null
     const source = attrs.peerIdentity ?? attrs.sourceIp
-    for (const dry of decision.dryRun) this.options.log.info({ policy: `${dry.policy.namespace}/${dry.policy.name}`, action: dry.action, source }, 'dry-run policy matched')
+    for (const dry of decision.dryRun)
+      this.options.log.info({ policy: `${dry.policy.namespace}/${dry.policy.name}`, action: dry.action, source }, 'dry-run policy matched')
     if (!decision.allowed) {
-      this.options.log.info({ via, source, destination: `${attrs.destinationIp}:${attrs.destinationPort}`, policy, rule: decision.rule, reason: decision.reason }, 'connection denied by policy')
+      this.options.log.info(
+        { via, source, destination: `${attrs.destinationIp}:${attrs.destinationPort}`, policy, rule: decision.rule, reason: decision.reason },
+        'connection denied by policy',
+      )
     }
     return decision
   }
@@ -152,6 +168,12 @@ export class Inbound {
   private labels(w: Workload, peerIdentity: string | null, security: string, sourceIp?: string): TcpLabels {
     const principal = peerIdentity ? { source_principal: peerIdentity } : {}
     const source = sourceIp ? this.options.store.findByIp(sourceIp) : undefined
-    return tcpLabels({ reporter: 'destination', ...workloadLabels('source', source), ...workloadLabels('destination', w), ...principal, connection_security_policy: security })
+    return tcpLabels({
+      reporter: 'destination',
+      ...workloadLabels('source', source),
+      ...workloadLabels('destination', w),
+      ...principal,
+      connection_security_policy: security,
+    })
   }
 }

@@ -63,8 +63,10 @@ t.test('a configure error closes the spare and names the value; close() releases
   sockets.take()
   await until(() => sockets.available === SPARE_SOCKETS, 'the refill')
   const before = socketFds()
-  await t.rejects(dialFromPod({ netnsPath: nsPath, ip: '127.0.0.1', sockets }, { ip: '127.0.0.1', port: 1 }, { mark: 1, bindToDevice: 'eth9' }),
-    { code: 'ENODEV', message: `no device eth9 in network namespace ${nsPath}` })
+  await t.rejects(dialFromPod({ netnsPath: nsPath, ip: '127.0.0.1', sockets }, { ip: '127.0.0.1', port: 1 }, { mark: 1, bindToDevice: 'eth9' }), {
+    code: 'ENODEV',
+    message: `no device eth9 in network namespace ${nsPath}`,
+  })
   t.equal(socketFds(), before - 1, 'the spare that failed to configure was closed')
   sockets.close()
   t.equal(socketFds(), before - SPARE_SOCKETS, 'close() closed the remaining spares')
@@ -87,7 +89,10 @@ t.test('a netns that is gone: the refill error is reported and dials fail with a
   const errors: string[] = []
   const sockets = new PodSockets(missing, (err) => errors.push(err.message))
   t.teardown(() => sockets.close())
-  await t.rejects(dialFromPod({ netnsPath: missing, ip: '127.0.0.1', sockets }, { ip: '127.0.0.1', port: 1 }, { mark: 1 }), { code: 'ENOENT', message: /no network namespace at / })
+  await t.rejects(dialFromPod({ netnsPath: missing, ip: '127.0.0.1', sockets }, { ip: '127.0.0.1', port: 1 }, { mark: 1 }), {
+    code: 'ENOENT',
+    message: /no network namespace at /,
+  })
   await until(() => errors.length > 0, 'the refill error')
   t.match(errors[0], /no network namespace at /)
 })

@@ -86,7 +86,14 @@ export class LocalPods {
 
   /** Local workloads and their open connections (readiness, admin). */
   status(): LocalPodStatus[] {
-    return [...this.pods.values()].map((p) => ({ uid: p.workload.uid, name: p.workload.name, namespace: p.workload.namespace, ip: p.workload.ips[0]!, identity: identityOf(p.workload), connections: p.proxy.connections }))
+    return [...this.pods.values()].map((p) => ({
+      uid: p.workload.uid,
+      name: p.workload.name,
+      namespace: p.workload.namespace,
+      ip: p.workload.ips[0]!,
+      identity: identityOf(p.workload),
+      connections: p.proxy.connections,
+    }))
   }
 
   /** Serialized: brings the running pods in line with the store's local workloads. */
@@ -124,7 +131,10 @@ export class LocalPods {
         await this.addPod(w)
       } catch (err) {
         failed += 1
-        this.options.log.error({ err: (err as Error).message, workload: `${w.namespace}/${w.name}` }, 'cannot start the in-pod listeners; the pod fails closed until this succeeds (retried)')
+        this.options.log.error(
+          { err: (err as Error).message, workload: `${w.namespace}/${w.name}` },
+          'cannot start the in-pod listeners; the pod fails closed until this succeeds (retried)',
+        )
       }
     })
     if (failed > 0 && this.retry === null) {
@@ -152,7 +162,13 @@ export class LocalPods {
       hbonePort,
       origins: {
         originalDestination: (p, source, redirectedTo) =>
-          this.options.datapath.originalDestination({ netnsCookie: p.netnsCookie, srcIp: source.ip, srcPort: source.port, dstIp: redirectedTo.ip, dstPort: redirectedTo.port }),
+          this.options.datapath.originalDestination({
+            netnsCookie: p.netnsCookie,
+            srcIp: source.ip,
+            srcPort: source.port,
+            dstIp: redirectedTo.ip,
+            dstPort: redirectedTo.port,
+          }),
       },
       listeners: this.options.datapath,
       log,

@@ -66,7 +66,9 @@ t.test('a delivery reuses source ports that TIME_WAIT holds; a 4-tuple it cannot
     await once(s, 'close')
   }
   const timeWaitOn = (port: number): boolean =>
-    new RegExp(`${client.ip.replaceAll('.', '\\.')}(%lo)?:${port}\\s`).test(execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Htn', 'state', 'time-wait'], { encoding: 'utf8' }))
+    new RegExp(`${client.ip.replaceAll('.', '\\.')}(%lo)?:${port}\\s`).test(
+      execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Htn', 'state', 'time-wait'], { encoding: 'utf8' }),
+    )
 
   // With TCP timestamps (the default): the same port again, to the same and to another destination.
   const port = 40404
@@ -90,5 +92,9 @@ t.test('a delivery reuses source ports that TIME_WAIT holds; a 4-tuple it cannot
   const moved = await dialDelivery(pod, endpoint(a), client, 0x53a, () => ports.shift()!)
   t.equal(moved.localPort, plain + 1, 'the 4-tuple in TIME_WAIT (EADDRNOTAVAIL at connect) moved on to another port')
   moved.destroy()
-  await t.rejects(dialDelivery(pod, endpoint(a), client, 0x53a, () => plain), { code: 'EADDRNOTAVAIL' }, 'a port that never frees up fails with the reason')
+  await t.rejects(
+    dialDelivery(pod, endpoint(a), client, 0x53a, () => plain),
+    { code: 'EADDRNOTAVAIL' },
+    'a port that never frees up fails with the reason',
+  )
 })

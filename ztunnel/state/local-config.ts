@@ -33,7 +33,8 @@ function str(entry: Record<string, unknown>, field: string, where: string, fallb
 function labels(entry: Record<string, unknown>, where: string): Record<string, string> {
   const value = entry.labels ?? {}
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new LocalConfigError(`${where}: labels must be a map`)
-  for (const [k, v] of Object.entries(value)) if (typeof v !== 'string') throw new LocalConfigError(`${where}: label ${k} must be a string, got ${JSON.stringify(v)}`)
+  for (const [k, v] of Object.entries(value))
+    if (typeof v !== 'string') throw new LocalConfigError(`${where}: label ${k} must be a string, got ${JSON.stringify(v)}`)
   return value as Record<string, string>
 }
 
@@ -51,7 +52,7 @@ export function parseLocalConfig(text: string, source: string, defaults: { reado
   const errors: string[] = []
   const rawPolicies = (doc as { policies?: unknown }).policies ?? []
   if (!Array.isArray(rawPolicies)) throw new LocalConfigError(`${source}: 'policies' must be a list of AuthorizationPolicy and PeerAuthentication manifests`)
-  ;((doc as { workloads: unknown[] }).workloads).forEach((raw, i) => {
+  ;(doc as { workloads: unknown[] }).workloads.forEach((raw, i) => {
     const where = `${source}: workloads[${i}]`
     try {
       if (raw === null || typeof raw !== 'object') throw new LocalConfigError(`${where}: must be a map`)
@@ -59,7 +60,8 @@ export function parseLocalConfig(text: string, source: string, defaults: { reado
       const name = str(e, 'name', where)
       const namespace = str(e, 'namespace', where)
       const ips = e.workloadIps
-      if (!Array.isArray(ips) || ips.some((ip) => typeof ip !== 'string')) throw new LocalConfigError(`${where} (${namespace}/${name}): workloadIps must be a list of strings`)
+      if (!Array.isArray(ips) || ips.some((ip) => typeof ip !== 'string'))
+        throw new LocalConfigError(`${where} (${namespace}/${name}): workloadIps must be a list of strings`)
       const protocol = str(e, 'protocol', where, 'HBONE').toUpperCase()
       const podLabels = labels(e, where)
       workloads.push({
@@ -72,8 +74,18 @@ export function parseLocalConfig(text: string, source: string, defaults: { reado
         tunnelProtocol: protocol === 'TCP' ? 'NONE' : (protocol as 'HBONE' | 'NONE'),
         node: str(e, 'node', where, ''),
         network: '',
-        canonicalName: str(e, 'canonicalName', where, podLabels['service.istio.io/canonical-name'] ?? podLabels['app.kubernetes.io/name'] ?? podLabels['app'] ?? name),
-        canonicalRevision: str(e, 'canonicalRevision', where, podLabels['service.istio.io/canonical-revision'] ?? podLabels['app.kubernetes.io/version'] ?? podLabels['version'] ?? 'latest'),
+        canonicalName: str(
+          e,
+          'canonicalName',
+          where,
+          podLabels['service.istio.io/canonical-name'] ?? podLabels['app.kubernetes.io/name'] ?? podLabels['app'] ?? name,
+        ),
+        canonicalRevision: str(
+          e,
+          'canonicalRevision',
+          where,
+          podLabels['service.istio.io/canonical-revision'] ?? podLabels['app.kubernetes.io/version'] ?? podLabels['version'] ?? 'latest',
+        ),
         workloadType: 'POD',
         workloadName: str(e, 'workloadName', where, name),
         services: {},

@@ -9,7 +9,13 @@ t.test('without a server the client retries with backoff, and stop() ends the wa
   const dir = await mkdtemp(join(tmpdir(), 'ambient-xds-client-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const updates: unknown[] = []
-  const client = new XdsClient({ address: join(dir, 'none.sock'), node: { id: 'z' }, log: silentLogger(), onUpdate: (s) => updates.push(s), backoffMs: { initial: 10, max: 40 } })
+  const client = new XdsClient({
+    address: join(dir, 'none.sock'),
+    node: { id: 'z' },
+    log: silentLogger(),
+    onUpdate: (s) => updates.push(s),
+    backoffMs: { initial: 10, max: 40 },
+  })
   client.start()
   t.throws(() => client.start(), { code: 'AMBIENT_ERR_XDS_CLIENT_STATE' })
   const ready = client.ready()

@@ -11,12 +11,27 @@ import type { Authorization } from '../../common/model/authorization.js'
 import type { MeshService, Workload } from '../../common/model/workload.js'
 import type { Logger } from '../../common/log.js'
 import {
-  DELTA_ADS_PATH, RPC_INVALID_ARGUMENT, decodeResponse, encodeRequest,
-  type DeltaDiscoveryRequest, type DeltaDiscoveryResponse, type XdsNode,
+  DELTA_ADS_PATH,
+  RPC_INVALID_ARGUMENT,
+  decodeResponse,
+  encodeRequest,
+  type DeltaDiscoveryRequest,
+  type DeltaDiscoveryResponse,
+  type XdsNode,
 } from '../../common/xds/ads.js'
 import {
-  ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, LOCAL_WORKLOAD_TYPE_URL, TYPE_URLS, type DecodedAddress, type LocalWorkload, type TypeUrl,
-  authorizationResourceName, decodeAddress, decodeAuthorization, decodeLocalWorkload, serviceResourceName,
+  ADDRESS_TYPE_URL,
+  AUTHORIZATION_TYPE_URL,
+  LOCAL_WORKLOAD_TYPE_URL,
+  TYPE_URLS,
+  type DecodedAddress,
+  type LocalWorkload,
+  type TypeUrl,
+  authorizationResourceName,
+  decodeAddress,
+  decodeAuthorization,
+  decodeLocalWorkload,
+  serviceResourceName,
 } from '../../common/xds/codec.js'
 
 export interface XdsState {
@@ -105,7 +120,8 @@ export class XdsClient {
     this.disconnect()
     const waiters = this.readyWaiters
     this.readyWaiters = []
-    for (const w of waiters) w.reject(new XdsClientError('AMBIENT_ERR_XDS_CLIENT_STOPPED', `xds client for ${this.address} stopped before its first complete state`))
+    for (const w of waiters)
+      w.reject(new XdsClientError('AMBIENT_ERR_XDS_CLIENT_STOPPED', `xds client for ${this.address} stopped before its first complete state`))
   }
 
   /** Resolves once a response for every type has arrived (the first complete state). */
@@ -198,7 +214,12 @@ export class XdsClient {
     const type = TYPE_URLS.find((t) => t === res.typeUrl)
     if (!type) {
       this.log.warn({ type: res.typeUrl }, 'xds response of an unknown type rejected')
-      call.write({ node: this.node, typeUrl: res.typeUrl, responseNonce: res.nonce, errorDetail: { code: RPC_INVALID_ARGUMENT, message: `unknown type ${res.typeUrl}` } })
+      call.write({
+        node: this.node,
+        typeUrl: res.typeUrl,
+        responseNonce: res.nonce,
+        errorDetail: { code: RPC_INVALID_ARGUMENT, message: `unknown type ${res.typeUrl}` },
+      })
       return
     }
     const errors = this.apply(this.tables[type] as Table<unknown>, type, res)

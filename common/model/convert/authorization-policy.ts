@@ -81,9 +81,20 @@ export type AuthorizationConversion =
 const SPEC_KEYS = ['selector', 'targetRef', 'targetRefs', 'action', 'provider', 'rules']
 const RULE_KEYS = ['from', 'to', 'when']
 const SOURCE_KEYS = [
-  'principals', 'notPrincipals', 'requestPrincipals', 'notRequestPrincipals', 'namespaces', 'notNamespaces',
-  'ipBlocks', 'notIpBlocks', 'remoteIpBlocks', 'notRemoteIpBlocks', 'serviceAccounts', 'notServiceAccounts',
-  'trustDomains', 'notTrustDomains',
+  'principals',
+  'notPrincipals',
+  'requestPrincipals',
+  'notRequestPrincipals',
+  'namespaces',
+  'notNamespaces',
+  'ipBlocks',
+  'notIpBlocks',
+  'remoteIpBlocks',
+  'notRemoteIpBlocks',
+  'serviceAccounts',
+  'notServiceAccounts',
+  'trustDomains',
+  'notTrustDomains',
 ]
 const SOURCE_L7 = ['requestPrincipals', 'notRequestPrincipals', 'remoteIpBlocks', 'notRemoteIpBlocks']
 const SOURCE_IGNORED = ['trustDomains', 'notTrustDomains']
@@ -92,7 +103,15 @@ const OPERATION_L7 = ['hosts', 'notHosts', 'methods', 'notMethods', 'paths', 'no
 /** Istio's l4WhenAttributes. */
 export const L4_WHEN_KEYS: readonly string[] = ['source.ip', 'source.namespace', 'source.principal', 'destination.ip', 'destination.port']
 /** Valid `when` keys (Istio's ValidateAttribute) that ztunnel cannot evaluate. */
-const L7_WHEN_EXACT = ['remote.ip', 'source.serviceAccount', 'source.trustDomain', 'request.auth.principal', 'request.auth.audiences', 'request.auth.presenter', 'connection.sni']
+const L7_WHEN_EXACT = [
+  'remote.ip',
+  'source.serviceAccount',
+  'source.trustDomain',
+  'request.auth.principal',
+  'request.auth.audiences',
+  'request.auth.presenter',
+  'connection.sni',
+]
 const L7_WHEN_MAP_PREFIXES = ['request.headers', 'request.auth.claims', 'experimental.envoy.filters.']
 
 /** Collects warnings for one object. */
@@ -141,13 +160,21 @@ function convertSpec(ref: PolicyRef, annotations: Readonly<Record<string, string
     return { kind: 'ignored', ref, reason: 'target-refs', warnings: warnings.list }
   }
   if (action === 'CUSTOM' || action === 'AUDIT') {
-    warnings.add('AMBIENT_WARN_POLICY_UNSUPPORTED_ACTION', 'spec.action', `ztunnel does not support the ${action} action at L4; the policy is not enforced (use a waypoint)`)
+    warnings.add(
+      'AMBIENT_WARN_POLICY_UNSUPPORTED_ACTION',
+      'spec.action',
+      `ztunnel does not support the ${action} action at L4; the policy is not enforced (use a waypoint)`,
+    )
     return { kind: 'ignored', ref, reason: 'unsupported-action', warnings: warnings.list }
   }
   const l4Action = action as 'ALLOW' | 'DENY'
   const scope: Scope = selector !== null ? 'WORKLOAD_SELECTOR' : ref.namespace === rootNamespace ? 'GLOBAL' : 'NAMESPACE'
   if (selector !== null && Object.keys(selector).length === 0) {
-    warnings.add('AMBIENT_WARN_POLICY_EMPTY_SELECTOR', 'spec.selector.matchLabels', 'empty workload selector selects no workload in ambient; remove spec.selector to apply to the whole namespace')
+    warnings.add(
+      'AMBIENT_WARN_POLICY_EMPTY_SELECTOR',
+      'spec.selector.matchLabels',
+      'empty workload selector selects no workload in ambient; remove spec.selector to apply to the whole namespace',
+    )
   }
   const groups: Group[] = []
   ruleList.forEach((rule, i) => {
@@ -156,7 +183,11 @@ function convertSpec(ref: PolicyRef, annotations: Readonly<Record<string, string
   })
   const authorization: Authorization = { name: ref.name, namespace: ref.namespace, scope, action: l4Action, groups, dryRun }
   if (l4Action === 'DENY' && warnings.list.some((w) => w.code === 'AMBIENT_WARN_POLICY_L7_ATTRIBUTE') && !hasEffectiveGroup(groups)) {
-    warnings.add('AMBIENT_WARN_POLICY_L7_ATTRIBUTE', 'spec.rules', 'after dropping HTTP attributes this DENY policy has no rule ztunnel can enforce and has no effect; use a waypoint with targetRefs')
+    warnings.add(
+      'AMBIENT_WARN_POLICY_L7_ATTRIBUTE',
+      'spec.rules',
+      'after dropping HTTP attributes this DENY policy has no rule ztunnel can enforce and has no effect; use a waypoint with targetRefs',
+    )
   }
   return { kind: 'converted', policy: { authorization, selector, source: ref }, warnings: warnings.list }
 }
@@ -166,7 +197,11 @@ function readDryRun(annotations: Readonly<Record<string, string>>, warnings: War
   if (value === undefined || value === '') return false
   const parsed = parseGoBool(value)
   if (parsed === undefined) {
-    warnings.add('AMBIENT_WARN_POLICY_DRY_RUN_VALUE', `metadata.annotations["${DRY_RUN_ANNOTATION}"]`, `${JSON.stringify(value)} is not a boolean; the policy is enforced (write "true" for dry-run)`)
+    warnings.add(
+      'AMBIENT_WARN_POLICY_DRY_RUN_VALUE',
+      `metadata.annotations["${DRY_RUN_ANNOTATION}"]`,
+      `${JSON.stringify(value)} is not a boolean; the policy is enforced (write "true" for dry-run)`,
+    )
     return false
   }
   return parsed
@@ -243,11 +278,17 @@ function convertFrom(ref: PolicyRef, value: unknown, field: string, l7Fields: st
   }
   noteL7(ref, src, SOURCE_L7, path, l7Fields)
   for (const k of SOURCE_IGNORED) {
-    if (list(k).length > 0) warnings.add('AMBIENT_WARN_POLICY_IGNORED_FIELD', `${path}.${k}`, 'ztunnel does not evaluate trust domains; this field is ignored at L4, as in Istio ambient')
+    if (list(k).length > 0)
+      warnings.add(
+        'AMBIENT_WARN_POLICY_IGNORED_FIELD',
+        `${path}.${k}`,
+        'ztunnel does not evaluate trust domains; this field is ignored at L4, as in Istio ambient',
+      )
   }
   for (const k of ['principals', 'notPrincipals']) {
     list(k).forEach((p, i) => {
-      if (p.startsWith('spiffe://')) warnings.add('AMBIENT_WARN_POLICY_SPIFFE_PREFIX', `${path}.${k}[${i}]`, `principal ${JSON.stringify(p)} never matches: write it without "spiffe://"`)
+      if (p.startsWith('spiffe://'))
+        warnings.add('AMBIENT_WARN_POLICY_SPIFFE_PREFIX', `${path}.${k}[${i}]`, `principal ${JSON.stringify(p)} never matches: write it without "spiffe://"`)
     })
   }
   return match({

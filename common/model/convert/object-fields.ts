@@ -107,7 +107,11 @@ export interface ObjectMeta {
  * source may know it better); a manifest without one is in `default`, as kubectl
  * would place it.
  */
-export function readMeta(kind: PolicyRef['kind'], object: unknown, namespace?: string): { readonly ref: PolicyRef; readonly meta: ObjectMeta; readonly root: Fields } {
+export function readMeta(
+  kind: PolicyRef['kind'],
+  object: unknown,
+  namespace?: string,
+): { readonly ref: PolicyRef; readonly meta: ObjectMeta; readonly root: Fields } {
   const root = isRecord(object) ? object : undefined
   const metadata = root !== undefined && isRecord(root['metadata']) ? root['metadata'] : {}
   const name = typeof metadata['name'] === 'string' ? metadata['name'] : '(unnamed)'

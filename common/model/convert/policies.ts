@@ -29,7 +29,13 @@ export interface ConvertedPolicies {
 
 export const kindOf = (o: unknown): string => (isRecord(o) && typeof o['kind'] === 'string' ? o['kind'] : '')
 
-const problem = (w: PolicyWarning): PolicyProblem => ({ kind: w.policy.kind, policy: `${w.policy.namespace}/${w.policy.name}`, field: w.field, code: w.code, message: w.message })
+const problem = (w: PolicyWarning): PolicyProblem => ({
+  kind: w.policy.kind,
+  policy: `${w.policy.namespace}/${w.policy.name}`,
+  field: w.field,
+  code: w.code,
+  message: w.message,
+})
 
 export function convertPolicies(objects: readonly unknown[], rootNamespace: string): ConvertedPolicies {
   const out: ConvertedPolicies = { authorizations: [], peerAuthentications: [], warnings: [], invalid: [], ignored: [] }
@@ -37,7 +43,8 @@ export function convertPolicies(objects: readonly unknown[], rootNamespace: stri
     const kind = kindOf(object)
     if (kind === 'AuthorizationPolicy') {
       const r = convertAuthorizationPolicy(object, { rootNamespace })
-      if (r.kind === 'invalid') out.invalid.push({ kind: r.ref.kind, policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
+      if (r.kind === 'invalid')
+        out.invalid.push({ kind: r.ref.kind, policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
       else if (r.kind === 'ignored') out.ignored.push(...r.warnings.map(problem))
       else {
         out.authorizations.push(r.policy)
@@ -45,7 +52,8 @@ export function convertPolicies(objects: readonly unknown[], rootNamespace: stri
       }
     } else if (kind === 'PeerAuthentication') {
       const r = convertPeerAuthentication(object)
-      if (r.kind === 'invalid') out.invalid.push({ kind: r.ref.kind, policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
+      if (r.kind === 'invalid')
+        out.invalid.push({ kind: r.ref.kind, policy: `${r.ref.namespace}/${r.ref.name}`, field: r.error.field, code: r.error.code, message: r.error.message })
       else {
         out.peerAuthentications.push(r.policy)
         out.warnings.push(...r.warnings.map(problem))
