@@ -7,7 +7,8 @@ import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
-export type FakeKind = 'Namespace' | 'Pod' | 'Service' | 'ServiceAccount' | 'EndpointSlice' | 'AuthorizationPolicy' | 'PeerAuthentication' | 'Lease'
+export type FakeKind =
+  'Namespace' | 'Pod' | 'Service' | 'ServiceAccount' | 'EndpointSlice' | 'AuthorizationPolicy' | 'PeerAuthentication' | 'Gateway' | 'HTTPRoute' | 'Lease'
 
 interface ResourceType {
   readonly kind: FakeKind
@@ -27,6 +28,8 @@ const TYPES: readonly ResourceType[] = [
   { kind: 'EndpointSlice', group: 'discovery.k8s.io', version: 'v1', plural: 'endpointslices', namespaced: true, custom: false },
   { kind: 'AuthorizationPolicy', group: 'security.istio.io', version: 'v1', plural: 'authorizationpolicies', namespaced: true, custom: true },
   { kind: 'PeerAuthentication', group: 'security.istio.io', version: 'v1', plural: 'peerauthentications', namespaced: true, custom: true },
+  { kind: 'Gateway', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'gateways', namespaced: true, custom: true },
+  { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes', namespaced: true, custom: true },
   { kind: 'Lease', group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true, custom: false },
 ]
 

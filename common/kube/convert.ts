@@ -2,7 +2,7 @@
 // into the model. Input is untrusted: every field is checked, and a bad one rejects
 // its object with an InvalidObjectError naming the object and the field.
 import { isIP } from 'node:net'
-import type { Change, PolicyKind, Resource, ResourceKind, ResourceRef } from '../model/snapshot.js'
+import type { Change, OpaqueKind, Resource, ResourceKind, ResourceRef } from '../model/snapshot.js'
 import {
   POD_PHASES,
   type Endpoint,
@@ -27,6 +27,8 @@ export const API_VERSIONS: Readonly<Record<ResourceKind, readonly string[]>> = {
   EndpointSlice: ['discovery.k8s.io/v1'],
   AuthorizationPolicy: ['security.istio.io/v1', 'security.istio.io/v1beta1'],
   PeerAuthentication: ['security.istio.io/v1', 'security.istio.io/v1beta1'],
+  Gateway: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'],
+  HTTPRoute: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'],
 }
 
 export function isResourceKind(kind: unknown): kind is ResourceKind {
@@ -218,7 +220,9 @@ function convertKnown(ref: ResourceRef, obj: Obj, r: Reader): Resource {
       }
     case 'AuthorizationPolicy':
     case 'PeerAuthentication':
-      return convertPolicy(ref.kind, ref, obj, r)
+    case 'Gateway':
+    case 'HTTPRoute':
+      return convertOpaque(ref.kind, ref, obj, r)
   }
 }
 
@@ -336,8 +340,8 @@ function convertEndpointSlice(ref: ResourceRef, obj: Obj, r: Reader): EndpointSl
   })
 }
 
-function convertPolicy(kind: PolicyKind, ref: ResourceRef, obj: Obj, r: Reader): Resource {
-  // Only the envelope is checked here; common/model/convert owns the policy semantics.
+function convertOpaque(kind: OpaqueKind, ref: ResourceRef, obj: Obj, r: Reader): Resource {
+  // Only the envelope is checked here; common/model/convert owns the semantics.
   r.object(obj.spec, 'spec')
   r.stringMap((obj.metadata as Obj).labels, 'metadata.labels')
   // API list items carry no kind/apiVersion; the policy converter may look at them.

@@ -3,7 +3,7 @@ import { silentLogger } from '../log.js'
 import { FakeKubeApiServer, type KubeObject } from '../../testbed/kube-api-server.js'
 import { diff, enrolledPods } from '../model/enrollment.js'
 import type { Snapshot } from '../model/snapshot.js'
-import { KubeSource, REDIRECTION_ANNOTATION } from './kube-source.js'
+import { KubeSource, REDIRECTION_ANNOTATION, resourceSpecs } from './kube-source.js'
 
 const NODE = 'node-1'
 
@@ -139,13 +139,16 @@ t.test('dropped watches restart with backoff and lose no event', async (t) => {
   const fake = await seededFake(t)
   const { source, until } = await startSource(t, fake)
   await source.ready()
-  await untilTrue(() => fake.activeWatches() === 7, 'all seven watches open')
+  // One watch per kind: the core kinds, Istio's security kinds, and the Gateway API kinds.
+  const kinds = resourceSpecs().length
+  t.equal(kinds, 9)
+  await untilTrue(() => fake.activeWatches() === kinds, 'all nine watches open')
   for (let round = 0; round < 3; round++) {
-    t.equal(fake.dropWatches(), 7, `round ${round}: seven watches dropped`)
+    t.equal(fake.dropWatches(), kinds, `round ${round}: nine watches dropped`)
     fake.create('Pod', pod(`p${round}`, { ip: `198.18.1.${30 + round}` }))
     fake.update('Namespace', ns('plain', { round: String(round) }))
     await until((s) => s.pods.has(`shop/p${round}`) && s.namespaces.get('plain')?.labels.round === String(round), `round ${round} events`)
-    await untilTrue(() => fake.activeWatches() === 7, 'watches reopened')
+    await untilTrue(() => fake.activeWatches() === kinds, 'watches reopened')
   }
   fake.dropWatches({ graceful: true })
   fake.create('Pod', pod('graceful', { ip: '198.18.1.40' }))

@@ -46,6 +46,8 @@ export function resourceSpecs(): readonly ResourceSpec[] {
     { kind: 'EndpointSlice', path: '/apis/discovery.k8s.io/v1/endpointslices' },
     { kind: 'AuthorizationPolicy', path: '/apis/security.istio.io/v1/authorizationpolicies', optional: true },
     { kind: 'PeerAuthentication', path: '/apis/security.istio.io/v1/peerauthentications', optional: true },
+    { kind: 'Gateway', path: '/apis/gateway.networking.k8s.io/v1/gateways', optional: true },
+    { kind: 'HTTPRoute', path: '/apis/gateway.networking.k8s.io/v1/httproutes', optional: true },
   ]
 }
 

@@ -82,6 +82,9 @@ export interface Authorization {
   readonly dryRun: boolean
 }
 
+/** The kinds of configuration object whose fields the converters check and name in problems. */
+export type ConfigKind = 'AuthorizationPolicy' | 'PeerAuthentication' | 'Gateway' | 'HTTPRoute'
+
 /** The Kubernetes object an Authorization came from. */
 export interface PolicySource {
   readonly kind: 'AuthorizationPolicy' | 'PeerAuthentication'
@@ -129,9 +132,12 @@ export function isEmptyMatch(m: Match): boolean {
   return (Object.keys(EMPTY_MATCH) as (keyof Match)[]).every((k) => m[k].length === 0)
 }
 
-/** Where in a policy a warning or error points: the object and a field path. */
+/**
+ * Where in a configuration object a warning or error points: the object (a
+ * security policy, or a Gateway API object the waypoint reads) and a field path.
+ */
 export interface PolicyRef {
-  readonly kind: 'AuthorizationPolicy' | 'PeerAuthentication'
+  readonly kind: ConfigKind
   readonly namespace: string
   readonly name: string
 }

@@ -3,7 +3,8 @@
 // convert their objects into Changes first, then apply them at once.
 import type { EndpointSlice, Namespace, Pod, Service, ServiceAccount } from './workload.js'
 
-export type ResourceKind = 'Namespace' | 'Pod' | 'Service' | 'EndpointSlice' | 'ServiceAccount' | 'AuthorizationPolicy' | 'PeerAuthentication'
+export type ResourceKind =
+  'Namespace' | 'Pod' | 'Service' | 'EndpointSlice' | 'ServiceAccount' | 'AuthorizationPolicy' | 'PeerAuthentication' | 'Gateway' | 'HTTPRoute'
 
 export const RESOURCE_KINDS: readonly ResourceKind[] = [
   'Namespace',
@@ -13,9 +14,18 @@ export const RESOURCE_KINDS: readonly ResourceKind[] = [
   'ServiceAccount',
   'AuthorizationPolicy',
   'PeerAuthentication',
+  'Gateway',
+  'HTTPRoute',
 ]
 
-/** Policies travel as the parsed objects; common/model/convert turns them into model form. */
+/**
+ * Kinds that travel as the parsed objects (their envelope checked by the sources):
+ * common/model/convert turns them into model form, naming each bad field, so one
+ * malformed object is reported and left out without rejecting the others.
+ */
+export type OpaqueKind = 'AuthorizationPolicy' | 'PeerAuthentication' | 'Gateway' | 'HTTPRoute'
+export const OPAQUE_KINDS: readonly OpaqueKind[] = ['AuthorizationPolicy', 'PeerAuthentication', 'Gateway', 'HTTPRoute']
+/** The security.istio.io kinds. */
 export type PolicyKind = 'AuthorizationPolicy' | 'PeerAuthentication'
 
 export type Resource =
@@ -24,7 +34,7 @@ export type Resource =
   | { readonly kind: 'Service'; readonly value: Service }
   | { readonly kind: 'EndpointSlice'; readonly value: EndpointSlice }
   | { readonly kind: 'ServiceAccount'; readonly value: ServiceAccount }
-  | { readonly kind: PolicyKind; readonly namespace: string; readonly name: string; readonly object: unknown }
+  | { readonly kind: OpaqueKind; readonly namespace: string; readonly name: string; readonly object: unknown }
 
 /** Names one object; namespace is '' for cluster-scoped kinds (Namespace). */
 export interface ResourceRef {
@@ -35,7 +45,7 @@ export interface ResourceRef {
 
 export type Change = { readonly type: 'upsert'; readonly resource: Resource } | { readonly type: 'delete'; readonly ref: ResourceRef }
 
-export interface OpaquePolicy {
+export interface OpaqueObject {
   readonly namespace: string
   readonly name: string
   readonly object: unknown
@@ -55,11 +65,20 @@ export interface Snapshot {
   readonly authorizationPolicies: readonly unknown[]
   /** The security.istio.io PeerAuthentication objects as parsed, ordered by namespace/name. */
   readonly peerAuthentications: readonly unknown[]
-  /** Same policies with their names, for lookups; keyed by `<namespace>/<name>`. */
-  readonly policies: {
-    readonly AuthorizationPolicy: ReadonlyMap<string, OpaquePolicy>
-    readonly PeerAuthentication: ReadonlyMap<string, OpaquePolicy>
-  }
+  /** The gateway.networking.k8s.io Gateway objects as parsed, ordered by namespace/name. */
+  readonly gateways: readonly unknown[]
+  /** The gateway.networking.k8s.io HTTPRoute objects as parsed, ordered by namespace/name. */
+  readonly httpRoutes: readonly unknown[]
+  /** Every opaque object with its name, for lookups; keyed by `<namespace>/<name>`. */
+  readonly opaque: Readonly<Record<OpaqueKind, ReadonlyMap<string, OpaqueObject>>>
+}
+
+/** The ordered list field of each opaque kind. */
+const OPAQUE_LIST: Readonly<Record<OpaqueKind, 'authorizationPolicies' | 'peerAuthentications' | 'gateways' | 'httpRoutes'>> = {
+  AuthorizationPolicy: 'authorizationPolicies',
+  PeerAuthentication: 'peerAuthentications',
+  Gateway: 'gateways',
+  HTTPRoute: 'httpRoutes',
 }
 
 export function objectKey(namespace: string, name: string): string {
@@ -72,6 +91,8 @@ export function refOf(resource: Resource): ResourceRef {
       return { kind: 'Namespace', namespace: '', name: resource.value.name }
     case 'AuthorizationPolicy':
     case 'PeerAuthentication':
+    case 'Gateway':
+    case 'HTTPRoute':
       return { kind: resource.kind, namespace: resource.namespace, name: resource.name }
     default:
       return { kind: resource.kind, namespace: resource.value.namespace, name: resource.value.name }
@@ -92,12 +113,14 @@ export function emptySnapshot(): Snapshot {
     serviceAccounts: new Map(),
     authorizationPolicies: [],
     peerAuthentications: [],
-    policies: { AuthorizationPolicy: new Map(), PeerAuthentication: new Map() },
+    gateways: [],
+    httpRoutes: [],
+    opaque: { AuthorizationPolicy: new Map(), PeerAuthentication: new Map(), Gateway: new Map(), HTTPRoute: new Map() },
   }
 }
 
 type MapField = 'namespaces' | 'pods' | 'services' | 'endpointSlices' | 'serviceAccounts'
-const MAP_FIELD: Readonly<Record<Exclude<ResourceKind, PolicyKind>, MapField>> = {
+const MAP_FIELD: Readonly<Record<Exclude<ResourceKind, OpaqueKind>, MapField>> = {
   Namespace: 'namespaces',
   Pod: 'pods',
   Service: 'services',
@@ -105,8 +128,8 @@ const MAP_FIELD: Readonly<Record<Exclude<ResourceKind, PolicyKind>, MapField>> =
   ServiceAccount: 'serviceAccounts',
 }
 
-function isPolicyKind(kind: ResourceKind): kind is PolicyKind {
-  return kind === 'AuthorizationPolicy' || kind === 'PeerAuthentication'
+export function isOpaqueKind(kind: string): kind is OpaqueKind {
+  return (OPAQUE_KINDS as readonly string[]).includes(kind)
 }
 
 /**
@@ -116,11 +139,12 @@ function isPolicyKind(kind: ResourceKind): kind is PolicyKind {
  */
 export function applyBatch(snapshot: Snapshot, changes: readonly Change[]): Snapshot {
   if (changes.length === 0) return snapshot
-  const copies = new Map<MapField | PolicyKind, Map<string, unknown>>()
-  const writable = (field: MapField | PolicyKind): Map<string, unknown> => {
+  const copies = new Map<MapField | OpaqueKind, Map<string, unknown>>()
+  const current = (field: MapField | OpaqueKind): ReadonlyMap<string, unknown> => (isOpaqueKind(field) ? snapshot.opaque[field] : snapshot[field])
+  const writable = (field: MapField | OpaqueKind): Map<string, unknown> => {
     let copy = copies.get(field)
     if (copy === undefined) {
-      const source: ReadonlyMap<string, unknown> = isPolicyField(field) ? snapshot.policies[field] : snapshot[field]
+      const source = current(field)
       copy = new Map(source)
       copies.set(field, copy)
     }
@@ -129,11 +153,10 @@ export function applyBatch(snapshot: Snapshot, changes: readonly Change[]): Snap
   let changed = false
   for (const change of changes) {
     const ref = change.type === 'upsert' ? refOf(change.resource) : change.ref
-    const field = isPolicyKind(ref.kind) ? ref.kind : MAP_FIELD[ref.kind]
+    const field = isOpaqueKind(ref.kind) ? ref.kind : MAP_FIELD[ref.kind]
     const key = objectKey(ref.namespace, ref.name)
     if (change.type === 'delete') {
-      const current = isPolicyField(field) ? snapshot.policies[field] : snapshot[field]
-      if (!copies.has(field) && !current.has(key)) continue
+      if (!copies.has(field) && !current(field).has(key)) continue
       changed = writable(field).delete(key) || changed
       continue
     }
@@ -143,10 +166,14 @@ export function applyBatch(snapshot: Snapshot, changes: readonly Change[]): Snap
     changed = true
   }
   if (!changed) return snapshot
-  const pick = <T>(field: MapField | PolicyKind, current: ReadonlyMap<string, T>): ReadonlyMap<string, T> =>
+  const pick = <T>(field: MapField | OpaqueKind, current: ReadonlyMap<string, T>): ReadonlyMap<string, T> =>
     (copies.get(field) as Map<string, T> | undefined) ?? current
-  const authz = pick('AuthorizationPolicy', snapshot.policies.AuthorizationPolicy)
-  const peer = pick('PeerAuthentication', snapshot.policies.PeerAuthentication)
+  const opaque = Object.fromEntries(OPAQUE_KINDS.map((kind) => [kind, pick(kind, snapshot.opaque[kind])])) as Record<
+    OpaqueKind,
+    ReadonlyMap<string, OpaqueObject>
+  >
+  // An ordered list is rebuilt only for a kind the batch touched.
+  const list = (kind: OpaqueKind): readonly unknown[] => (opaque[kind] === snapshot.opaque[kind] ? snapshot[OPAQUE_LIST[kind]] : objectList(opaque[kind]))
   return {
     version: snapshot.version + 1,
     namespaces: pick('namespaces', snapshot.namespaces),
@@ -154,18 +181,16 @@ export function applyBatch(snapshot: Snapshot, changes: readonly Change[]): Snap
     services: pick('services', snapshot.services),
     endpointSlices: pick('endpointSlices', snapshot.endpointSlices),
     serviceAccounts: pick('serviceAccounts', snapshot.serviceAccounts),
-    authorizationPolicies: authz === snapshot.policies.AuthorizationPolicy ? snapshot.authorizationPolicies : policyList(authz),
-    peerAuthentications: peer === snapshot.policies.PeerAuthentication ? snapshot.peerAuthentications : policyList(peer),
-    policies: { AuthorizationPolicy: authz, PeerAuthentication: peer },
+    authorizationPolicies: list('AuthorizationPolicy'),
+    peerAuthentications: list('PeerAuthentication'),
+    gateways: list('Gateway'),
+    httpRoutes: list('HTTPRoute'),
+    opaque,
   }
 }
 
-function isPolicyField(field: MapField | PolicyKind): field is PolicyKind {
-  return field === 'AuthorizationPolicy' || field === 'PeerAuthentication'
-}
-
-function policyList(policies: ReadonlyMap<string, OpaquePolicy>): readonly unknown[] {
-  return [...policies.keys()].sort().map((key) => (policies.get(key) as OpaquePolicy).object)
+function objectList(objects: ReadonlyMap<string, OpaqueObject>): readonly unknown[] {
+  return [...objects.keys()].sort().map((key) => (objects.get(key) as OpaqueObject).object)
 }
 
 /** Every object of a snapshot as upserts: what a source replays to a fresh consumer. */
@@ -176,8 +201,8 @@ export function resourcesOf(snapshot: Snapshot): Resource[] {
   for (const value of snapshot.services.values()) out.push({ kind: 'Service', value })
   for (const value of snapshot.endpointSlices.values()) out.push({ kind: 'EndpointSlice', value })
   for (const value of snapshot.serviceAccounts.values()) out.push({ kind: 'ServiceAccount', value })
-  for (const kind of ['AuthorizationPolicy', 'PeerAuthentication'] as const) {
-    for (const p of snapshot.policies[kind].values()) out.push({ kind, namespace: p.namespace, name: p.name, object: p.object })
+  for (const kind of OPAQUE_KINDS) {
+    for (const p of snapshot.opaque[kind].values()) out.push({ kind, namespace: p.namespace, name: p.name, object: p.object })
   }
   return out
 }
@@ -207,7 +232,7 @@ export function lookup(snapshot: Snapshot, ref: ResourceRef): Resource | undefin
       return value && { kind: 'ServiceAccount', value }
     }
     default: {
-      const p = snapshot.policies[ref.kind].get(key)
+      const p = snapshot.opaque[ref.kind].get(key)
       return p && { kind: ref.kind, namespace: p.namespace, name: p.name, object: p.object }
     }
   }

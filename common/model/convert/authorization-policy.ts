@@ -189,7 +189,11 @@ function convertSpec(ref: PolicyRef, annotations: Readonly<Record<string, string
       'after dropping HTTP attributes this DENY policy has no rule ztunnel can enforce and has no effect; use a waypoint with targetRefs',
     )
   }
-  return { kind: 'converted', policy: { authorization, selector, source: ref }, warnings: warnings.list }
+  return {
+    kind: 'converted',
+    policy: { authorization, selector, source: { kind: 'AuthorizationPolicy', namespace: ref.namespace, name: ref.name } },
+    warnings: warnings.list,
+  }
 }
 
 function readDryRun(annotations: Readonly<Record<string, string>>, warnings: Warnings): boolean {

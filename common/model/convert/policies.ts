@@ -2,14 +2,14 @@
 // AuthorizationPolicies in the workload API's form and PeerAuthentications, with
 // every warning, malformed object and ignored policy named. Shared by the agent,
 // ztunnel's local config and `ambient authz check`.
-import type { PolicyWarning, WorkloadAuthorization } from '../authorization.js'
+import type { ConfigKind, PolicyWarning, WorkloadAuthorization } from '../authorization.js'
 import type { PeerAuthentication } from '../peer-authentication.js'
 import { convertAuthorizationPolicy } from './authorization-policy.js'
 import { convertPeerAuthentication } from './peer-authentication.js'
 import { isRecord } from './object-fields.js'
 
 export interface PolicyProblem {
-  readonly kind: 'AuthorizationPolicy' | 'PeerAuthentication'
+  readonly kind: ConfigKind
   /** `namespace/name` */
   readonly policy: string
   readonly field: string
