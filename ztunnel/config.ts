@@ -1,6 +1,7 @@
 // ztunnel's configuration, read once from flags and named environment variables
 // into a frozen object. A bad value throws ConfigError naming the setting.
-import { ConfigError, parseAddress, parseDuration, requireString, type Address } from '../common/config.js'
+import { ConfigError, parseAddress, requireString, type Address } from '../common/config.js'
+import { CERTIFICATE_DEFAULTS, parseCertificateSource, type CertificateFlags, type CertificateSourceConfig } from '../common/identity/workload-identities.js'
 import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
 
 export interface ZtunnelConfig extends NodeSettings {
@@ -8,23 +9,17 @@ export interface ZtunnelConfig extends NodeSettings {
   readonly localConfig: string | null
   /** The node agent's Unix socket (delta xDS); null with localConfig. */
   readonly xdsAddress: string | null
-  /** `ambient ca` address; null in local mode (cacertsDir). */
-  readonly caAddress: string | null
-  readonly nodeCertDir: string | null
-  readonly cacertsDir: string | null
+  /** Where workload certificates come from: `ambient ca`, or local cacerts. */
+  readonly certificates: CertificateSourceConfig
   readonly certTtlMs: number
   readonly metrics: Address
   readonly readiness: Address
   readonly admin: Address
 }
 
-export interface ZtunnelFlags extends NodeFlags {
+export interface ZtunnelFlags extends NodeFlags, CertificateFlags {
   readonly localConfig?: string
   readonly xdsAddress?: string
-  readonly cacerts?: string
-  readonly caAddress?: string
-  readonly nodeCertDir?: string
-  readonly certTtl: string
   readonly metricsAddr: string
   readonly readinessAddr: string
   readonly adminAddr: string
@@ -37,8 +32,7 @@ export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv):
   return Object.freeze({
     ...node,
     ...stateSource(flags),
-    ...certificateSource(flags),
-    certTtlMs: parseDuration('--cert-ttl', flags.certTtl),
+    ...parseCertificateSource(flags),
     metrics: parseAddress('--metrics-addr', flags.metricsAddr),
     readiness: parseAddress('--readiness-addr', flags.readinessAddr),
     admin,
@@ -47,23 +41,11 @@ export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv):
 
 export const ZTUNNEL_DEFAULTS = {
   ...NODE_DEFAULTS,
-  certTtl: '24h',
+  ...CERTIFICATE_DEFAULTS,
   metricsAddr: '127.0.0.1:15020',
   readinessAddr: '127.0.0.1:15021',
   adminAddr: '127.0.0.1:15000',
 } as const
-
-function certificateSource(flags: ZtunnelFlags): { caAddress: string | null; nodeCertDir: string | null; cacertsDir: string | null } {
-  if (flags.caAddress !== undefined && flags.cacerts !== undefined)
-    throw new ConfigError('--ca-address', 'give either --ca-address (with --node-cert-dir) or --cacerts (local mode), not both')
-  if (flags.caAddress !== undefined) {
-    if (!/^[^\s:]+:\d+$/.test(flags.caAddress)) throw new ConfigError('--ca-address', `${JSON.stringify(flags.caAddress)} is not host:port`)
-    return { caAddress: flags.caAddress, nodeCertDir: requireString('--node-cert-dir', flags.nodeCertDir), cacertsDir: null }
-  }
-  if (flags.cacerts === undefined)
-    throw new ConfigError('--ca-address', 'workload certificates need --ca-address with --node-cert-dir, or --cacerts for local mode')
-  return { caAddress: null, nodeCertDir: null, cacertsDir: flags.cacerts }
-}
 
 function stateSource(flags: ZtunnelFlags): { localConfig: string | null; xdsAddress: string | null } {
   if (flags.localConfig !== undefined && flags.xdsAddress !== undefined)
