@@ -411,7 +411,7 @@ t.test('backend validity', async (t) => {
         [
           'spec.rules[0].backendRefs[1]',
           'AMBIENT_WARN_ROUTE_INVALID_BACKEND',
-          'Service shop/gone not found (BackendNotFound); requests for this backend (weight 0) are answered 500',
+          'Service shop/gone not found (BackendNotFound); it has weight 0 and gets no requests',
         ],
       ],
     },

@@ -211,7 +211,8 @@ function compileRule(route: HttpRoute, rule: HttpRouteRule, index: number, optio
   for (const ref of rule.backendRefs) {
     const resolved = resolveBackend(route, ref.backend, options)
     if (typeof resolved === 'string') {
-      report(route, ref.backend.field, 'AMBIENT_WARN_ROUTE_INVALID_BACKEND', `${resolved}; requests for this backend (weight ${ref.weight}) are answered 500`)
+      const effect = ref.weight > 0 ? `requests for this backend (weight ${ref.weight}) are answered 500` : 'it has weight 0 and gets no requests'
+      report(route, ref.backend.field, 'AMBIENT_WARN_ROUTE_INVALID_BACKEND', `${resolved}; ${effect}`)
       if (ref.weight > 0) backends.push({ kind: 'invalid', weight: ref.weight, reason: `backend ${ref.backend.field}: ${resolved}` })
       continue
     }
