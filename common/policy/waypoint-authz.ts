@@ -279,7 +279,7 @@ export const L7_FIELDS: readonly MatchField<L7Match, L7Facts>[] = [
 ]
 
 /** One spec.rules entry of one policy, compiled, with Envoy's policy id. */
-interface CompiledRule {
+export interface CompiledRule {
   readonly id: string
   readonly policy: WaypointAuthorization
   readonly rule: number
@@ -293,7 +293,7 @@ interface CompiledRule {
  * a source namespace indexed by it, so a request visits only the rules its identity
  * can match (plus the unbounded ones), still in Envoy's order.
  */
-interface StageRules {
+export interface StageRules {
   readonly rules: readonly CompiledRule[]
   readonly unbounded: readonly number[]
   readonly byNamespace: ReadonlyMap<string, readonly number[]>
@@ -301,7 +301,7 @@ interface StageRules {
   readonly summary: string
 }
 
-type Stage = 'custom' | 'audit' | 'deny' | 'allow' | 'denyDryRun' | 'allowDryRun'
+export type Stage = 'custom' | 'audit' | 'deny' | 'allow' | 'denyDryRun' | 'allowDryRun'
 
 /** The policies that apply to one (gateway, service), compiled and split as the filters evaluate them. */
 export interface WaypointPolicies {
