@@ -296,7 +296,8 @@ function entry(ctx: Context, value: unknown, key: string, known: readonly string
 function convertSource(ctx: Context, value: unknown, field: string): L7Match {
   const path = `${field}.source`
   const src = entry(ctx, value, 'source', SOURCE_KEYS, field)
-  const list = (k: string): readonly string[] => stringList(ctx.ref, src[k], `${path}.${k}`)
+  const lists = new Map(SOURCE_KEYS.map((k) => [k, stringList(ctx.ref, src[k], `${path}.${k}`)]))
+  const list = (k: string): readonly string[] => lists.get(k)!
   const identity = ['principals', 'notPrincipals', 'namespaces', 'notNamespaces'].filter((k) => list(k).length > 0)
   const accounts = ['serviceAccounts', 'notServiceAccounts'].filter((k) => list(k).length > 0)
   if (identity.length > 0 && accounts.length > 0) {
@@ -484,7 +485,9 @@ export function namespaceRegExp(pattern: string): RegExp {
 function namespaces(ctx: Context, values: readonly string[], field: string): readonly string[] {
   values.forEach((v, i) => {
     const example = 'spiffe://cluster.local/ns/other/sa/default'
-    if (v !== '*' && namespaceRegExp(v).test('spiffe://cluster.local/ns//sa/default')) {
+    // Probe with an identity of no namespace at all: only a pattern that spills over
+    // the "/sa" segment (or beyond) matches it. Names without "*" or "/" never do.
+    if (v !== '*' && /[*/]/.test(v) && namespaceRegExp(v).test('spiffe://cluster.local/ns//sa/default')) {
       ctx.warnings.add(
         'AMBIENT_WARN_WAYPOINT_NAMESPACE_PATTERN',
         `${field}[${i}]`,
