@@ -12,6 +12,7 @@ import { stringify } from 'yaml'
 import { Datapath } from '../datapath/datapath.js'
 import { REPO_ROOT } from '../common/paths.js'
 import { FakeKubeApiServer, type FakeKind } from './kube-api-server.js'
+import { exposeToPod, forwardToPod, type Forward } from './forward.js'
 import { waitForLog } from './cluster.js'
 import { Testbed, type TestPod } from './testbed.js'
 
@@ -27,6 +28,28 @@ export interface Endpoint {
   readonly host: string
   readonly port: number
 }
+
+export interface ServiceSpec {
+  readonly name: string
+  readonly namespace: string
+  /** Its cluster IP, from the testbed's service range 198.18.100.0/24. */
+  readonly vip: string
+  readonly ports: readonly { readonly name: string; readonly port: number; readonly targetPort: number; readonly appProtocol?: string }[]
+  /** Pods (by label) behind it: the cluster's endpoint controller's job, done here when the service is put. */
+  readonly selector: Readonly<Record<string, string>>
+  readonly labels?: Readonly<Record<string, string>>
+}
+
+export interface WaypointHandle extends ProcessHandle {
+  /** Its metrics and readiness endpoints, forwarded to the machine's loopback. */
+  readonly metrics: Endpoint
+  readonly readiness: Endpoint
+}
+
+/** Testbed service VIPs: inside the testbed's 198.18.0.0/15, apart from node (198.18.0.x) and pod (198.19.x) addresses. */
+export const SERVICE_VIP_PREFIX = '198.18.100.'
+/** Where a waypoint pod reaches `ambient ca` (exposed into its netns from the machine's loopback). */
+const CA_IN_POD = { ip: '127.0.0.1', port: 15012 }
 
 export interface ProcessHandle {
   readonly child: ChildProcess
@@ -46,6 +69,9 @@ export class AgentCluster {
   readonly ztunnels = new Map<string, ProcessHandle>()
   ca: ProcessHandle | null = null
   fake: FakeKubeApiServer | null = null
+  readonly waypoints = new Map<string, WaypointHandle>()
+  private readonly forwards: Forward[] = []
+  private readonly services = new Map<string, ServiceSpec>()
   private readonly objects = new Map<string, { kind: FakeKind; object: KubeObject }>()
   private readonly manifestsDir: string
   private readonly logLevel: string
@@ -71,7 +97,9 @@ export class AgentCluster {
     readonly nodes: readonly string[]
     readonly namespaces: Readonly<Record<string, Readonly<Record<string, string>>>>
     readonly pods: readonly PodObjectSpec[]
+    /** Any other objects (policies, Gateways, HTTPRoutes), by their own kind. */
     readonly policies?: readonly KubeObject[]
+    readonly services?: readonly ServiceSpec[]
     readonly kube?: boolean
     readonly logLevel?: string
   }): Promise<AgentCluster> {
@@ -85,6 +113,7 @@ export class AgentCluster {
       for (const [name, labels] of Object.entries(options.namespaces))
         cluster.put('Namespace', { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { ...labels } } })
       for (const pod of options.pods) cluster.put('Pod', cluster.podObject(pod))
+      for (const service of options.services ?? []) cluster.putService(service)
       for (const policy of options.policies ?? []) cluster.put(policy['kind'] as FakeKind, policy)
       await cluster.startCa()
       for (const node of options.nodes) await cluster.startAgent(node)
@@ -169,6 +198,93 @@ export class AgentCluster {
     else labels[key] = value
     pod.metadata.labels = labels
     this.put('Pod', pod)
+  }
+
+  /**
+   * Creates or replaces a Service with its cluster IP and an EndpointSlice of the
+   * pods its selector matches now (ready, with their pod as targetRef), as the
+   * cluster's endpoint controller would.
+   */
+  putService(spec: ServiceSpec): void {
+    if (!spec.vip.startsWith(SERVICE_VIP_PREFIX)) throw new Error(`service ${spec.namespace}/${spec.name}: VIP ${spec.vip} is not in ${SERVICE_VIP_PREFIX}0/24`)
+    this.services.set(`${spec.namespace}/${spec.name}`, spec)
+    this.put('Service', {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: spec.name, namespace: spec.namespace, labels: { ...(spec.labels ?? {}) } },
+      spec: {
+        clusterIP: spec.vip,
+        selector: { ...spec.selector },
+        ports: spec.ports.map((p) => ({
+          name: p.name,
+          port: p.port,
+          targetPort: p.targetPort,
+          protocol: 'TCP',
+          ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
+        })),
+      },
+    })
+    const pods = [...this.objects.values()]
+      .filter(({ kind, object }) => kind === 'Pod' && object.metadata.namespace === spec.namespace)
+      .map(({ object }) => object)
+      .filter((pod) => Object.entries(spec.selector).every(([k, v]) => pod.metadata.labels?.[k] === v))
+    this.put('EndpointSlice', {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: `${spec.name}-slice`, namespace: spec.namespace, labels: { 'kubernetes.io/service-name': spec.name } },
+      addressType: 'IPv4',
+      endpoints: pods.map((pod) => ({
+        addresses: [this.tb.pod(pod.metadata.name).ip],
+        conditions: { ready: true },
+        targetRef: { kind: 'Pod', namespace: spec.namespace, name: pod.metadata.name, uid: pod.metadata.uid },
+      })),
+      ports: spec.ports.map((p) => ({ name: p.name, port: p.targetPort, protocol: 'TCP' })),
+    })
+  }
+
+  /**
+   * Starts `ambient waypoint` for a Gateway as a process inside the pod's own
+   * netns, as its Deployment's pod would run: it reads the same manifests (or the
+   * fake API), gets its certificate from `ambient ca` as a pod of its node (the CA
+   * is exposed into the pod on 127.0.0.1:15012) and serves HBONE on the pod IP.
+   * Its metrics and readiness are forwarded to the machine's loopback.
+   */
+  async startWaypoint(podName: string, gateway: string, extra: readonly string[] = []): Promise<WaypointHandle> {
+    const pod = this.tb.pod(podName)
+    const spec = this.objects.get(this.key('Pod', { metadata: { name: podName, namespace: gateway.split('/')[0] } }))
+    const node = (spec?.object['spec'] as { nodeName?: string } | undefined)?.nodeName
+    if (spec === undefined || node === undefined) throw new Error(`no pod ${gateway.split('/')[0]}/${podName} in the cluster's objects`)
+    const ca = this.ca!.ready as { address: string }
+    const caForward = await exposeToPod(pod.netnsPath, CA_IN_POD, { host: '127.0.0.1', port: Number(ca.address.split(':').pop()) })
+    this.forwards.push(caForward)
+    const serviceAccount = (spec.object['spec'] as { serviceAccountName?: string }).serviceAccountName ?? 'default'
+    const child = this.tb.spawnInPod(pod, process.execPath, [
+      CLI,
+      'waypoint',
+      '--gateway',
+      gateway,
+      '--service-account',
+      serviceAccount,
+      '--node',
+      node,
+      ...this.sourceFlags(),
+      '--ca-address',
+      `${CA_IN_POD.ip}:${CA_IN_POD.port}`,
+      '--node-cert-dir',
+      join(this.workDir, `node-${node}`),
+      '--log-level',
+      this.logLevel,
+      ...extra,
+    ])
+    const handle = await waitReady(child, '"waypoint ready"', `waypoint ${gateway}`)
+    const forward = async (port: number): Promise<Endpoint> => {
+      const f = await forwardToPod(pod.netnsPath, { ip: '127.0.0.1', port })
+      this.forwards.push(f)
+      return f.address
+    }
+    const waypoint: WaypointHandle = { ...handle, metrics: await forward(15020), readiness: await forward(15021) }
+    this.waypoints.set(gateway, waypoint)
+    return waypoint
   }
 
   private sourceFlags(): string[] {
@@ -301,7 +417,7 @@ export class AgentCluster {
   }
 
   async stop(): Promise<void> {
-    const handles = [...this.ztunnels.values(), ...this.agents.values(), ...(this.ca ? [this.ca] : [])]
+    const handles = [...this.waypoints.values(), ...this.ztunnels.values(), ...this.agents.values(), ...(this.ca ? [this.ca] : [])]
     try {
       for (const h of handles) {
         if (h.child.exitCode !== null || h.child.signalCode !== null) continue
@@ -311,6 +427,7 @@ export class AgentCluster {
         await exited
         clearTimeout(timer)
       }
+      for (const f of this.forwards.splice(0)) await f.close()
       for (const node of this.nodes) Datapath.unload(this.pinRoot(node))
       await this.fake?.stop()
     } finally {

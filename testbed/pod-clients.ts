@@ -104,3 +104,60 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`)
 }
+
+export interface HttpServerOptions {
+  readonly port: number
+  readonly name: string
+  readonly h2c?: boolean
+  /** Answer 503 to this many first requests. */
+  readonly failFirst?: number
+  readonly delayMs?: number
+}
+
+/** fixtures/http-server.ts in a pod: answers each request with a JSON echo of it. */
+export async function startHttpServer(tb: Testbed, pod: TestPod, options: HttpServerOptions): Promise<ChildProcess> {
+  const args = ['--port', String(options.port), '--name', options.name]
+  if (options.h2c) args.push('--h2c')
+  if (options.failFirst) args.push('--fail-first', String(options.failFirst))
+  if (options.delayMs) args.push('--delay-ms', String(options.delayMs))
+  const child = tb.spawnNode(pod, join(FIXTURES, 'http-server.ts'), args)
+  await firstLine(child, `http server in ${pod.name}`)
+  return child
+}
+
+export interface HttpOutcome {
+  readonly status: number
+  readonly headers: Record<string, string | string[] | undefined>
+  readonly body: string
+  readonly error?: string
+}
+
+export interface HttpRequestOptions {
+  readonly path?: string
+  readonly method?: string
+  readonly headers?: Readonly<Record<string, string>>
+  readonly count?: number
+  readonly concurrency?: number
+  readonly h2c?: boolean
+  readonly timeoutMs?: number
+  readonly body?: string
+}
+
+/** fixtures/http-client.ts in a pod: `count` requests to `to`, each outcome, and the count by status. */
+export async function httpRequests(
+  tb: Testbed,
+  pod: TestPod,
+  to: string,
+  options: HttpRequestOptions = {},
+): Promise<{ readonly outcomes: HttpOutcome[]; readonly byStatus: Record<string, number> }> {
+  const args = ['--to', to, '--path', options.path ?? '/', '--method', options.method ?? 'GET', '--count', String(options.count ?? 1)]
+  args.push('--concurrency', String(options.concurrency ?? 1), '--timeout-ms', String(options.timeoutMs ?? 10_000))
+  for (const [k, v] of Object.entries(options.headers ?? {})) args.push('--header', `${k}: ${v}`)
+  if (options.h2c) args.push('--h2c')
+  if (options.body !== undefined) args.push('--body', options.body)
+  const result = await tb.exec(pod, process.execPath, ['--import', 'tsx', join(FIXTURES, 'http-client.ts'), ...args], { timeoutMs: 120_000 })
+  const lines = result.stdout.trim().split('\n').filter(Boolean)
+  const last = lines.pop()
+  if (result.code !== 0 || last === undefined) throw new Error(`http client in ${pod.name} exited ${result.code}: ${result.stderr}`)
+  return { outcomes: lines.map((l) => JSON.parse(l) as HttpOutcome), byStatus: (JSON.parse(last) as { byStatus: Record<string, number> }).byStatus }
+}
