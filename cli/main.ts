@@ -7,6 +7,7 @@ import { registerAuthzCommand } from './authz-check.js'
 import { registerCaCommand } from '../ca/main.js'
 import { registerAgentCommand } from '../agent/main.js'
 import { registerStatusCommand } from './status.js'
+import { registerWaypointCommand } from '../waypoint/main.js'
 
 export function buildProgram(): Command {
   const program = new Command('ambient').description('eBPF-accelerated, sidecarless service mesh for Kubernetes').version('0.1.0').showHelpAfterError()
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   registerDemoCommand(program)
   registerAuthzCommand(program)
   registerCaCommand(program)
+  registerWaypointCommand(program)
   return program
 }
 

@@ -1,6 +1,15 @@
 import t from 'tap'
 import { HboneBadAuthorityError } from './errors.js'
-import { formatAuthority, formatForwarded, generateTraceparent, isTraceparent, parseAuthority, parseForwardedFor, requestHeaders } from './headers.js'
+import {
+  formatAuthority,
+  formatForwarded,
+  generateTraceparent,
+  isTraceparent,
+  parseAuthority,
+  parseForwardedFor,
+  requestHeaders,
+  childTraceparent,
+} from './headers.js'
 
 t.test('parseAuthority accepts literal addresses with a port', async (t) => {
   const cases: ReadonlyArray<readonly [string, string, number]> = [
@@ -89,4 +98,17 @@ t.test('traceparent', async (t) => {
   t.same(requestHeaders({ traceparent: given, baggage: 'k=v', forwarded: 'for=10.0.0.1' }), { traceparent: given, baggage: 'k=v', forwarded: 'for=10.0.0.1' })
   t.ok(isTraceparent(requestHeaders(undefined).traceparent), 'generated when absent')
   t.not(requestHeaders({ traceparent: 'bad' }).traceparent, 'bad', 'replaced when invalid')
+})
+
+t.test('childTraceparent keeps the trace and flags, takes a new span; starts a trace otherwise', async (t) => {
+  const parent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'
+  const child = childTraceparent(parent)
+  t.match(child, /^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/)
+  t.not(child.slice(36, 52), 'b7ad6b7169203331', 'a span id of its own')
+  t.ok(isTraceparent(child))
+  for (const bad of [undefined, '', 'garbage', '00-00000000000000000000000000000000-b7ad6b7169203331-01']) {
+    const fresh = childTraceparent(bad)
+    t.ok(isTraceparent(fresh), `${bad}: a valid new traceparent`)
+    t.notMatch(fresh, /0af7651916cd43dd8448eb211c80319c/)
+  }
 })

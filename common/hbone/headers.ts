@@ -106,6 +106,17 @@ export function generateTraceparent(): string {
   }
 }
 
+/**
+ * The traceparent a hop forwards (W3C trace context): the same trace id and
+ * flags with this hop's own span id as the parent, or a new trace when the
+ * incoming one is missing or invalid.
+ */
+export function childTraceparent(incoming: string | undefined): string {
+  const fresh = generateTraceparent()
+  if (!isTraceparent(incoming)) return fresh
+  return `00-${incoming.slice(3, 35)}-${fresh.slice(36, 52)}-${incoming.slice(53, 55)}`
+}
+
 /** The HBONE headers to send: given values kept, a traceparent generated when none is valid. */
 export function requestHeaders(headers: HboneHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {}

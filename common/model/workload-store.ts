@@ -132,22 +132,28 @@ export class WorkloadStore {
     return workload !== undefined && workload.status === 'HEALTHY' ? { workload, port: waypoint.hboneMtlsPort } : null
   }
 
-  private pickEndpoint(
-    service: MeshService,
+  private pickEndpoint<S extends Pick<MeshService, 'namespace' | 'hostname'>>(
+    service: S,
     port: number,
     random: () => number,
-  ): { readonly service: MeshService; readonly workload: Workload; readonly port: number } | null {
+  ): { readonly service: S; readonly workload: Workload; readonly port: number } | null {
+    const candidates = this.endpoints(service, port)
+    if (candidates.length === 0) return null
+    const chosen = candidates[Math.floor(random() * candidates.length)]!
+    return { service, ...chosen }
+  }
+
+  /** The healthy workloads of a service (by namespace and hostname, VIP or not) and the port each serves `port` on. */
+  endpoints(service: Pick<MeshService, 'namespace' | 'hostname'>, port: number): { readonly workload: Workload; readonly port: number }[] {
     const key = `${service.namespace}/${service.hostname}`
-    const candidates: { workload: Workload; port: number }[] = []
+    const out: { workload: Workload; port: number }[] = []
     for (const w of this.byService.get(key) ?? []) {
       if (w.status !== 'HEALTHY') continue
       const ports: readonly PortMapping[] | undefined = w.services[key]
       const mapping = ports?.find((p) => p.servicePort === port)
-      if (mapping !== undefined && mapping.targetPort > 0) candidates.push({ workload: w, port: mapping.targetPort })
+      if (mapping !== undefined && mapping.targetPort > 0) out.push({ workload: w, port: mapping.targetPort })
     }
-    if (candidates.length === 0) return null
-    const chosen = candidates[Math.floor(random() * candidates.length)]!
-    return { service, ...chosen }
+    return out
   }
 
   local(node: string): Workload[] {
