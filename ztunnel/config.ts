@@ -10,7 +10,12 @@ export interface ZtunnelConfig extends NodeSettings {
   readonly xdsAddress: string | null
   /** `ambient ca` address; null in local mode (cacertsDir). */
   readonly caAddress: string | null
+  /** The node's certificate for the CA (`ambient ca node-cert`); null with caTokenFile or in local mode. */
   readonly nodeCertDir: string | null
+  /** A service-account token file for the CA (a projected token, re-read on every request); null with nodeCertDir. */
+  readonly caTokenFile: string | null
+  /** With caTokenFile: the roots that check the CA and peers (the istio-ca-root-cert ConfigMap, mounted), watched. */
+  readonly caRootCert: string | null
   readonly cacertsDir: string | null
   readonly certTtlMs: number
   readonly metrics: Address
@@ -24,6 +29,8 @@ export interface ZtunnelFlags extends NodeFlags {
   readonly cacerts?: string
   readonly caAddress?: string
   readonly nodeCertDir?: string
+  readonly caTokenFile?: string
+  readonly caRootCert?: string
   readonly certTtl: string
   readonly metricsAddr: string
   readonly readinessAddr: string
@@ -53,16 +60,52 @@ export const ZTUNNEL_DEFAULTS = {
   adminAddr: '127.0.0.1:15000',
 } as const
 
-function certificateSource(flags: ZtunnelFlags): { caAddress: string | null; nodeCertDir: string | null; cacertsDir: string | null } {
+/** Where Istio mounts the istio-ca-root-cert ConfigMap: --ca-root-cert's default (not a commander default: it applies only with --ca-token-file). */
+export const DEFAULT_CA_ROOT_CERT = '/var/run/secrets/istio/root-cert.pem'
+
+type CertificateSourceConfig = Pick<ZtunnelConfig, 'caAddress' | 'nodeCertDir' | 'caTokenFile' | 'caRootCert' | 'cacertsDir'>
+
+function certificateSource(flags: ZtunnelFlags): CertificateSourceConfig {
   if (flags.caAddress !== undefined && flags.cacerts !== undefined)
-    throw new ConfigError('--ca-address', 'give either --ca-address (with --node-cert-dir) or --cacerts (local mode), not both')
+    throw new ConfigError('--ca-address', 'give either --ca-address (with --node-cert-dir or --ca-token-file) or --cacerts (local mode), not both')
+  if (flags.caAddress === undefined) {
+    for (const [flag, value] of [
+      ['--node-cert-dir', flags.nodeCertDir],
+      ['--ca-token-file', flags.caTokenFile],
+      ['--ca-root-cert', flags.caRootCert],
+    ] as const)
+      if (value !== undefined) throw new ConfigError(flag, 'is for calling `ambient ca`: give --ca-address too')
+  }
   if (flags.caAddress !== undefined) {
     if (!/^[^\s:]+:\d+$/.test(flags.caAddress)) throw new ConfigError('--ca-address', `${JSON.stringify(flags.caAddress)} is not host:port`)
-    return { caAddress: flags.caAddress, nodeCertDir: requireString('--node-cert-dir', flags.nodeCertDir), cacertsDir: null }
+    if (flags.nodeCertDir !== undefined && flags.caTokenFile !== undefined)
+      throw new ConfigError('--ca-token-file', 'give either --node-cert-dir (a node certificate) or --ca-token-file (a service-account token), not both')
+    if (flags.caTokenFile !== undefined)
+      return {
+        caAddress: flags.caAddress,
+        nodeCertDir: null,
+        caTokenFile: requireString('--ca-token-file', flags.caTokenFile),
+        caRootCert: requireString('--ca-root-cert', flags.caRootCert ?? DEFAULT_CA_ROOT_CERT),
+        cacertsDir: null,
+      }
+    if (flags.caRootCert !== undefined)
+      throw new ConfigError('--ca-root-cert', 'goes with --ca-token-file; with --node-cert-dir the roots are its root-cert.pem')
+    if (flags.nodeCertDir === undefined)
+      throw new ConfigError(
+        '--node-cert-dir',
+        '--ca-address needs credentials: --node-cert-dir DIR (ambient ca node-cert) or --ca-token-file FILE (a projected service-account token)',
+      )
+    return {
+      caAddress: flags.caAddress,
+      nodeCertDir: requireString('--node-cert-dir', flags.nodeCertDir),
+      caTokenFile: null,
+      caRootCert: null,
+      cacertsDir: null,
+    }
   }
   if (flags.cacerts === undefined)
-    throw new ConfigError('--ca-address', 'workload certificates need --ca-address with --node-cert-dir, or --cacerts for local mode')
-  return { caAddress: null, nodeCertDir: null, cacertsDir: flags.cacerts }
+    throw new ConfigError('--ca-address', 'workload certificates need --ca-address with --node-cert-dir or --ca-token-file, or --cacerts for local mode')
+  return { caAddress: null, nodeCertDir: null, caTokenFile: null, caRootCert: null, cacertsDir: flags.cacerts }
 }
 
 function stateSource(flags: ZtunnelFlags): { localConfig: string | null; xdsAddress: string | null } {

@@ -2,7 +2,8 @@
 // identities, the pinned datapath, metrics, the node proxy and the admin
 // endpoints; stops in reverse, also after a partial start.
 import { readFileSync, watchFile, unwatchFile } from 'node:fs'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
+import { parseBundle } from '../common/identity/chain.js'
 import type { Command } from 'commander'
 import { addNodeOptions } from '../common/node-settings.js'
 import { runUntilSignal, StopStack } from '../common/lifecycle.js'
@@ -11,7 +12,7 @@ import { ConfigError } from '../common/config.js'
 import { Datapath } from '../datapath/datapath.js'
 import { BPF_OBJECTS_DIR } from '../common/paths.js'
 import { AdminServers } from './admin.js'
-import { parseZtunnelConfig, ZTUNNEL_DEFAULTS, type ZtunnelConfig, type ZtunnelFlags } from './config.js'
+import { DEFAULT_CA_ROOT_CERT, parseZtunnelConfig, ZTUNNEL_DEFAULTS, type ZtunnelConfig, type ZtunnelFlags } from './config.js'
 import { IdentityManager } from '../common/identity/manager.js'
 import { InProcessCertificateSource } from '../common/identity/certificate-source.js'
 import { TrustBundleFile } from '../common/identity/trust-bundle-file.js'
@@ -38,7 +39,25 @@ function readPems(setting: string, dir: string, files: readonly string[]): strin
  * cacerts this ztunnel holds (--cacerts). Either way the IdentityManager renews
  * them at half-life and rotates contexts with the trust bundle.
  */
-function identitiesFor(config: ZtunnelConfig, log: Logger): { identities: IdentityManager; ca: { client: CaClient; node: NodeCredentials } | null } {
+function identitiesFor(
+  config: ZtunnelConfig,
+  log: Logger,
+): { identities: IdentityManager; ca: { client: CaClient; node: NodeCredentials | null; rootCertFile: string } | null } {
+  if (config.caAddress !== null && config.caTokenFile !== null) {
+    const [token] = readPems('--ca-token-file', dirname(config.caTokenFile), [basename(config.caTokenFile)])
+    if (token!.trim() === '') throw new ConfigError('--ca-token-file', `${config.caTokenFile} is empty`)
+    const [rootPem] = readPems('--ca-root-cert', dirname(config.caRootCert!), [basename(config.caRootCert!)])
+    try {
+      parseBundle(rootPem!, `--ca-root-cert ${config.caRootCert}`)
+    } catch (err) {
+      throw new ConfigError('--ca-root-cert', (err as Error).message)
+    }
+    const client = new CaClient({ address: config.caAddress, trustDomain: config.trustDomain, tokenFile: config.caTokenFile, trustBundlePem: rootPem! })
+    return {
+      identities: new IdentityManager({ source: client, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }),
+      ca: { client, node: null, rootCertFile: config.caRootCert! },
+    }
+  }
   if (config.caAddress !== null) {
     const [certPem, keyPem, chainPem, rootPem] = readPems('--node-cert-dir', config.nodeCertDir!, [...NODE_CREDENTIAL_FILES, 'root-cert.pem'])
     let node: NodeCredentials
@@ -50,7 +69,7 @@ function identitiesFor(config: ZtunnelConfig, log: Logger): { identities: Identi
     const client = new CaClient({ address: config.caAddress, trustDomain: config.trustDomain, node, trustBundlePem: rootPem! })
     return {
       identities: new IdentityManager({ source: client, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }),
-      ca: { client, node },
+      ca: { client, node, rootCertFile: join(config.nodeCertDir!, 'root-cert.pem') },
     }
   }
   const [certPem, keyPem] = readPems('--cacerts', config.cacertsDir!, ['ca-cert.pem', 'ca-key.pem'])
@@ -121,13 +140,16 @@ export class Ztunnel {
           ca.client.setTrustBundle(pem) // and the channel to the CA, whose serving certificate may move to the new root
         }
         const identityLog = log.child({ component: 'identity' })
-        const bundle = new TrustBundleFile(join(config.nodeCertDir!, 'root-cert.pem'), identities.trustBundle, apply, identityLog)
+        const bundle = new TrustBundleFile(ca.rootCertFile, identities.trustBundle, apply, identityLog)
         bundle.start()
         this.stops.push(() => bundle.stop())
-        const expected = { trustDomain: config.trustDomain, node: config.node }
-        const nodeFiles = new NodeCredentialFiles(config.nodeCertDir!, expected, ca.node, (node) => ca.client.setNodeCredentials(node), identityLog)
-        nodeFiles.start()
-        this.stops.push(() => nodeFiles.stop())
+        // A token file is read for every request; node credentials are watched and re-applied.
+        if (ca.node !== null) {
+          const expected = { trustDomain: config.trustDomain, node: config.node }
+          const nodeFiles = new NodeCredentialFiles(config.nodeCertDir!, expected, ca.node, (node) => ca.client.setNodeCredentials(node), identityLog)
+          nodeFiles.start()
+          this.stops.push(() => nodeFiles.stop())
+        }
       }
       const datapath = Datapath.open({
         pinRoot: config.pinRoot,
@@ -217,8 +239,16 @@ export function registerZtunnelCommand(program: Command): void {
       '--local-config <file>',
       "or: workloads and policies from a YAML file (Istio ztunnel's LOCAL_XDS_PATH shape, plus a netns path for this node's pods), watched",
     )
-    .option('--ca-address <host:port>', 'get workload certificates from `ambient ca` at this address (with --node-cert-dir)')
+    .option('--ca-address <host:port>', 'get workload certificates from `ambient ca` at this address (with --node-cert-dir or --ca-token-file)')
     .option('--node-cert-dir <dir>', "this node's CA credentials: node-cert.pem, node-key.pem, node-chain.pem, root-cert.pem (from `ambient ca node-cert`)")
+    .option(
+      '--ca-token-file <file>',
+      "or: authenticate to the CA with this service-account token (a projected token with the CA's audience, istio-ca), re-read for every request as the kubelet rotates it; the CA gives the node its token is bound to its pods' identities",
+    )
+    .option(
+      '--ca-root-cert <file>',
+      `with --ca-token-file: the mesh roots that check the CA and peers (the istio-ca-root-cert ConfigMap, mounted), watched (default ${DEFAULT_CA_ROOT_CERT})`,
+    )
     .option('--cacerts <dir>', "local mode instead of --ca-address: sign workload certificates from ca-cert.pem and ca-key.pem in DIR (Istio's cacerts layout)")
     .option('--cert-ttl <duration>', 'workload certificate lifetime (renewed at half-life)', ZTUNNEL_DEFAULTS.certTtl)
     .option('--metrics-addr <ip:port>', 'Prometheus metrics endpoint (/metrics)', ZTUNNEL_DEFAULTS.metricsAddr)

@@ -11,6 +11,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path'
 import { KubeConfig, type Cluster, type User } from '@kubernetes/client-node'
 import { parse as parseYaml } from 'yaml'
+import { ConfigError, fromEnv } from '../config.js'
 import { SourceError } from './errors.js'
 
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount'
@@ -360,4 +361,32 @@ export function resolveConnection(connection: KubeConnection): ResolvedConnectio
       return { kubeConfig, server, origin: where, credentialsField: 'token' }
     }
   }
+}
+
+export interface KubeFlags {
+  readonly kubeconfig?: string
+  readonly context?: string
+  readonly kubeServer?: string
+  readonly kubeInsecure?: boolean
+}
+
+/**
+ * The API connection a process's flags ask for: --kubeconfig FILE [--context C],
+ * --kube-server URL [--kube-insecure], or, with neither, the pod's service account
+ * when KUBERNETES_SERVICE_HOST is set; null when none applies. Throws ConfigError.
+ */
+export function kubeConnectionFromFlags(flags: KubeFlags, env: NodeJS.ProcessEnv): KubeConnection | null {
+  if (flags.kubeconfig && flags.kubeServer) throw new ConfigError('--kube-server', 'give --kubeconfig or --kube-server, not both')
+  if (flags.context && !flags.kubeconfig) throw new ConfigError('--context', 'needs --kubeconfig')
+  if (flags.kubeconfig) return { kind: 'kubeconfig', path: flags.kubeconfig, ...(flags.context ? { context: flags.context } : {}) }
+  if (flags.kubeServer) {
+    if (!/^https?:\/\//.test(flags.kubeServer)) throw new ConfigError('--kube-server', `${JSON.stringify(flags.kubeServer)} is not an http(s):// URL`)
+    if (flags.kubeServer.startsWith('http://') && !flags.kubeInsecure)
+      throw new ConfigError('--kube-server', `${flags.kubeServer} is plain http: add --kube-insecure to allow it (tests only)`)
+    return { kind: 'server', server: flags.kubeServer, insecure: flags.kubeInsecure === true }
+  }
+  const host = fromEnv(env, 'KUBERNETES_SERVICE_HOST', '')
+  if (host === '') return null
+  const port = fromEnv(env, 'KUBERNETES_SERVICE_PORT', '443')
+  return { kind: 'in-cluster', server: `https://${host.includes(':') ? `[${host}]` : host}:${port}` }
 }
