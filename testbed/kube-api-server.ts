@@ -8,6 +8,7 @@
 // (kube-auth.ts), so a missing rule in daemonset/rbac.yaml fails a test.
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { requestInfo } from '../common/kube/request-info.js'
 import { FakeRbac, FakeTokens, forbiddenMessage, type TokenSpec, type UserInfo } from './kube-auth.js'
@@ -92,6 +93,8 @@ export interface FakeKubeApiServerOptions {
   readonly token?: string
   /** Requests must carry a token issued by issueToken() for the API server's audience (or `token`). */
   readonly authenticate?: boolean
+  /** Serve https with this certificate (in-cluster clients insist on TLS); url is then https://. */
+  readonly tls?: { readonly certPem: string; readonly keyPem: string }
 }
 
 export class FakeKubeApiServer {
@@ -114,12 +117,13 @@ export class FakeKubeApiServer {
   private constructor(options: FakeKubeApiServerOptions) {
     this.#options = options
     for (const t of TYPES) this.#objects.set(t.kind, new Map())
-    this.#server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.#handle(req, res).catch((err: unknown) => {
         if (!res.headersSent) this.#status(res, 500, 'InternalError', String(err))
         else res.destroy()
       })
-    })
+    }
+    this.#server = options.tls ? createTlsServer({ cert: options.tls.certPem, key: options.tls.keyPem }, handler) : createServer(handler)
   }
 
   static async start(options: FakeKubeApiServerOptions = {}): Promise<FakeKubeApiServer> {
@@ -128,7 +132,7 @@ export class FakeKubeApiServer {
       fake.#server.once('error', reject)
       fake.#server.listen(0, '127.0.0.1', () => resolve())
     })
-    fake.#url = `http://127.0.0.1:${(fake.#server.address() as AddressInfo).port}`
+    fake.#url = `${options.tls ? 'https' : 'http'}://127.0.0.1:${(fake.#server.address() as AddressInfo).port}`
     fake.#bookmarkTimer = setInterval(() => fake.#sendBookmarks(), options.bookmarkIntervalMs ?? 1000)
     fake.#bookmarkTimer.unref()
     return fake

@@ -1,6 +1,7 @@
 // ztunnel's configuration, read once from flags and named environment variables
 // into a frozen object. A bad value throws ConfigError naming the setting.
 import { ConfigError, parseAddress, parseDuration, requireString, type Address } from '../common/config.js'
+import { DEFAULT_CA_ROOT_CERT } from '../common/identity/ca-client.js'
 import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
 
 export interface ZtunnelConfig extends NodeSettings {
@@ -60,8 +61,7 @@ export const ZTUNNEL_DEFAULTS = {
   adminAddr: '127.0.0.1:15000',
 } as const
 
-/** Where Istio mounts the istio-ca-root-cert ConfigMap: --ca-root-cert's default (not a commander default: it applies only with --ca-token-file). */
-export const DEFAULT_CA_ROOT_CERT = '/var/run/secrets/istio/root-cert.pem'
+export { DEFAULT_CA_ROOT_CERT }
 
 type CertificateSourceConfig = Pick<ZtunnelConfig, 'caAddress' | 'nodeCertDir' | 'caTokenFile' | 'caRootCert' | 'cacertsDir'>
 

@@ -12,6 +12,15 @@ import { CaError, caErrorCodeOf } from './ca-errors.js'
 import { caSpiffeId } from './node-identity.js'
 import { caService, type IstioCertificateRequest, type IstioCertificateResponse } from './ca-proto.js'
 
+/**
+ * Where the mesh roots are mounted in a pod (the istio-ca-root-cert ConfigMap, at
+ * Istio's path): the default of --ca-root-cert for token callers (ztunnel, waypoints).
+ */
+export const DEFAULT_CA_ROOT_CERT = '/var/run/secrets/istio/root-cert.pem'
+
+/** Where a pod mounts its projected token for the CA (audience istio-ca), as Istio does. */
+export const DEFAULT_CA_TOKEN_FILE = '/var/run/secrets/tokens/istio-token'
+
 export interface CaClientOptions {
   /** host:port of `ambient ca`. */
   readonly address: string

@@ -33,6 +33,13 @@ export function requestInfo(method: string, path: string): RequestInfo | undefin
   const watch = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1'
   const verbs: Record<string, string> = { GET: name ? 'get' : watch ? 'watch' : 'list', POST: 'create', PUT: 'update', PATCH: 'patch' }
   const verb = method === 'DELETE' ? (name ? 'delete' : 'deletecollection') : (verbs[method.toUpperCase()] ?? method.toLowerCase())
+  // As the API server does: a list or watch selecting one name by field is authorized for that name (RBAC resourceNames).
+  const byName = (url.searchParams.get('fieldSelector') ?? '')
+    .split(',')
+    .map((term) => /^metadata\.name==?(.+)$/.exec(term.trim())?.[1])
+    .find((n) => n !== undefined)
+  if (name === undefined && byName !== undefined && (verb === 'list' || verb === 'watch'))
+    return { verb, group, resource, ...(namespace !== undefined && { namespace }), name: byName }
   return {
     verb,
     group,
