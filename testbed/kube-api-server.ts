@@ -231,6 +231,12 @@ export class FakeKubeApiServer {
     this.#rbac.load(objects)
   }
 
+  /** Replaces every RBAC rule loaded so far. */
+  setRbac(objects: readonly Record<string, unknown>[]): void {
+    this.#rbac = new FakeRbac()
+    this.#rbac.load(objects)
+  }
+
   /** The 403 messages answered so far (what RBAC refused). */
   denied(): readonly string[] {
     return [...this.#denied]
