@@ -43,7 +43,7 @@ export class KubeRequestError extends SourceError {
     const code = statusCode === 404 ? 'AMBIENT_ERR_SOURCE_NOT_FOUND' : statusCode === 403 ? 'AMBIENT_ERR_SOURCE_FORBIDDEN' : 'AMBIENT_ERR_SOURCE_REQUEST'
     const what =
       statusCode === 403 && info !== undefined
-        ? `forbidden: ${describeRequestInfo(info)}: the service account needs an RBAC rule with verb ${JSON.stringify(info.verb)} on resource ${JSON.stringify(info.resource)} in apiGroup ${JSON.stringify(info.group)} (see daemonset/rbac.yaml): `
+        ? `forbidden: ${describeRequestInfo(info)}: the service account needs an RBAC rule with verb ${JSON.stringify(info.verb)} on resource ${JSON.stringify(info.resource)} in apiGroup ${JSON.stringify(info.group)} (daemonset/install/10-rbac.yaml): `
         : ''
     super(code, `${method} ${path.split('?')[0]}: ${statusCode ? `status ${statusCode}: ` : ''}${what}${detail}`, options)
     this.statusCode = statusCode
