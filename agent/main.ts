@@ -14,7 +14,8 @@ import { AGENT_DEFAULTS, parseAgentConfig, type AgentConfig, type AgentFlags } f
 import { Datapath } from '../datapath/datapath.js'
 import { KubeSource } from '../common/kube/kube-source.js'
 import { LeaseElector, POLICY_STATUS_LEASE } from './kube/lease.js'
-import { ManifestsSource } from '../common/local/manifests-source.js'
+import type { ManifestsSource } from '../common/local/manifests-source.js'
+import { addSourceOptions, createSource } from '../common/config-source.js'
 import { AgentMetrics } from './metrics.js'
 import { Reconciler, type AgentSource } from './reconciler.js'
 import { StatusServer } from './status-server.js'
@@ -110,9 +111,7 @@ export class Agent {
   }
 
   private createSource(): Source {
-    const { config, log } = this
-    if (config.source.kind === 'manifests') return new ManifestsSource({ dir: config.source.dir, logger: log.child({ component: 'manifests' }) })
-    return new KubeSource({ connection: config.source.connection, nodeName: config.node, logger: log.child({ component: 'kube' }) })
+    return createSource(this.config.source, { nodeName: this.config.node, log: this.log })
   }
 
   private sampleMetrics(): void {
@@ -155,16 +154,11 @@ export class Agent {
 }
 
 export function registerAgentCommand(program: Command): void {
-  addNodeOptions(program.command('agent'))
+  addSourceOptions(
+    addNodeOptions(program.command('agent')),
+    'Namespaces, Pods, Services, EndpointSlices, ServiceAccounts, AuthorizationPolicies, PeerAuthentications, Gateways and HTTPRoutes',
+  )
     .description("the node agent: enrolls this node's pods of ambient namespaces in the datapath and streams workloads and policies to ztunnel")
-    .option(
-      '--manifests <dir>',
-      'read Namespaces, Pods, Services, EndpointSlices, ServiceAccounts, AuthorizationPolicies and PeerAuthentications from YAML files in DIR (watched) instead of a cluster',
-    )
-    .option('--kubeconfig <file>', 'watch the Kubernetes API described by this kubeconfig')
-    .option('--context <name>', 'kubeconfig context (default: its current-context)')
-    .option('--kube-server <url>', 'watch the Kubernetes API at this URL (without a kubeconfig); in a pod the service account is used by default')
-    .option('--kube-insecure', 'allow a plain http:// --kube-server or skip TLS verification (tests only)')
     .option('--cgroup-root <dir>', "cgroup v2 folder holding kubelet's pod cgroups", AGENT_DEFAULTS.cgroupRoot)
     .option('--pods-cgroup <dir>', 'cgroup the datapath attaches to (default: kubepods.slice or kubepods under --cgroup-root)')
     .option('--outbound-port <port>', "port of ztunnel's in-pod outbound listener", AGENT_DEFAULTS.outboundPort)

@@ -18,6 +18,7 @@ export class AgentMetrics {
   readonly xdsClients: Gauge
   readonly xdsNacks: Counter
   readonly policyProblems: Gauge<'policy' | 'kind' | 'field' | 'code'>
+  readonly waypointProblems: Gauge<'object' | 'waypoint' | 'kind'>
 
   constructor(options: { readonly defaultMetrics?: boolean } = {}) {
     const registers = [this.registry]
@@ -54,6 +55,12 @@ export class AgentMetrics {
     })
     this.xdsClients = new Gauge({ name: 'ambient_agent_xds_clients', help: 'ztunnel processes connected to the agent', registers })
     this.xdsNacks = new Counter({ name: 'ambient_agent_xds_nacks_total', help: 'Updates ztunnel refused (NACK)', registers })
+    this.waypointProblems = new Gauge({
+      name: 'ambient_agent_waypoint_problems',
+      help: 'Waypoints that cannot be used: kind=binding (an istio.io/use-waypoint label naming a waypoint that is missing, for other traffic or not allowed) or invalid (a malformed istio-waypoint Gateway)',
+      labelNames: ['object', 'waypoint', 'kind'],
+      registers,
+    })
     this.policyProblems = new Gauge({
       name: 'ambient_agent_policy_problems',
       help: 'Policies not applied as written: kind=invalid (rejected), ignored (not enforced at L4) or warning (an attribute ignored at L4)',
@@ -88,6 +95,12 @@ export class AgentMetrics {
       this.mapEntries.set({ map: m.name }, m.entries)
       this.mapCapacity.set({ map: m.name }, m.capacity)
     }
+  }
+
+  setWaypointProblems(bindings: readonly { readonly object: string; readonly waypoint: string }[], invalid: readonly { readonly gateway: string }[]): void {
+    this.waypointProblems.reset()
+    for (const b of bindings) this.waypointProblems.inc({ object: b.object, waypoint: b.waypoint, kind: 'binding' })
+    for (const g of invalid) this.waypointProblems.inc({ object: `Gateway ${g.gateway}`, waypoint: g.gateway, kind: 'invalid' })
   }
 
   setPolicyProblems(policies: Pick<ConvertedPolicies, 'invalid' | 'ignored' | 'warnings'>): void {

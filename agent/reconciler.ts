@@ -228,6 +228,7 @@ export class Reconciler {
     })
     this.#o.sink.update(resources)
     this.#reportPolicies(resources)
+    this.#reportWaypoints(resources)
     return resources
   }
 
@@ -328,6 +329,7 @@ export class Reconciler {
   }
 
   #reportedPolicies = ''
+  #reportedWaypoints = '[[],[],[]]'
   #lastPolicies: MeshResources['policies'] | null = null
 
   /** Puts each policy's ZtunnelAccepted condition on the object when it differs. */
@@ -361,5 +363,17 @@ export class Reconciler {
     this.#reportedPolicies = digest
     for (const p of invalid) this.#log.error({ policy: p.policy, field: p.field, code: p.code }, `policy rejected: ${p.message}`)
     for (const p of [...ignored, ...warnings]) this.#log.warn({ policy: p.policy, field: p.field, code: p.code }, p.message)
+  }
+
+  /** Malformed waypoint Gateways and bindings that cannot be honoured: logged when they change, counted always. */
+  #reportWaypoints(resources: MeshResources): void {
+    const { invalid, problems, warnings } = resources.waypoints
+    this.#o.metrics.setWaypointProblems(problems, invalid)
+    const digest = JSON.stringify([invalid, problems, warnings])
+    if (digest === this.#reportedWaypoints) return
+    this.#reportedWaypoints = digest
+    for (const g of invalid) this.#log.error({ gateway: g.gateway, field: g.field }, `waypoint gateway rejected: ${g.message}`)
+    for (const w of warnings) this.#log.warn({ gateway: `${w.policy.namespace}/${w.policy.name}`, field: w.field, code: w.code }, w.message)
+    for (const p of problems) this.#log.warn({ object: p.object, waypoint: p.waypoint }, `waypoint not used: ${p.message}`)
   }
 }

@@ -7,14 +7,14 @@ const base: ZtunnelFlags = { ...ZTUNNEL_DEFAULTS, node: 'n1', xdsAddress: '/run/
 
 t.test('--ca-token-file: the token and the mounted roots', async (t) => {
   const config = parseZtunnelConfig({ ...base, caAddress: 'ambient-ca.ambient-system.svc:15012', caTokenFile: '/var/run/secrets/tokens/istio-token' }, {})
-  t.match(config, {
+  t.same(config.certificates, {
+    kind: 'ca-token',
     caAddress: 'ambient-ca.ambient-system.svc:15012',
-    caTokenFile: '/var/run/secrets/tokens/istio-token',
-    caRootCert: '/var/run/secrets/istio/root-cert.pem',
-    nodeCertDir: null,
+    tokenFile: '/var/run/secrets/tokens/istio-token',
+    rootCertFile: '/var/run/secrets/istio/root-cert.pem',
   })
-  t.equal(parseZtunnelConfig({ ...base, caAddress: 'ca:15012', caTokenFile: '/t', caRootCert: '/roots.pem' }, {}).caRootCert, '/roots.pem')
-  t.match(parseZtunnelConfig({ ...base, caAddress: 'ca:15012', nodeCertDir: '/n' }, {}), { nodeCertDir: '/n', caTokenFile: null, caRootCert: null })
+  t.match(parseZtunnelConfig({ ...base, caAddress: 'ca:15012', caTokenFile: '/t', caRootCert: '/roots.pem' }, {}).certificates, { rootCertFile: '/roots.pem' })
+  t.same(parseZtunnelConfig({ ...base, caAddress: 'ca:15012', nodeCertDir: '/n' }, {}).certificates, { kind: 'ca', caAddress: 'ca:15012', nodeCertDir: '/n' })
 })
 
 t.test('wrong combinations name the flag', async (t) => {

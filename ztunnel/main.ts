@@ -1,84 +1,22 @@
 // `ambient ztunnel`: wiring only. Starts, in order: workload state (local config),
 // identities, the pinned datapath, metrics, the node proxy and the admin
 // endpoints; stops in reverse, also after a partial start.
-import { readFileSync, watchFile, unwatchFile } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
-import { parseBundle } from '../common/identity/chain.js'
+import { watchFile, unwatchFile } from 'node:fs'
 import type { Command } from 'commander'
 import { addNodeOptions } from '../common/node-settings.js'
 import { runUntilSignal, StopStack } from '../common/lifecycle.js'
 import { createLogger, type Logger } from '../common/log.js'
-import { ConfigError } from '../common/config.js'
 import { Datapath } from '../datapath/datapath.js'
 import { BPF_OBJECTS_DIR } from '../common/paths.js'
 import { AdminServers } from './admin.js'
-import { DEFAULT_CA_ROOT_CERT, parseZtunnelConfig, ZTUNNEL_DEFAULTS, type ZtunnelConfig, type ZtunnelFlags } from './config.js'
-import { IdentityManager } from '../common/identity/manager.js'
-import { InProcessCertificateSource } from '../common/identity/certificate-source.js'
-import { TrustBundleFile } from '../common/identity/trust-bundle-file.js'
-import { NODE_CREDENTIAL_FILES, NodeCredentialFiles, parseNodeCredentials, type NodeCredentials } from '../common/identity/node-credential-files.js'
-import { CaClient } from '../common/identity/ca-client.js'
+import { parseZtunnelConfig, ZTUNNEL_DEFAULTS, type ZtunnelConfig, type ZtunnelFlags } from './config.js'
+import { addCertificateOptions, WorkloadIdentities } from '../common/identity/workload-identities.js'
 import { ZtunnelMetrics } from './metrics.js'
 import { NodeProxy } from './node-proxy.js'
 import { readLocalConfig } from './state/local-config.js'
 import { WorkloadStore } from '../common/model/workload-store.js'
 import { PolicyStore } from '../common/policy/policy-store.js'
 import { XdsClient, type XdsState } from './state/xds-client.js'
-
-function readPems(setting: string, dir: string, files: readonly string[]): string[] {
-  try {
-    return files.map((f) => readFileSync(join(dir, f), 'utf8'))
-  } catch (err) {
-    throw new ConfigError(setting, `cannot read ${files.join(', ')} in ${dir}: ${(err as Error).message}`)
-  }
-}
-
-/**
- * Where workload certificates come from: `ambient ca` over gRPC, as this node
- * (--ca-address with --node-cert-dir), or, in local mode, signed in-process from
- * cacerts this ztunnel holds (--cacerts). Either way the IdentityManager renews
- * them at half-life and rotates contexts with the trust bundle.
- */
-function identitiesFor(
-  config: ZtunnelConfig,
-  log: Logger,
-): { identities: IdentityManager; ca: { client: CaClient; node: NodeCredentials | null; rootCertFile: string } | null } {
-  if (config.caAddress !== null && config.caTokenFile !== null) {
-    const [token] = readPems('--ca-token-file', dirname(config.caTokenFile), [basename(config.caTokenFile)])
-    if (token!.trim() === '') throw new ConfigError('--ca-token-file', `${config.caTokenFile} is empty`)
-    const [rootPem] = readPems('--ca-root-cert', dirname(config.caRootCert!), [basename(config.caRootCert!)])
-    try {
-      parseBundle(rootPem!, `--ca-root-cert ${config.caRootCert}`)
-    } catch (err) {
-      throw new ConfigError('--ca-root-cert', (err as Error).message)
-    }
-    const client = new CaClient({ address: config.caAddress, trustDomain: config.trustDomain, tokenFile: config.caTokenFile, trustBundlePem: rootPem! })
-    return {
-      identities: new IdentityManager({ source: client, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }),
-      ca: { client, node: null, rootCertFile: config.caRootCert! },
-    }
-  }
-  if (config.caAddress !== null) {
-    const [certPem, keyPem, chainPem, rootPem] = readPems('--node-cert-dir', config.nodeCertDir!, [...NODE_CREDENTIAL_FILES, 'root-cert.pem'])
-    let node: NodeCredentials
-    try {
-      node = parseNodeCredentials([certPem!, keyPem!, chainPem!], { trustDomain: config.trustDomain, node: config.node })
-    } catch (err) {
-      throw new ConfigError('--node-cert-dir', `${config.nodeCertDir}: ${(err as Error).message}`)
-    }
-    const client = new CaClient({ address: config.caAddress, trustDomain: config.trustDomain, node, trustBundlePem: rootPem! })
-    return {
-      identities: new IdentityManager({ source: client, trustBundlePem: rootPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }),
-      ca: { client, node, rootCertFile: join(config.nodeCertDir!, 'root-cert.pem') },
-    }
-  }
-  const [certPem, keyPem] = readPems('--cacerts', config.cacertsDir!, ['ca-cert.pem', 'ca-key.pem'])
-  const source = new InProcessCertificateSource({ ca: { certPem: certPem!, keyPem: keyPem! }, trustDomain: config.trustDomain })
-  return {
-    identities: new IdentityManager({ source, trustBundlePem: certPem!, certTtlMs: config.certTtlMs, log: log.child({ component: 'identity' }) }),
-    ca: null,
-  }
-}
 
 /** Same length and the same objects in order (the xDS client keeps unchanged resources' identity). */
 function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
@@ -129,28 +67,16 @@ export class Ztunnel {
         this.xds = xds
         this.stops.push(() => xds.stop())
       }
-      const { identities, ca } = identitiesFor(config, log)
-      await identities.start()
-      this.stops.push(() => identities.stop())
-      // With `ambient ca`, the roots can rotate under us (Istio publishes old + new,
-      // then new alone). In local mode the signer is the bundle: fixed for the process.
-      if (ca !== null) {
-        const apply = (pem: string): void => {
-          identities.setTrustBundle(pem) // workload contexts (peers' roots)
-          ca.client.setTrustBundle(pem) // and the channel to the CA, whose serving certificate may move to the new root
-        }
-        const identityLog = log.child({ component: 'identity' })
-        const bundle = new TrustBundleFile(ca.rootCertFile, identities.trustBundle, apply, identityLog)
-        bundle.start()
-        this.stops.push(() => bundle.stop())
-        // A token file is read for every request; node credentials are watched and re-applied.
-        if (ca.node !== null) {
-          const expected = { trustDomain: config.trustDomain, node: config.node }
-          const nodeFiles = new NodeCredentialFiles(config.nodeCertDir!, expected, ca.node, (node) => ca.client.setNodeCredentials(node), identityLog)
-          nodeFiles.start()
-          this.stops.push(() => nodeFiles.stop())
-        }
-      }
+      const workloadIdentities = new WorkloadIdentities({
+        certificates: config.certificates,
+        certTtlMs: config.certTtlMs,
+        trustDomain: config.trustDomain,
+        node: config.node,
+        log,
+      })
+      await workloadIdentities.start()
+      this.stops.push(() => workloadIdentities.stop())
+      const { identities } = workloadIdentities
       const datapath = Datapath.open({
         pinRoot: config.pinRoot,
         objectsDir: BPF_OBJECTS_DIR,
@@ -232,25 +158,13 @@ export class Ztunnel {
 }
 
 export function registerZtunnelCommand(program: Command): void {
-  addNodeOptions(program.command('ztunnel'))
+  addCertificateOptions(addNodeOptions(program.command('ztunnel')))
     .description("the node's shared L4 proxy: carries enrolled pods' traffic in HBONE mutual-TLS tunnels")
     .option('--xds-address <path>', 'get workloads and policies from the node agent over this Unix socket (delta xDS; `ambient agent --xds-socket`)')
     .option(
       '--local-config <file>',
       "or: workloads and policies from a YAML file (Istio ztunnel's LOCAL_XDS_PATH shape, plus a netns path for this node's pods), watched",
     )
-    .option('--ca-address <host:port>', 'get workload certificates from `ambient ca` at this address (with --node-cert-dir or --ca-token-file)')
-    .option('--node-cert-dir <dir>', "this node's CA credentials: node-cert.pem, node-key.pem, node-chain.pem, root-cert.pem (from `ambient ca node-cert`)")
-    .option(
-      '--ca-token-file <file>',
-      "or: authenticate to the CA with this service-account token (a projected token with the CA's audience, istio-ca), re-read for every request as the kubelet rotates it; the CA gives the node its token is bound to its pods' identities",
-    )
-    .option(
-      '--ca-root-cert <file>',
-      `with --ca-token-file: the mesh roots that check the CA and peers (the istio-ca-root-cert ConfigMap, mounted), watched (default ${DEFAULT_CA_ROOT_CERT})`,
-    )
-    .option('--cacerts <dir>', "local mode instead of --ca-address: sign workload certificates from ca-cert.pem and ca-key.pem in DIR (Istio's cacerts layout)")
-    .option('--cert-ttl <duration>', 'workload certificate lifetime (renewed at half-life)', ZTUNNEL_DEFAULTS.certTtl)
     .option('--metrics-addr <ip:port>', 'Prometheus metrics endpoint (/metrics)', ZTUNNEL_DEFAULTS.metricsAddr)
     .option('--readiness-addr <ip:port>', 'readiness endpoint (/healthz/ready)', ZTUNNEL_DEFAULTS.readinessAddr)
     .option('--admin-addr <127.0.0.1:port>', 'admin endpoint (/config_dump), localhost only', ZTUNNEL_DEFAULTS.adminAddr)

@@ -282,7 +282,13 @@ function convertService(ref: ResourceRef, obj: Obj, r: Reader): Service {
       const s = r.string(p.targetPort, `${field}.targetPort`)
       targetPort = /^\d+$/.test(s) ? r.port(Number(s), `${field}.targetPort`) : s
     }
-    return Object.freeze({ name: r.string(p.name, `${field}.name`), port, targetPort, protocol: r.protocol(p.protocol, `${field}.protocol`) })
+    return Object.freeze({
+      name: r.string(p.name, `${field}.name`),
+      port,
+      targetPort,
+      protocol: r.protocol(p.protocol, `${field}.protocol`),
+      appProtocol: r.string(p.appProtocol, `${field}.appProtocol`),
+    })
   })
   return Object.freeze({
     namespace: ref.namespace,

@@ -166,7 +166,7 @@ t.test('IPv4 addresses only; readiness from the EndpointSlice; services on workl
           namespace: 'shop',
           name: 'web',
           clusterIPs: ['10.96.0.10'],
-          ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }],
+          ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP', appProtocol: '' }],
           labels: {},
         },
       },

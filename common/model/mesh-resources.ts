@@ -12,7 +12,8 @@ import { convertPolicies, type ConvertedPolicies } from './convert/policies.js'
 import { decide } from './enrollment.js'
 import { selectPeerAuthentications, type PeerAuthentication } from './peer-authentication.js'
 import type { Snapshot } from './snapshot.js'
-import { workloadUid, type Labels, type MeshService, type Pod, type PortMapping, type Workload } from './workload.js'
+import { podWaypoint, serviceWaypoint, waypointIndex, type WaypointBinding, type WaypointBindingProblem, type WaypointIndex } from './waypoint.js'
+import { workloadUid, type GatewayAddress, type Labels, type MeshService, type Pod, type PortMapping, type Workload } from './workload.js'
 
 export interface MeshResourceOptions {
   readonly trustDomain: string
@@ -29,6 +30,8 @@ export interface MeshResources {
   readonly authorizations: readonly Authorization[]
   /** What the policy conversion reported (warnings, invalid and ignored policies). */
   readonly policies: ConvertedPolicies
+  /** The waypoint Gateways, and the bindings that could not be honoured. */
+  readonly waypoints: WaypointIndex & { readonly problems: readonly WaypointBindingProblem[] }
 }
 
 /** Istio's canonical service name and revision of a pod (telemetry). */
@@ -75,7 +78,13 @@ function servicesByPod(snapshot: Snapshot, clusterDomain: string): Map<string, R
   return out
 }
 
-function meshServices(snapshot: Snapshot, clusterDomain: string): MeshService[] {
+/** The address of a bound waypoint; a problem is recorded and the object gets none. */
+function addressOf(binding: WaypointBinding, problems: WaypointBindingProblem[]): GatewayAddress | null {
+  if (binding.kind === 'problem') problems.push(binding.problem)
+  return binding.kind === 'bound' ? binding.address : null
+}
+
+function meshServices(snapshot: Snapshot, clusterDomain: string, index: WaypointIndex, problems: WaypointBindingProblem[]): MeshService[] {
   const out: MeshService[] = []
   for (const s of snapshot.services.values()) {
     if (s.clusterIPs.length === 0) continue
@@ -86,6 +95,7 @@ function meshServices(snapshot: Snapshot, clusterDomain: string): MeshService[] 
       addresses: s.clusterIPs.map((address) => ({ network: '', address })),
       ports: s.ports.map((p) => ({ servicePort: p.port, targetPort: typeof p.targetPort === 'number' ? p.targetPort : 0 })),
       subjectAltNames: [],
+      waypoint: addressOf(serviceWaypoint(snapshot, index, s), problems),
     })
   }
   return out
@@ -129,6 +139,8 @@ export function meshResources(snapshot: Snapshot, options: MeshResourceOptions):
   for (const pa of policies.peerAuthentications) pasByNamespace.set(pa.namespace, [...(pasByNamespace.get(pa.namespace) ?? []), pa])
   const services = servicesByPod(snapshot, options.clusterDomain)
   const notReady = notReadyPods(snapshot)
+  const waypoints = waypointIndex(snapshot)
+  const problems: WaypointBindingProblem[] = []
   const workloads: Workload[] = []
   for (const key of [...snapshot.pods.keys()].sort()) {
     const pod = snapshot.pods.get(key)!
@@ -157,6 +169,7 @@ export function meshResources(snapshot: Snapshot, options: MeshResourceOptions):
       tunnelProtocol: enrolled ? 'HBONE' : 'NONE',
       trustDomain: options.trustDomain,
       serviceAccount: pod.serviceAccount,
+      waypoint: addressOf(podWaypoint(snapshot, waypoints, pod), problems),
       node: pod.nodeName,
       canonicalName: canonical.name,
       canonicalRevision: canonical.revision,
@@ -170,5 +183,6 @@ export function meshResources(snapshot: Snapshot, options: MeshResourceOptions):
       ...(netnsPath === undefined ? {} : { netnsPath }),
     })
   }
-  return { workloads, services: meshServices(snapshot, options.clusterDomain), authorizations: [...authorizations.values()], policies }
+  const meshServiceList = meshServices(snapshot, options.clusterDomain, waypoints, problems)
+  return { workloads, services: meshServiceList, authorizations: [...authorizations.values()], policies, waypoints: { ...waypoints, problems } }
 }

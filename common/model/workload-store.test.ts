@@ -11,6 +11,7 @@ const workload = (name: string, ip: string, extra: Partial<Workload> = {}): Work
   tunnelProtocol: 'HBONE',
   trustDomain: 'cluster.local',
   serviceAccount: name,
+  waypoint: null,
   node: 'n1',
   canonicalName: name,
   canonicalRevision: 'latest',
@@ -40,6 +41,7 @@ t.test('a service VIP resolves to a healthy workload on its target port', async 
       addresses: [{ network: '', address: '10.96.0.10' }],
       ports: [{ servicePort: 80, targetPort: 8080 }],
       subjectAltNames: [],
+      waypoint: null,
     },
   ])
   const picked = new Set<string>()

@@ -2,7 +2,7 @@
 // fields L4 needs: workload.ts), indexed by IP. Updates are converted first and applied as
 // one batch; a bad entry rejects only itself. Proxies read it, never write it.
 import { isIPv4 } from 'node:net'
-import type { MeshService, PortMapping, Workload } from './workload.js'
+import type { GatewayAddress, MeshService, PortMapping, Workload } from './workload.js'
 import { AmbientError } from '../errors.js'
 
 export type { Workload, TunnelProtocol } from './workload.js'
@@ -78,16 +78,27 @@ export class WorkloadStore {
   }
 
   private servicesByVip = new Map<string, MeshService>()
+  /** By `<namespace>/<hostname>`, Istio's service resource name. */
+  private servicesByName = new Map<string, MeshService>()
 
   /** Replaces every service (from the agent); a service is reached through one of its workloads. */
   replaceServices(services: readonly MeshService[]): void {
     const byVip = new Map<string, MeshService>()
-    for (const s of services) for (const a of s.addresses) byVip.set(a.address, s)
+    const byName = new Map<string, MeshService>()
+    for (const s of services) {
+      for (const a of s.addresses) byVip.set(a.address, s)
+      byName.set(`${s.namespace}/${s.hostname}`, s)
+    }
     this.servicesByVip = byVip
+    this.servicesByName = byName
   }
 
   isServiceVip(ip: string): boolean {
     return this.servicesByVip.has(ip)
+  }
+
+  serviceByVip(ip: string): MeshService | undefined {
+    return this.servicesByVip.get(ip)
   }
 
   services(): MeshService[] {
@@ -105,7 +116,27 @@ export class WorkloadStore {
     random: () => number = Math.random,
   ): { readonly service: MeshService; readonly workload: Workload; readonly port: number } | null {
     const service = this.servicesByVip.get(vip)
-    if (service === undefined) return null
+    return service === undefined ? null : this.pickEndpoint(service, port, random)
+  }
+
+  /**
+   * Where a waypoint is reached: one of its healthy workloads on the HBONE port,
+   * through its service (by cluster IP or hostname) or, for an address that is a
+   * workload's, that workload. Null when nothing healthy serves it.
+   */
+  pickWaypoint(waypoint: GatewayAddress, random: () => number = Math.random): { readonly workload: Workload; readonly port: number } | null {
+    const d = waypoint.destination
+    const service = d.kind === 'address' ? this.servicesByVip.get(d.address) : this.servicesByName.get(`${d.namespace}/${d.hostname}`)
+    if (service !== undefined) return this.pickEndpoint(service, waypoint.hboneMtlsPort, random)
+    const workload = d.kind === 'address' ? this.byIp.get(d.address) : undefined
+    return workload !== undefined && workload.status === 'HEALTHY' ? { workload, port: waypoint.hboneMtlsPort } : null
+  }
+
+  private pickEndpoint(
+    service: MeshService,
+    port: number,
+    random: () => number,
+  ): { readonly service: MeshService; readonly workload: Workload; readonly port: number } | null {
     const key = `${service.namespace}/${service.hostname}`
     const candidates: { workload: Workload; port: number }[] = []
     for (const w of this.byService.get(key) ?? []) {

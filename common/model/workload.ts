@@ -49,6 +49,18 @@ export interface PortMapping {
 }
 
 /**
+ * message istio.workload.GatewayAddress: where a waypoint is reached. oneof
+ * destination: hostname (1, NamespacedHostname{namespace 1, hostname 2}) or address
+ * (2, NetworkAddress{network 1, address 2}); hbone_mtls_port (3).
+ */
+export interface GatewayAddress {
+  readonly destination:
+    | { readonly kind: 'address'; readonly network: string; readonly address: string }
+    | { readonly kind: 'hostname'; readonly namespace: string; readonly hostname: string }
+  readonly hboneMtlsPort: number
+}
+
+/**
  * One pod as ztunnel knows it: Istio's workload API message `istio.workload.Workload`
  * (pkg/workloadapi/workload.proto), the fields L4 uses, with their field numbers,
  * plus two node-local fields that are not part of that message (`labels`,
@@ -67,6 +79,8 @@ export interface Workload {
   /** 5 */ readonly tunnelProtocol: TunnelProtocol
   /** 6 */ readonly trustDomain: string
   /** 7 */ readonly serviceAccount: string
+  /** 8: the waypoint that traffic addressed to this workload's IP goes through; null without one. */
+  readonly waypoint: GatewayAddress | null
   /** 9 */ readonly node: string
   /** 10: telemetry's app (`service.istio.io/canonical-name`, `app.kubernetes.io/name`, `app`, else the workload name). */
   readonly canonicalName: string
@@ -106,6 +120,8 @@ export interface MeshService {
   /** 4 */ readonly addresses: readonly NetworkAddress[]
   /** 5 */ readonly ports: readonly PortMapping[]
   /** 6 */ readonly subjectAltNames: readonly string[]
+  /** 7: the waypoint that traffic addressed to this service goes through; null without one. */
+  readonly waypoint: GatewayAddress | null
 }
 
 export type ServiceProtocol = 'TCP' | 'UDP' | 'SCTP'
@@ -117,6 +133,8 @@ export interface ServicePort {
   /** A container port number, or the name of a container port. */
   readonly targetPort: number | string
   readonly protocol: ServiceProtocol
+  /** spec.ports[].appProtocol ('' when unset): how a waypoint treats the port (http, http2, grpc, tcp, ...). */
+  readonly appProtocol: string
 }
 
 export interface Service {

@@ -89,7 +89,11 @@ export function stringMatcher(m: StringMatch): (value: string) => boolean {
   }
 }
 
-function field<M, F, T>(name: string, pos: (m: M) => readonly T[], neg: (m: M) => readonly T[], test: (value: T) => Predicate<F>): MatchField<M, F> {
+/**
+ * A field pair of a match type: `pos` and `neg` read its values, `test` makes the
+ * predicate for one value. Compiles to null when neither side has values.
+ */
+export function field<M, F, T>(name: string, pos: (m: M) => readonly T[], neg: (m: M) => readonly T[], test: (value: T) => Predicate<F>): MatchField<M, F> {
   return {
     field: name,
     compile(m) {

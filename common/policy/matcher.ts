@@ -36,7 +36,11 @@ export interface CompiledPolicy<F> {
   readonly groups: readonly (readonly (readonly CompiledMatch<F>[])[])[]
 }
 
-export function compilePolicy<M, F>(a: GenericAuthorization<M>, profile: MatchProfile<unknown, M, F>, source?: PolicySource): CompiledPolicy<F> {
+/** groups -> rules -> matches, compiled. */
+export type CompiledGroups<F> = CompiledPolicy<F>['groups']
+
+/** Compiles the groups of any policy shape (the waypoint keeps its own policy type around them). */
+export function compileGroups<M, F>(groups: GenericAuthorization<M>['groups'], profile: Pick<MatchProfile<unknown, M, F>, 'fields'>): CompiledGroups<F> {
   const compileMatch = (m: M): CompiledMatch<F> => {
     const tests: FieldTest<F>[] = []
     for (const f of profile.fields) {
@@ -45,13 +49,17 @@ export function compilePolicy<M, F>(a: GenericAuthorization<M>, profile: MatchPr
     }
     return tests
   }
+  return groups.map((g) => g.rules.map((r) => r.matches.map(compileMatch)))
+}
+
+export function compilePolicy<M, F>(a: GenericAuthorization<M>, profile: MatchProfile<unknown, M, F>, source?: PolicySource): CompiledPolicy<F> {
   return {
     namespace: a.namespace,
     name: a.name,
     action: a.action,
     dryRun: a.dryRun,
     source: source ?? { kind: 'AuthorizationPolicy', namespace: a.namespace, name: a.name },
-    groups: a.groups.map((g) => g.rules.map((r) => r.matches.map(compileMatch))),
+    groups: compileGroups(a.groups, profile),
   }
 }
 
@@ -75,7 +83,12 @@ function matchMatches<F>(m: CompiledMatch<F>, facts: F): boolean {
 
 /** ztunnel's Authorization::matches. */
 export function policyMatches<F>(policy: CompiledPolicy<F>, facts: F): boolean {
-  for (const group of policy.groups) {
+  return groupsMatch(policy.groups, facts)
+}
+
+/** Whether any group matches: the whole of policyMatches, for callers that compiled with compileGroups. */
+export function groupsMatch<F>(groups: CompiledGroups<F>, facts: F): boolean {
+  for (const group of groups) {
     let all = true
     for (const rule of group) {
       if (rule.length === 0) continue

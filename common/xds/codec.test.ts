@@ -28,6 +28,7 @@ const workload: Workload = {
   tunnelProtocol: 'HBONE',
   trustDomain: 'example.org',
   serviceAccount: 'web',
+  waypoint: { destination: { kind: 'address', network: '', address: '10.96.0.99' }, hboneMtlsPort: 15008 },
   node: 'node-a',
   canonicalName: 'web',
   canonicalRevision: 'v2',
@@ -60,6 +61,7 @@ const service: MeshService = {
     { servicePort: 443, targetPort: 0 },
   ],
   subjectAltNames: ['spiffe://example.org/ns/shop/sa/web'],
+  waypoint: { destination: { kind: 'hostname', namespace: 'shop', hostname: 'waypoint.shop.svc.cluster.local' }, hboneMtlsPort: 15008 },
 }
 
 const authorization: Authorization = {
@@ -155,7 +157,7 @@ t.test('the bytes carry the stated field numbers', async (t) => {
   const wl = encodeWorkloadAddress(workload)
   t.same(
     [...new Set(fields(inner(wl)))].sort((a, b) => a - b),
-    [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16, 17, 18, 20, 22],
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 18, 20, 22],
   )
   // The first address is the 4 raw bytes of 10.244.1.5 under field 3.
   const w = protobuf.Reader.create(inner(wl))
@@ -168,11 +170,16 @@ t.test('the bytes carry the stated field numbers', async (t) => {
   t.same(Buffer.from(ip!).toString('hex'), '0af40105')
   t.same(
     [...new Set(fields(inner(encodeServiceAddress(service))))].sort((a, b) => a - b),
-    [1, 2, 3, 4, 5, 6],
+    [1, 2, 3, 4, 5, 6, 7],
   )
   t.same(
     [...new Set(fields(encodeAuthorization(authorization)))].sort((a, b) => a - b),
     [1, 2, 3, 4, 5, 6],
+  )
+  // GatewayAddress, by hand: address (2) {network (1) "", address (2) 4 bytes}, hbone_mtls_port (3) 15008.
+  t.equal(
+    encodeMessage(messageType('istio.workload.GatewayAddress'), { address: { address: Buffer.from([10, 96, 0, 99]) }, hboneMtlsPort: 15008 }).toString('hex'),
+    '1206' + '12040a600063' + '18a075',
   )
   // StringMatch presence is field 4 holding an empty message.
   const sm = encodeMessage(messageType('istio.security.StringMatch'), { presence: {} })
@@ -184,6 +191,24 @@ const wireWorkload = (extra: object) => ({ workload: { uid: 'u1', name: 'n', nam
 
 t.test('decoders reject bad resources naming the resource and the field', async (t) => {
   const cases: [string, () => unknown, string, RegExp][] = [
+    [
+      'a waypoint without a destination',
+      () => decodeAddress(bad('istio.workload.Address', wireWorkload({ waypoint: { hboneMtlsPort: 15008 } }))),
+      'waypoint.destination',
+      /workload u1: waypoint.destination: neither hostname/,
+    ],
+    [
+      'a waypoint without its HBONE port',
+      () => decodeAddress(bad('istio.workload.Address', wireWorkload({ waypoint: { address: { address: Buffer.alloc(4) } } }))),
+      'waypoint.hbone_mtls_port',
+      /is 0/,
+    ],
+    [
+      'a waypoint address of 3 bytes',
+      () => decodeAddress(bad('istio.workload.Address', wireWorkload({ waypoint: { address: { address: Buffer.alloc(3) }, hboneMtlsPort: 15008 } }))),
+      'waypoint.address.address',
+      /got 3/,
+    ],
     [
       'a 5-byte workload address',
       () => decodeAddress(bad('istio.workload.Address', wireWorkload({ addresses: [Buffer.alloc(4), Buffer.alloc(5)] }))),

@@ -3,7 +3,7 @@
 // ambient.zds.v1.LocalWorkload. Decoders check what the schema cannot (IP lengths,
 // enum numbers, oneofs, port ranges) and throw XdsResourceError naming the
 // resource and the field, so a client rejects that resource alone.
-import type { MeshService, NetworkAddress, PortMapping, TunnelProtocol, Workload, WorkloadStatus, WorkloadType } from '../model/workload.js'
+import type { GatewayAddress, MeshService, NetworkAddress, PortMapping, TunnelProtocol, Workload, WorkloadStatus, WorkloadType } from '../model/workload.js'
 import { TUNNEL_PROTOCOL_NUMBER, WORKLOAD_STATUS_NUMBER, WORKLOAD_TYPE_NUMBER } from '../model/workload.js'
 import type { Action, Address, Authorization, Group, Match, Scope, ServiceAccountMatch, StringMatch } from '../model/authorization.js'
 import { ACTION_NUMBER, SCOPE_NUMBER, authorizationKey } from '../model/authorization.js'
@@ -58,6 +58,7 @@ interface WireWorkload {
   tunnelProtocol: number
   trustDomain: string
   serviceAccount: string
+  waypoint: WireGatewayAddress | null
   node: string
   canonicalName: string
   canonicalRevision: string
@@ -75,6 +76,13 @@ interface WireService {
   addresses: { network: string; address: Buffer }[]
   ports: WirePort[]
   subjectAltNames: string[]
+  waypoint: WireGatewayAddress | null
+}
+interface WireGatewayAddress {
+  destination?: 'hostname' | 'address'
+  hostname?: { namespace: string; hostname: string }
+  address?: { network: string; address: Buffer }
+  hboneMtlsPort: number
 }
 interface WireAddress {
   type?: 'workload' | 'service'
@@ -147,6 +155,33 @@ function enumName<K extends string>(resource: string, field: string, numbers: Re
   return name
 }
 
+function encodeGateway(resource: string, g: GatewayAddress | null): object | null {
+  if (g === null) return null
+  const d = g.destination
+  const destination =
+    d.kind === 'address'
+      ? { address: { network: d.network, address: ipBytes(resource, 'waypoint.address.address', d.address) } }
+      : { hostname: { namespace: d.namespace, hostname: d.hostname } }
+  return { ...destination, hboneMtlsPort: g.hboneMtlsPort }
+}
+
+function decodeGateway(resource: string, g: WireGatewayAddress | null): GatewayAddress | null {
+  if (g === null) return null
+  const hboneMtlsPort = port(resource, 'waypoint.hbone_mtls_port', g.hboneMtlsPort)
+  if (hboneMtlsPort === 0) throw new XdsResourceError(resource, 'waypoint.hbone_mtls_port', 'is 0: a waypoint needs its HBONE port')
+  if (g.destination === 'address' && g.address) {
+    return {
+      destination: { kind: 'address', network: g.address.network, address: ipText(resource, 'waypoint.address.address', g.address.address) },
+      hboneMtlsPort,
+    }
+  }
+  if (g.destination === 'hostname' && g.hostname) {
+    const namespace = required(resource, 'waypoint.hostname.namespace', g.hostname.namespace)
+    return { destination: { kind: 'hostname', namespace, hostname: required(resource, 'waypoint.hostname.hostname', g.hostname.hostname) }, hboneMtlsPort }
+  }
+  throw new XdsResourceError(resource, 'waypoint.destination', 'neither hostname (1) nor address (2) is set')
+}
+
 function port(resource: string, field: string, n: number): number {
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new XdsResourceError(resource, field, `port ${n} is out of range 0-65535`)
   return n
@@ -190,6 +225,7 @@ export function encodeWorkloadAddress(w: Workload): Buffer {
     tunnelProtocol: TUNNEL_PROTOCOL_NUMBER[w.tunnelProtocol],
     trustDomain: w.trustDomain,
     serviceAccount: w.serviceAccount,
+    waypoint: encodeGateway(who, w.waypoint),
     node: w.node,
     canonicalName: w.canonicalName,
     canonicalRevision: w.canonicalRevision,
@@ -212,6 +248,7 @@ export function encodeServiceAddress(s: MeshService): Buffer {
     addresses: s.addresses.map((a, i) => ({ network: a.network, address: ipBytes(who, `addresses[${i}].address`, a.address) })),
     ports: s.ports.map((p) => ({ servicePort: p.servicePort, targetPort: p.targetPort })),
     subjectAltNames: [...s.subjectAltNames],
+    waypoint: encodeGateway(who, s.waypoint),
   }
   return encodeMessage(T.address(), { service })
 }
@@ -237,6 +274,7 @@ function decodeWorkload(w: WireWorkload): Workload {
     tunnelProtocol: enumName<TunnelProtocol>(who, 'tunnel_protocol', TUNNEL_PROTOCOL_NUMBER, w.tunnelProtocol),
     trustDomain: w.trustDomain,
     serviceAccount: w.serviceAccount,
+    waypoint: decodeGateway(who, w.waypoint),
     node: w.node,
     canonicalName: w.canonicalName,
     canonicalRevision: w.canonicalRevision,
@@ -261,6 +299,7 @@ function decodeService(s: WireService): MeshService {
     addresses: s.addresses.map((a, i): NetworkAddress => ({ network: a.network, address: ipText(who, `addresses[${i}].address`, a.address) })),
     ports: ports(who, 'ports', s.ports),
     subjectAltNames: s.subjectAltNames,
+    waypoint: decodeGateway(who, s.waypoint),
   }
 }
 

@@ -34,6 +34,7 @@ const workload = (name: string, ip: string, extra: Partial<Workload> = {}): Work
   tunnelProtocol: 'HBONE',
   trustDomain: 'cluster.local',
   serviceAccount: name,
+  waypoint: null,
   node: 'node-a',
   canonicalName: name,
   canonicalRevision: 'latest',
@@ -59,6 +60,7 @@ const service = (name: string, vip: string): MeshService => ({
   addresses: [{ network: '', address: vip }],
   ports: [{ servicePort: 80, targetPort: 8080 }],
   subjectAltNames: [],
+  waypoint: null,
 })
 const authz = (name: string, action: Authorization['action'] = 'ALLOW'): Authorization => ({
   name,

@@ -1,18 +1,40 @@
 // Outbound (Istio ztunnel's proxy/outbound): a connection an enrolled pod made,
-// redirected to its in-pod listener. To a mesh workload (or a service VIP resolved
-// to one) it rides a pooled HBONE tunnel dialed from the source pod's netns with the
-// source workload's certificate; anything else is plain TCP passthrough.
+// redirected to its in-pod listener. To a service or workload that has a waypoint it
+// rides HBONE to the waypoint; to a mesh workload (or a service VIP resolved to one)
+// it rides HBONE to that workload; tunnels are pooled and dialed from the source
+// pod's netns with the source workload's certificate. Anything else is plain TCP.
 import type { Duplex } from 'node:stream'
 import type net from 'node:net'
 import type { Logger } from 'pino'
+import { HboneUnknownDestinationError } from '../../common/hbone/errors.js'
 import { HbonePool } from '../../common/hbone/pool.js'
 import { formatAuthority, formatForwarded } from '../../common/hbone/headers.js'
 import type { IdentityManager } from '../../common/identity/manager.js'
 import { identityOf, type Workload, type WorkloadStore } from '../../common/model/workload-store.js'
+import type { GatewayAddress, MeshService } from '../../common/model/workload.js'
 import { relay } from '../../common/net/relay.js'
 import { tcpLabels, workloadLabels, type ZtunnelMetrics } from '../metrics.js'
 import { dialFromPod, type PodNetns } from './inpod.js'
-import type { CapturedConnection, ConnectionHandler } from './pod-proxy.js'
+import type { CapturedConnection, ConnectionHandler, Endpoint } from './pod-proxy.js'
+
+/** How an outbound connection leaves: an HBONE stream to a next hop, or plain TCP. */
+export type OutboundRoute =
+  | {
+      readonly kind: 'hbone'
+      /** The workload the tunnel ends at (a waypoint, or the destination itself). */
+      readonly destination: Workload
+      readonly nextHop: Endpoint
+      /** The CONNECT target: what the client dialed (through a waypoint), or the chosen workload's address. */
+      readonly authority: Endpoint
+      readonly service: MeshService | undefined
+    }
+  | { readonly kind: 'tcp'; readonly target: Endpoint; readonly destination: Workload | undefined; readonly service: MeshService | undefined }
+
+/** To a workload itself: HBONE when it is in the mesh, plain TCP otherwise. */
+function direct(workload: Workload, target: Endpoint, service: MeshService | undefined, hbonePort: number): OutboundRoute {
+  if (workload.tunnelProtocol !== 'HBONE') return { kind: 'tcp', target, destination: workload, service }
+  return { kind: 'hbone', destination: workload, nextHop: { ip: target.ip, port: hbonePort }, authority: target, service }
+}
 
 export interface OutboundOptions {
   readonly store: WorkloadStore
@@ -55,26 +77,26 @@ export class Outbound {
   handler(currentSource: () => Workload): ConnectionHandler {
     return async (conn: CapturedConnection) => {
       const source = currentSource()
-      const { destination, target } = this.resolve(conn.destination)
-      const mesh = destination?.tunnelProtocol === 'HBONE'
+      const route = this.route(conn.destination)
       const labels = tcpLabels({
         reporter: 'source',
         ...workloadLabels('source', source),
-        ...workloadLabels('destination', destination),
-        connection_security_policy: mesh ? 'mutual_tls' : 'unknown',
+        ...workloadLabels('destination', route.destination),
+        ...(route.service ? { destination_service: route.service.hostname } : {}),
+        connection_security_policy: route.kind === 'hbone' ? 'mutual_tls' : 'unknown',
       })
       let upstream: Duplex
-      if (mesh && destination !== undefined) {
+      if (route.kind === 'hbone') {
         upstream = await this.pool.connect({
           sourceIdentity: identityOf(source),
-          destinationIdentity: identityOf(destination),
-          nextHop: { ip: target.ip, port: this.options.hbonePort },
-          authority: formatAuthority(target),
+          destinationIdentity: identityOf(route.destination),
+          nextHop: route.nextHop,
+          authority: formatAuthority(route.authority),
           headers: { forwarded: formatForwarded(conn.source.ip) },
           sourceIp: conn.pod.ip,
         })
       } else {
-        upstream = await dialFromPod(conn.pod, target, { mark: this.options.proxyMark })
+        upstream = await dialFromPod(conn.pod, route.target, { mark: this.options.proxyMark })
       }
       this.options.metrics.connectionOpened(labels, 'outbound')
       const result = await relay(conn.socket, upstream)
@@ -84,17 +106,36 @@ export class Outbound {
   }
 
   /**
-   * Where a connection goes: a workload's IP as is; a service VIP to one of its healthy
-   * workloads, on that workload's target port. A VIP without one stays plain TCP to the
-   * VIP, as any destination outside the mesh: the cluster's service proxy routes it,
-   * and a meshed destination still enforces its own policy on that plaintext.
+   * Where a connection goes (Istio ztunnel's outbound request building):
+   * - to a service VIP whose service has a waypoint: HBONE to one of the waypoint's
+   *   workloads, `:authority` the VIP and port as the client dialed them;
+   * - to a workload's IP: through its workload waypoint if it has one, else HBONE
+   *   to it when it is in the mesh, else plain TCP;
+   * - to a service VIP without a waypoint: one of its healthy workloads, on that
+   *   workload's target port (HBONE or plain as that workload is); a VIP without one
+   *   is plain TCP to the VIP, as any destination outside the mesh.
+   * A waypoint that has no healthy workload refuses the connection (never bypassed).
    */
-  private resolve(original: { readonly ip: string; readonly port: number }): { destination: Workload | undefined; target: { ip: string; port: number } } {
-    const destination = this.options.store.findByIp(original.ip)
-    if (destination !== undefined) return { destination, target: original }
-    const endpoint = this.options.store.pickServiceEndpoint(original.ip, original.port)
-    if (endpoint === null) return { destination: undefined, target: original }
-    return { destination: endpoint.workload, target: { ip: endpoint.workload.ips[0]!, port: endpoint.port } }
+  route(original: Endpoint): OutboundRoute {
+    const { store, hbonePort } = this.options
+    const service = store.serviceByVip(original.ip)
+    if (service?.waypoint) return this.viaWaypoint(service.waypoint, original, service)
+    const workload = store.findByIp(original.ip)
+    if (workload?.waypoint) return this.viaWaypoint(workload.waypoint, original, undefined)
+    if (workload !== undefined) return direct(workload, original, undefined, hbonePort)
+    const endpoint = store.pickServiceEndpoint(original.ip, original.port)
+    if (endpoint === null) return { kind: 'tcp', target: original, destination: undefined, service }
+    return direct(endpoint.workload, { ip: endpoint.workload.ips[0]!, port: endpoint.port }, service, hbonePort)
+  }
+
+  private viaWaypoint(waypoint: GatewayAddress, original: Endpoint, service: MeshService | undefined): OutboundRoute {
+    const chosen = this.options.store.pickWaypoint(waypoint)
+    if (chosen === null) {
+      const where =
+        waypoint.destination.kind === 'address' ? waypoint.destination.address : `${waypoint.destination.namespace}/${waypoint.destination.hostname}`
+      throw new HboneUnknownDestinationError(`${formatAuthority(original)} (its waypoint ${where} has no healthy workload)`)
+    }
+    return { kind: 'hbone', destination: chosen.workload, nextHop: { ip: chosen.workload.ips[0]!, port: chosen.port }, authority: original, service }
   }
 
   private async dialFromSource(nextHop: { ip: string; port: number }, sourceIp?: string): Promise<net.Socket> {

@@ -69,6 +69,8 @@ export function parseLocalConfig(text: string, source: string, defaults: { reado
         name,
         namespace,
         serviceAccount: str(e, 'serviceAccount', where, 'default'),
+        // The file has no services, so no waypoint (a waypoint is reached through its service).
+        waypoint: null,
         trustDomain: str(e, 'trustDomain', where, defaults.trustDomain),
         ips: ips as string[],
         tunnelProtocol: protocol === 'TCP' ? 'NONE' : (protocol as 'HBONE' | 'NONE'),
