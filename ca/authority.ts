@@ -1,6 +1,8 @@
 // The CA's decision for one CreateCertificate call, apart from gRPC: who is
-// calling (a node, by its client certificate), is the CSR well formed and in our
-// trust domain, and is a pod with that identity scheduled on that node.
+// calling (a node, by its client certificate, or a caller a service-account token
+// proved: token-auth.ts), is the CSR well formed and in our trust domain, and may
+// that caller have that identity: a node only the identities of pods scheduled on
+// it, any other service account only its own.
 import { X509Certificate } from 'node:crypto'
 import { verifyChain, splitPem, parseBundle } from '../common/identity/chain.js'
 import { IdentityError } from '../common/identity/errors.js'
@@ -33,8 +35,21 @@ export interface CertificateRequest {
   readonly callerCertificate: X509Certificate | null
 }
 
+/** Who is asking, once authenticated. */
+export type Caller =
+  /** A node (node certificate, or the ztunnel service account's token bound to a pod on it): its pods' identities. */
+  | { readonly kind: 'node'; readonly node: string; readonly via: 'certificate' | 'token' }
+  /** Any other service account (a waypoint): exactly its own identity. */
+  | { readonly kind: 'workload'; readonly identity: string }
+
+export function describeCaller(caller: Caller): string {
+  return caller.kind === 'node' ? `node ${caller.node}` : `service account ${caller.identity}`
+}
+
 export interface Issued {
-  readonly node: string
+  /** The node for a node caller, null for a workload. */
+  readonly node: string | null
+  readonly caller: string
   readonly identity: string
   readonly serialNumber: string
   readonly certChainPem: readonly string[]
@@ -71,7 +86,7 @@ export class CertificateAuthority {
     if (!caller)
       throw new CaError(
         'AMBIENT_ERR_CA_UNAUTHENTICATED',
-        'no valid client certificate (missing, expired or from another CA): call the CA with an unexpired node certificate it issued (ambient ca node-cert)',
+        'no valid client certificate (missing, expired or from another CA) and no service-account token: call the CA with an unexpired node certificate it issued (ambient ca node-cert) or, in a cluster, a projected token (ztunnel --ca-token-file)',
       )
     try {
       verifyChain({ leaf: caller, intermediates: this.chain, roots: this.roots })
@@ -89,8 +104,13 @@ export class CertificateAuthority {
     return node.node
   }
 
+  /** A caller with a client certificate (a node). */
   issue(request: CertificateRequest): Issued {
-    const node = this.authenticate(request.callerCertificate)
+    return this.issueFor({ kind: 'node', node: this.authenticate(request.callerCertificate), via: 'certificate' }, request)
+  }
+
+  /** Checks the CSR and whether `caller` may have its identity; signs it. */
+  issueFor(caller: Caller, request: Omit<CertificateRequest, 'callerCertificate'>): Issued {
     let csr
     try {
       csr = parseCsr(request.csrPem)
@@ -113,10 +133,16 @@ export class CertificateAuthority {
     if (request.impersonatedIdentity !== undefined && request.impersonatedIdentity !== identity) {
       throw new CaError('AMBIENT_ERR_CA_BAD_REQUEST', `metadata ImpersonatedIdentity ${request.impersonatedIdentity} differs from the CSR identity ${identity}`)
     }
-    if (!this.options.registry.identitiesOnNode(node).has(identity)) {
+    if (caller.kind === 'node' && !this.options.registry.identitiesOnNode(caller.node).has(identity)) {
       throw new CaError(
         'AMBIENT_ERR_CA_PERMISSION_DENIED',
-        `node ${node} may not get a certificate for ${identity}: no pod with that identity is scheduled on it`,
+        `node ${caller.node} may not get a certificate for ${identity}: no pod with that identity is scheduled on it`,
+      )
+    }
+    if (caller.kind === 'workload' && caller.identity !== identity) {
+      throw new CaError(
+        'AMBIENT_ERR_CA_PERMISSION_DENIED',
+        `service account ${caller.identity} may get a certificate only for its own identity, not ${identity}`,
       )
     }
     const seconds = request.validitySeconds ?? 0
@@ -127,6 +153,12 @@ export class CertificateAuthority {
       this.options.maxTtlMs ?? DEFAULT_MAX_WORKLOAD_TTL_MS,
     )
     const leafPem = signCsr({ csrPem: request.csrPem, ca: this.options.bundle.signing, ttlMs })
-    return { node, identity, serialNumber: new X509Certificate(leafPem).serialNumber, certChainPem: responseChain(this.options.bundle, splitPem(leafPem)[0]!) }
+    return {
+      node: caller.kind === 'node' ? caller.node : null,
+      caller: describeCaller(caller),
+      identity,
+      serialNumber: new X509Certificate(leafPem).serialNumber,
+      certChainPem: responseChain(this.options.bundle, splitPem(leafPem)[0]!),
+    }
   }
 }

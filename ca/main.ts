@@ -1,5 +1,7 @@
 // `ambient ca`: wiring only. Loads (or creates) the cacerts directory, the node
-// → identities registry, and serves IstioCertificateService; stops in reverse.
+// → identities registry (a file, a manifests folder, or the cluster's pods), with
+// a cluster the token authenticator and the root-certificate ConfigMaps, and
+// serves IstioCertificateService; stops in reverse.
 // `ambient ca node-cert` issues a node's client certificate for talking to it.
 import { chmodSync, mkdirSync, unwatchFile, watchFile, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -15,6 +17,10 @@ import { identitiesByNode, readNodeIdentities, StaticPodRegistry } from './pod-r
 import { ManifestsSource } from '../common/local/manifests-source.js'
 import type { Snapshot } from '../common/model/snapshot.js'
 import { CaServer } from './server.js'
+import { KubeSource } from '../common/kube/kube-source.js'
+import { KubeClient } from '../common/kube/kube-client.js'
+import { TokenAuthenticator } from './token-auth.js'
+import { RootCertPublisher } from './root-cert-publisher.js'
 
 export class CaProcess {
   private readonly stops = new StopStack()
@@ -31,6 +37,7 @@ export class CaProcess {
       const { bundle, created } = loadOrCreateCacerts(config.cacertsDir)
       log.info({ dir: config.cacertsDir, created, root: bundle.rootCertPem.length }, created ? 'generated a self-signed root' : 'loaded cacerts')
       const registry = new StaticPodRegistry()
+      let tokens: TokenAuthenticator | undefined
       const file = config.nodeIdentitiesFile
       if (file) {
         const load = (): void => {
@@ -52,8 +59,10 @@ export class CaProcess {
         apply(await source.ready())
         this.stops.push(() => source.stop())
         log.info({ dir: config.manifestsDir }, 'node identities follow the pods in the manifests')
+      } else if (config.kube !== null) {
+        tokens = await this.startCluster(config.kube, registry, bundle.trustBundlePem)
       } else {
-        log.warn('no --node-identities or --manifests: every request is refused until a pod registry is attached')
+        log.warn('no --node-identities, --manifests or Kubernetes API: every request is refused until a pod registry is attached')
       }
       const authority = new CertificateAuthority({
         bundle,
@@ -69,6 +78,7 @@ export class CaProcess {
         listen: config.listen,
         dnsNames: config.dnsNames,
         log: log.child({ component: 'server' }),
+        ...(tokens !== undefined && { tokens }),
       })
       await this.server.start()
       this.stops.push(() => this.server!.stop())
@@ -80,6 +90,58 @@ export class CaProcess {
 
   async stop(): Promise<void> {
     await this.stops.run(this.log)
+  }
+
+  /** Pods (node identities) and namespaces from the API; token callers; the root published in every namespace. */
+  private async startCluster(connection: NonNullable<CaConfig['kube']>, registry: StaticPodRegistry, trustBundlePem: string): Promise<TokenAuthenticator> {
+    const { config, log } = this
+    const client = KubeClient.for(connection)
+    this.stops.push(() => client.close())
+    const source = new KubeSource({ connection, nodeName: 'ambient-ca', logger: log.child({ component: 'kube' }), resources: ['Pod', 'Namespace'] })
+    this.stops.push(() => source.stop())
+    let namespaces: readonly string[] = []
+    const publisher =
+      config.rootCertConfigMap === null
+        ? null
+        : new RootCertPublisher({
+            client,
+            name: config.rootCertConfigMap,
+            rootCertPem: trustBundlePem,
+            namespaces: () => namespaces,
+            log: log.child({ component: 'root-cert' }),
+            resyncMs: config.rootCertResyncMs,
+          })
+    const apply = (snapshot: Snapshot): void => {
+      registry.replaceAll(identitiesByNode(snapshot, config.trustDomain))
+      const next = [...snapshot.namespaces.keys()].sort()
+      if (next.join('\n') !== namespaces.join('\n')) {
+        namespaces = next
+        publisher?.sync()
+      }
+    }
+    source.onChange(apply)
+    await source.start()
+    log.info({ server: client.server }, 'waiting for the pods and namespaces of the cluster')
+    apply(await source.ready())
+    if (publisher !== null) {
+      publisher.start()
+      this.stops.push(() => publisher.stop())
+    }
+    log.info(
+      {
+        audience: config.tokenAudience,
+        ztunnel: `${config.ztunnelServiceAccount.namespace}/${config.ztunnelServiceAccount.name}`,
+        rootCertConfigMap: config.rootCertConfigMap,
+      },
+      'node identities follow the pods in the cluster; service-account tokens accepted',
+    )
+    return new TokenAuthenticator({
+      client,
+      trustDomain: config.trustDomain,
+      audience: config.tokenAudience,
+      nodeServiceAccount: config.ztunnelServiceAccount,
+      log: log.child({ component: 'token-auth' }),
+    })
   }
 }
 
@@ -103,10 +165,33 @@ export function registerCaCommand(program: Command): void {
     .option('--max-cert-ttl <duration>', 'longest workload certificate lifetime granted', CA_DEFAULTS.maxCertTtl)
     .option('--node-identities <file>', 'YAML map of node name to the SPIFFE ids of its pods (re-read on change)')
     .option('--manifests <dir>', "or: the pods' spec.nodeName in this manifests folder (the one `ambient agent --manifests` reads, watched)")
+    .option(
+      '--kubeconfig <file>',
+      "or: the cluster's pods from the Kubernetes API this kubeconfig names (in a pod, without any of these, its service account is used); enables token callers and the root ConfigMaps",
+    )
+    .option('--context <name>', 'kubeconfig context (default: its current-context)')
+    .option('--kube-server <url>', 'or: the Kubernetes API at this URL, without credentials (tests)')
+    .option('--kube-insecure', 'allow a plain http:// --kube-server (tests only)')
+    .option(
+      '--token-audience <aud>',
+      'with a Kubernetes API: callers may authenticate with a service-account token for this audience (checked by TokenReview)',
+      CA_DEFAULTS.tokenAudience,
+    )
+    .option(
+      '--ztunnel-service-account <ns/name>',
+      "tokens of this service account stand for the node their pod runs on (its pods' identities); any other service account gets only its own identity",
+      CA_DEFAULTS.ztunnelServiceAccount,
+    )
+    .option(
+      '--root-cert-configmap <name>',
+      'with a Kubernetes API: publish the trust bundle as this ConfigMap (key root-cert.pem) in every namespace',
+      CA_DEFAULTS.rootCertConfigMap,
+    )
+    .option('--no-root-cert-configmap', 'do not publish the root ConfigMaps')
     .option('--dns-name <name>', 'DNS SAN of the serving certificate (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--log-level <level>', 'debug, info, warn or error', CA_DEFAULTS.logLevel)
     .action(async (flags: CaFlags) => {
-      const config = parseCaConfig(flags)
+      const config = parseCaConfig(flags, process.env)
       const log = createLogger({ name: 'ca', level: config.logLevel })
       await runUntilSignal(new CaProcess(config, log), log)
     })

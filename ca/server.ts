@@ -1,11 +1,15 @@
 // `ambient ca`'s gRPC server: istio.v1.auth.IstioCertificateService over TLS.
 // Clients authenticate with a node certificate (requested, not required by the
-// handshake, so that a caller without one gets a clear UNAUTHENTICATED). The
-// serving certificate is issued from the CA itself and renewed at half-life.
+// handshake, so that a caller without one gets a clear UNAUTHENTICATED) or, with
+// a Kubernetes API, a service-account token in the `authorization: Bearer`
+// metadata (token-auth.ts). The serving certificate is issued from the CA itself
+// and renewed at half-life.
 import { X509Certificate } from 'node:crypto'
 import * as grpc from '@grpc/grpc-js'
 import type { Logger } from 'pino'
-import type { CertificateAuthority } from './authority.js'
+import { describeCaller, type Caller, type CertificateAuthority } from './authority.js'
+import type { TokenAuthenticator } from './token-auth.js'
+import { CaError } from '../common/identity/ca-errors.js'
 import type { CaBundle } from '../common/identity/cacerts.js'
 import { grpcStatusOf } from '../common/identity/ca-errors.js'
 import { issueServingCertificate } from '../common/identity/node-identity.js'
@@ -21,6 +25,8 @@ export interface CaServerOptions {
   readonly dnsNames?: readonly string[]
   /** Lifetime of the serving certificate (default 24 h, renewed at half-life). */
   readonly servingTtlMs?: number
+  /** Service-account token callers (with a Kubernetes API); without it only node certificates are accepted. */
+  readonly tokens?: TokenAuthenticator
 }
 
 /**
@@ -127,26 +133,44 @@ export class CaServer {
     return cert
   }
 
+  /** The caller: its client certificate when it sent one, else its bearer token. */
+  private async caller(call: grpc.ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>): Promise<Caller> {
+    const raw = call.getAuthContext()?.sslPeerCertificate?.raw
+    if (raw) return { kind: 'node', node: this.options.authority.authenticate(this.callerCertificate(raw)), via: 'certificate' }
+    const header = call.metadata.get('authorization')[0]
+    const token = typeof header === 'string' ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined
+    if (token !== undefined && this.options.tokens !== undefined) return this.options.tokens.authenticate(token)
+    if (token !== undefined)
+      throw new CaError(
+        'AMBIENT_ERR_CA_UNAUTHENTICATED',
+        'service-account tokens are accepted only when the CA reaches the Kubernetes API (run it in the cluster, or with --kubeconfig); present a node certificate instead',
+      )
+    return { kind: 'node', node: this.options.authority.authenticate(null), via: 'certificate' } // throws UNAUTHENTICATED naming both ways
+  }
+
   private createCertificate(
     call: grpc.ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>,
     callback: grpc.sendUnaryData<IstioCertificateResponse>,
   ): void {
     const { log, authority } = this.options
     const impersonated = call.request.metadata?.fields?.ImpersonatedIdentity?.stringValue
-    try {
-      const raw = call.getAuthContext()?.sslPeerCertificate?.raw
-      const issued = authority.issue({
-        csrPem: call.request.csr,
-        validitySeconds: Number(call.request.validity_duration ?? 0),
-        impersonatedIdentity: impersonated || undefined,
-        callerCertificate: raw ? this.callerCertificate(raw) : null,
+    this.caller(call)
+      .then((caller) => {
+        const issued = authority.issueFor(caller, {
+          csrPem: call.request.csr,
+          validitySeconds: Number(call.request.validity_duration ?? 0),
+          impersonatedIdentity: impersonated || undefined,
+        })
+        log.info(
+          { caller: describeCaller(caller), via: caller.kind === 'node' ? caller.via : 'token', identity: issued.identity, serial: issued.serialNumber },
+          'certificate issued',
+        )
+        callback(null, { cert_chain: issued.certChainPem })
       })
-      log.info({ node: issued.node, identity: issued.identity, serial: issued.serialNumber }, 'certificate issued')
-      callback(null, { cert_chain: issued.certChainPem })
-    } catch (err) {
-      const code = grpcStatusOf(err)
-      log.warn({ peer: call.getPeer(), impersonated, code: grpc.status[code], err: (err as Error).message }, 'certificate refused')
-      callback({ code, details: (err as Error).message })
-    }
+      .catch((err: unknown) => {
+        const code = grpcStatusOf(err)
+        log.warn({ peer: call.getPeer(), impersonated, code: grpc.status[code], err: (err as Error).message }, 'certificate refused')
+        callback({ code, details: (err as Error).message })
+      })
   }
 }

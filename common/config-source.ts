@@ -3,7 +3,8 @@
 // folder (watched), a kubeconfig, an explicit API server URL, or, in a pod, the
 // in-cluster service account. Both kinds give the same Snapshot.
 import type { Command } from 'commander'
-import { ConfigError, fromEnv } from './config.js'
+import { ConfigError } from './config.js'
+import { kubeConnectionFromFlags } from './kube/kube-config.js'
 import type { KubeConnection } from './kube/kube-client.js'
 import { KubeSource } from './kube/kube-source.js'
 import { ManifestsSource } from './local/manifests-source.js'
@@ -33,19 +34,8 @@ export function parseSourceConfig(flags: SourceFlags, env: NodeJS.ProcessEnv): S
   const given = [flags.manifests && '--manifests', flags.kubeconfig && '--kubeconfig', flags.kubeServer && '--kube-server'].filter(Boolean)
   if (given.length > 1) throw new ConfigError(given[1] as string, `give one source, not ${given.join(' and ')}`)
   if (flags.manifests) return { kind: 'manifests', dir: flags.manifests }
-  if (flags.kubeconfig)
-    return { kind: 'kube', connection: { kind: 'kubeconfig', path: flags.kubeconfig, ...(flags.context ? { context: flags.context } : {}) } }
-  if (flags.kubeServer) {
-    if (!/^https?:\/\//.test(flags.kubeServer)) throw new ConfigError('--kube-server', `${JSON.stringify(flags.kubeServer)} is not an http(s):// URL`)
-    if (flags.kubeServer.startsWith('http://') && !flags.kubeInsecure)
-      throw new ConfigError('--kube-server', `${flags.kubeServer} is plain http: add --kube-insecure to allow it (tests only)`)
-    return { kind: 'kube', connection: { kind: 'server', server: flags.kubeServer, insecure: flags.kubeInsecure === true } }
-  }
-  const host = fromEnv(env, 'KUBERNETES_SERVICE_HOST', '')
-  if (host !== '') {
-    const port = fromEnv(env, 'KUBERNETES_SERVICE_PORT', '443')
-    return { kind: 'kube', connection: { kind: 'in-cluster', server: `https://${host.includes(':') ? `[${host}]` : host}:${port}` } }
-  }
+  const connection = kubeConnectionFromFlags(flags, env)
+  if (connection !== null) return { kind: 'kube', connection }
   throw new ConfigError(
     '--manifests',
     'no configuration source: give --manifests DIR, --kubeconfig FILE or --kube-server URL, or run in a pod (KUBERNETES_SERVICE_HOST)',

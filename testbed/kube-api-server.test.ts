@@ -319,3 +319,84 @@ t.test('Lease: POST creates once, PUT needs the resourceVersion it read, mismatc
   t.not(updated.body.metadata.resourceVersion, rv, 'a new resourceVersion')
   t.equal(fake.counts('leases').update, 4, 'every PUT counted')
 })
+
+t.test('tokens: TokenReview checks expiry, audience and the bound pod; requests need a token, and RBAC rules', async (t) => {
+  const fake = await FakeKubeApiServer.start({ authenticate: true, token: 'admin' })
+  t.teardown(() => fake.stop())
+  const pod = fake.create('Pod', { metadata: { name: 'zt-1', namespace: 'ambient-system' }, spec: { nodeName: 'n1' } })
+  const uid = pod.metadata?.['uid'] as string
+  const bound = { namespace: 'ambient-system', serviceAccount: 'ztunnel', pod: { name: 'zt-1', uid } }
+  const caToken = fake.issueToken({ ...bound, node: 'n1', audiences: ['istio-ca'] })
+  const review = (token: string, audiences: string[]): Promise<Reply> =>
+    call(fake.url, 'POST', '/apis/authentication.k8s.io/v1/tokenreviews', {
+      token: 'admin',
+      body: JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences } }),
+    })
+  const ok = await review(caToken, ['istio-ca'])
+  t.equal(ok.status, 201)
+  t.match(ok.body.status, {
+    authenticated: true,
+    audiences: ['istio-ca'],
+    user: {
+      username: 'system:serviceaccount:ambient-system:ztunnel',
+      extra: {
+        'authentication.kubernetes.io/node-name': ['n1'],
+        'authentication.kubernetes.io/pod-name': ['zt-1'],
+        'authentication.kubernetes.io/pod-uid': [uid],
+      },
+    },
+  })
+  t.match((await review(caToken, ['other'])).body.status, {
+    authenticated: false,
+    error: /token audiences \["istio-ca"\] is invalid for the target audiences \["other"\]/,
+  })
+  t.match((await review(fake.issueToken({ ...bound, audiences: ['istio-ca'], expiresInSeconds: -1 }), ['istio-ca'])).body.status, {
+    authenticated: false,
+    error: /expired/,
+  })
+  t.match((await review('made-up', ['istio-ca'])).body.status, { authenticated: false, error: /token lookup failed/ })
+  const older = await review(fake.issueToken({ ...bound, audiences: ['istio-ca'] }), ['istio-ca'])
+  t.notOk(older.body.status.user.extra['authentication.kubernetes.io/node-name'], 'a server before 1.30 names no node')
+
+  // Requests: no token or a token for another audience is 401; a valid one is subject to RBAC.
+  const apiToken = fake.issueToken({ namespace: 'ambient-system', serviceAccount: 'ambient-agent' })
+  t.equal((await call(fake.url, 'GET', '/api/v1/pods')).status, 401)
+  t.equal((await call(fake.url, 'GET', '/api/v1/pods', { token: caToken })).status, 401, 'a CA token is no API token')
+  t.equal((await call(fake.url, 'GET', '/api/v1/pods', { token: apiToken })).status, 200, 'no RBAC loaded: allowed')
+  fake.loadRbac([
+    { kind: 'ClusterRole', metadata: { name: 'agent' }, rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] }] },
+    {
+      kind: 'ClusterRoleBinding',
+      metadata: { name: 'agent' },
+      roleRef: { kind: 'ClusterRole', name: 'agent' },
+      subjects: [{ kind: 'ServiceAccount', name: 'ambient-agent', namespace: 'ambient-system' }],
+    },
+    {
+      kind: 'Role',
+      metadata: { name: 'lease', namespace: 'istio-system' },
+      rules: [{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get'], resourceNames: ['l'] }],
+    },
+    {
+      kind: 'RoleBinding',
+      metadata: { name: 'lease', namespace: 'istio-system' },
+      roleRef: { kind: 'Role', name: 'lease' },
+      subjects: [{ kind: 'ServiceAccount', name: 'ambient-agent', namespace: 'ambient-system' }],
+    },
+  ])
+  t.equal((await call(fake.url, 'GET', '/api/v1/pods', { token: apiToken })).status, 200)
+  const patch = await call(fake.url, 'PATCH', '/api/v1/namespaces/ambient-system/pods/zt-1', {
+    token: apiToken,
+    body: '{}',
+    contentType: 'application/merge-patch+json',
+  })
+  t.equal(patch.status, 403)
+  t.equal(
+    patch.body.message,
+    'pods "zt-1" is forbidden: User "system:serviceaccount:ambient-system:ambient-agent" cannot patch resource "pods" in API group "" in the namespace "ambient-system"',
+  )
+  t.equal((await call(fake.url, 'GET', '/apis/coordination.k8s.io/v1/namespaces/istio-system/leases/l', { token: apiToken })).status, 404, 'allowed, absent')
+  t.equal((await call(fake.url, 'GET', '/apis/coordination.k8s.io/v1/namespaces/istio-system/leases/other', { token: apiToken })).status, 403, 'another name')
+  t.equal((await call(fake.url, 'GET', '/apis/coordination.k8s.io/v1/namespaces/default/leases/l', { token: apiToken })).status, 403, 'another namespace')
+  t.equal((await call(fake.url, 'POST', '/apis/authentication.k8s.io/v1/tokenreviews', { token: apiToken, body: '{}' })).status, 403, 'no tokenreviews rule')
+  t.equal(fake.denied().length, 4)
+})

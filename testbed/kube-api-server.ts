@@ -2,13 +2,31 @@
 // the agent watches, POST and PUT (with resourceVersion conflicts) for its Lease, behaving like the real one where @kubernetes/client-node's
 // informers look (one global resourceVersion as in etcd, 410 Gone for a compacted
 // resourceVersion, bookmarks, field and label selectors), plus knobs to make it
-// misbehave (latency, failures, dropped watches, compaction).
+// misbehave (latency, failures, dropped watches, compaction). Optionally it
+// authenticates service-account tokens it issued, answers TokenReview (as
+// `ambient ca` uses it) and enforces RBAC loaded from Role/ClusterRole objects
+// (kube-auth.ts), so a missing rule in daemonset/rbac.yaml fails a test.
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
+import { requestInfo } from '../common/kube/request-info.js'
+import { FakeRbac, FakeTokens, forbiddenMessage, type TokenSpec, type UserInfo } from './kube-auth.js'
+
+export type { TokenSpec }
 
 export type FakeKind =
-  'Namespace' | 'Pod' | 'Service' | 'ServiceAccount' | 'EndpointSlice' | 'AuthorizationPolicy' | 'PeerAuthentication' | 'Gateway' | 'HTTPRoute' | 'Lease'
+  | 'Namespace'
+  | 'Pod'
+  | 'Service'
+  | 'ServiceAccount'
+  | 'EndpointSlice'
+  | 'AuthorizationPolicy'
+  | 'PeerAuthentication'
+  | 'Gateway'
+  | 'HTTPRoute'
+  | 'Lease'
+  | 'ConfigMap'
 
 interface ResourceType {
   readonly kind: FakeKind
@@ -31,6 +49,7 @@ const TYPES: readonly ResourceType[] = [
   { kind: 'Gateway', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'gateways', namespaced: true, custom: true },
   { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes', namespaced: true, custom: true },
   { kind: 'Lease', group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true, custom: false },
+  { kind: 'ConfigMap', group: '', version: 'v1', plural: 'configmaps', namespaced: true, custom: false },
 ]
 
 const typeOf = (kind: FakeKind): ResourceType => TYPES.find((t) => t.kind === kind) as ResourceType
@@ -70,8 +89,12 @@ export interface FakeKubeApiServerOptions {
   readonly bookmarkIntervalMs?: number
   /** Events kept for watches to resume from; older resourceVersions get 410. Default 10000. */
   readonly historyLimit?: number
-  /** When set, requests must carry `Authorization: Bearer <token>`. */
+  /** When set, requests must carry `Authorization: Bearer <token>` (or, with `authenticate`, a token issued by issueToken()); this token is an administrator. */
   readonly token?: string
+  /** Requests must carry a token issued by issueToken() for the API server's audience (or `token`). */
+  readonly authenticate?: boolean
+  /** Serve https with this certificate (in-cluster clients insist on TLS); url is then https://. */
+  readonly tls?: { readonly certPem: string; readonly keyPem: string }
 }
 
 export class FakeKubeApiServer {
@@ -87,16 +110,20 @@ export class FakeKubeApiServer {
   readonly #options: FakeKubeApiServerOptions
   #bookmarkTimer: NodeJS.Timeout | undefined
   #url = ''
+  readonly #tokens = new FakeTokens()
+  #rbac: FakeRbac | undefined
+  readonly #denied: string[] = []
 
   private constructor(options: FakeKubeApiServerOptions) {
     this.#options = options
     for (const t of TYPES) this.#objects.set(t.kind, new Map())
-    this.#server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.#handle(req, res).catch((err: unknown) => {
         if (!res.headersSent) this.#status(res, 500, 'InternalError', String(err))
         else res.destroy()
       })
-    })
+    }
+    this.#server = options.tls ? createTlsServer({ cert: options.tls.certPem, key: options.tls.keyPem }, handler) : createServer(handler)
   }
 
   static async start(options: FakeKubeApiServerOptions = {}): Promise<FakeKubeApiServer> {
@@ -105,7 +132,7 @@ export class FakeKubeApiServer {
       fake.#server.once('error', reject)
       fake.#server.listen(0, '127.0.0.1', () => resolve())
     })
-    fake.#url = `http://127.0.0.1:${(fake.#server.address() as AddressInfo).port}`
+    fake.#url = `${options.tls ? 'https' : 'http'}://127.0.0.1:${(fake.#server.address() as AddressInfo).port}`
     fake.#bookmarkTimer = setInterval(() => fake.#sendBookmarks(), options.bookmarkIntervalMs ?? 1000)
     fake.#bookmarkTimer.unref()
     return fake
@@ -193,6 +220,28 @@ export class FakeKubeApiServer {
     return n
   }
 
+  /** A service-account token, as the kubelet gets one for a pod's projected volume. */
+  issueToken(spec: TokenSpec): string {
+    return this.#tokens.issue(spec)
+  }
+
+  /** Enforces RBAC for token-authenticated requests from now on, from ClusterRole/Role/(Cluster)RoleBinding objects (cumulative). */
+  loadRbac(objects: readonly Record<string, unknown>[]): void {
+    this.#rbac ??= new FakeRbac()
+    this.#rbac.load(objects)
+  }
+
+  /** Replaces every RBAC rule loaded so far. */
+  setRbac(objects: readonly Record<string, unknown>[]): void {
+    this.#rbac = new FakeRbac()
+    this.#rbac.load(objects)
+  }
+
+  /** The 403 messages answered so far (what RBAC refused). */
+  denied(): readonly string[] {
+    return [...this.#denied]
+  }
+
   setLatency(ms: number): void {
     this.#latencyMs = ms
   }
@@ -277,9 +326,34 @@ export class FakeKubeApiServer {
     const url = new URL(req.url ?? '/', 'http://fake')
     const body = await readBody(req)
     if (this.#latencyMs > 0) await new Promise((r) => setTimeout(r, this.#latencyMs))
-    if (this.#options.token !== undefined && req.headers.authorization !== `Bearer ${this.#options.token}`) {
+    const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1]
+    let user: UserInfo | undefined
+    if (this.#options.authenticate) {
+      if (bearer === undefined || bearer !== this.#options.token) {
+        const review = bearer === undefined ? undefined : this.#review(bearer, [])
+        if (review === undefined || !review.authenticated) return this.#status(res, 401, 'Unauthorized', 'Unauthorized')
+        user = review.user
+      }
+    } else if (this.#options.token !== undefined && bearer !== this.#options.token) {
       return this.#status(res, 401, 'Unauthorized', 'unauthorized')
     }
+    const info = requestInfo(req.method ?? 'GET', req.url ?? '/')
+    if (user !== undefined && this.#rbac !== undefined && info !== undefined) {
+      const attributes = {
+        user,
+        verb: info.verb,
+        group: info.group,
+        resource: info.resource,
+        ...(info.namespace !== undefined && { namespace: info.namespace }),
+        ...(info.name !== undefined && { name: info.name }),
+      }
+      if (!this.#rbac.allowed(attributes)) {
+        const message = forbiddenMessage(attributes)
+        this.#denied.push(message)
+        return this.#status(res, 403, 'Forbidden', message)
+      }
+    }
+    if (url.pathname === '/apis/authentication.k8s.io/v1/tokenreviews') return this.#tokenReview(req.method ?? 'GET', body, res)
     const failure = this.#failures.get(url.pathname)
     if (failure !== undefined) {
       failure.remaining -= 1
@@ -379,6 +453,31 @@ export class FakeKubeApiServer {
       return json(res, 200, this.#record(type.kind, 'MODIFIED', { ...merged, metadata }, current))
     }
     return this.#status(res, 405, 'MethodNotAllowed', `${req.method} not supported`)
+  }
+
+  #review(token: string, audiences: readonly string[]): ReturnType<FakeTokens['review']> {
+    return this.#tokens.review(token, audiences, (namespace, name) => this.#store('Pod').get(`${namespace}/${name}`)?.metadata?.['uid'] as string | undefined)
+  }
+
+  /** POST tokenreviews: authenticated or not (with the reason), the user, its extra (bound pod, node) and the audiences. */
+  #tokenReview(method: string, body: string, res: ServerResponse): void {
+    this.#count('tokenreviews', 'create')
+    if (method !== 'POST') return this.#status(res, 405, 'MethodNotAllowed', `${method} not supported on tokenreviews`)
+    const review = parseObject(body) as { spec?: { token?: unknown; audiences?: unknown } } | undefined
+    const token = review?.spec?.token
+    if (typeof token !== 'string' || token === '') return this.#status(res, 400, 'BadRequest', 'spec.token: Required value')
+    const audiences = Array.isArray(review?.spec?.audiences) ? (review.spec.audiences as string[]) : []
+    const result = this.#review(token, audiences)
+    const status = result.authenticated
+      ? { authenticated: true, user: result.user, audiences: result.audiences }
+      : { authenticated: false, error: result.error }
+    return json(res, 201, {
+      kind: 'TokenReview',
+      apiVersion: 'authentication.k8s.io/v1',
+      metadata: { creationTimestamp: null },
+      spec: { token, audiences },
+      status,
+    })
   }
 
   /** The real server's 400 for a body whose namespace differs from the URL's. */

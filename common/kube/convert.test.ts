@@ -1,9 +1,5 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import t from 'tap'
 import { convertObject } from './convert.js'
-import { resolveEndpoint } from './kube-client.js'
 import { backoffDelay } from './reflector.js'
 
 const bad: readonly [string, unknown, string][] = [
@@ -63,27 +59,6 @@ t.test('good objects convert with defaults', async (t) => {
   t.match(s, { ok: true, resource: { value: { clusterIPs: [], ports: [{ port: 80, targetPort: 'http', protocol: 'TCP', name: '' }] } } })
   const d = convertObject({ kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p' } }, { defaultNamespace: 'default' })
   t.match(d, { ok: true, resource: { value: { namespace: 'default' } } })
-})
-
-t.test('kubeconfig: token, CA and insecure http are read; exec is refused', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'ambient-kubeconfig-'))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  await writeFile(join(dir, 'ca.crt'), 'CA')
-  const file = join(dir, 'config')
-  await writeFile(
-    file,
-    `apiVersion: v1
-kind: Config
-current-context: c
-contexts: [{name: c, context: {cluster: k, user: u}}, {name: e, context: {cluster: k, user: x}}]
-clusters: [{name: k, cluster: {server: 'https://10.0.0.1:6443', certificate-authority: ca.crt}}]
-users: [{name: u, user: {token: abc}}, {name: x, user: {exec: {command: aws}}}]
-`,
-  )
-  t.match(resolveEndpoint({ kind: 'kubeconfig', path: file }), { server: 'https://10.0.0.1:6443', token: 'abc', insecure: false, ca: Buffer.from('CA') })
-  t.throws(() => resolveEndpoint({ kind: 'kubeconfig', path: file, context: 'e' }), { code: 'AMBIENT_ERR_SOURCE_CONFIG', message: /exec/ })
-  t.throws(() => resolveEndpoint({ kind: 'kubeconfig', path: join(dir, 'missing') }), { code: 'AMBIENT_ERR_SOURCE_CONFIG' })
-  t.throws(() => resolveEndpoint({ kind: 'server', server: 'http://127.0.0.1:1' }), { message: /insecure/ })
 })
 
 t.test('backoff grows, is capped and jittered', async (t) => {

@@ -9,6 +9,7 @@ export type SourceErrorCode =
   | 'AMBIENT_ERR_SOURCE_REQUEST'
   | 'AMBIENT_ERR_SOURCE_CONFIG'
   | 'AMBIENT_ERR_SOURCE_NOT_FOUND'
+  | 'AMBIENT_ERR_SOURCE_FORBIDDEN'
   | 'AMBIENT_ERR_SOURCE_STOPPED'
 
 export class SourceError extends AmbientError<SourceErrorCode> {}

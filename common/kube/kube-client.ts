@@ -1,206 +1,151 @@
-// How the agent reaches the Kubernetes API: an endpoint (from a kubeconfig file,
-// an explicit server, or the in-cluster service account) and raw JSON requests and
-// watch streams over node:http(s). Raw so that every object reaches the converter
-// as the server sent it. (@kubernetes/client-node 2.0.1 cannot be loaded on Node
-// 20: its undici needs Node >= 22.19; this reads the kubeconfig subset the agent needs.)
-import { readFileSync } from 'node:fs'
-import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http'
-import { request as httpsRequest } from 'node:https'
-import { dirname, resolve } from 'node:path'
-import { parse as parseYaml } from 'yaml'
+// Raw JSON requests and watch streams to the Kubernetes API over node:http(s),
+// with the credentials @kubernetes/client-node's KubeConfig applies (kube-config.ts:
+// tokens, rotating token files, client certificates, exec plugins, OIDC). Raw so
+// that every object reaches the converter as the server sent it; the list/watch
+// loop is our own (reflector.ts, see the README for why not client-node's informers).
+// A 403 names the verb, resource and namespace that the RBAC rules lack.
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
+import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https'
+import { createHash } from 'node:crypto'
 import { SourceError } from './errors.js'
+import { resolveConnection, type KubeConnection, type ResolvedConnection } from './kube-config.js'
+import { describeRequestInfo, requestInfo, type RequestInfo } from './request-info.js'
 
-export type KubeConnection =
-  | { readonly kind: 'kubeconfig'; readonly path: string; readonly context?: string }
-  | {
-      readonly kind: 'server'
-      readonly server: string
-      readonly token?: string
-      /** Skip TLS verification; required for a plain http:// server such as the test fake. */
-      readonly insecure?: boolean
-      readonly caFile?: string
-    }
-  | {
-      /** The pod's service account; server is https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT (main reads the env). */
-      readonly kind: 'in-cluster'
-      readonly server: string
-      readonly serviceAccountDir?: string
-    }
-
-export interface KubeEndpoint {
-  readonly server: string
-  readonly insecure: boolean
-  readonly ca?: Buffer
-  readonly cert?: Buffer
-  readonly key?: Buffer
-  readonly token?: string
-  /** Read at every request: projected service-account tokens rotate. */
-  readonly tokenFile?: string
-}
-
-function configError(message: string, cause?: unknown): SourceError {
-  return new SourceError('AMBIENT_ERR_SOURCE_CONFIG', message, cause === undefined ? undefined : { cause })
-}
-
-function readFile(file: string, what: string): Buffer {
-  try {
-    return readFileSync(file)
-  } catch (err) {
-    throw configError(`cannot read ${what} ${file}: ${(err as Error).message}`, err)
-  }
-}
-
-type Entry = Record<string, unknown>
-function named(list: unknown, name: string, what: string, file: string): Entry {
-  const found = Array.isArray(list) ? (list as Entry[]).find((e) => e?.name === name) : undefined
-  const body = found?.[what]
-  if (body === null || typeof body !== 'object') throw configError(`kubeconfig ${file}: ${what} ${JSON.stringify(name)} not found`)
-  return body as Entry
-}
-
-function dataOrFile(entry: Entry, dataKey: string, fileKey: string, base: string, what: string): Buffer | undefined {
-  if (typeof entry[dataKey] === 'string') return Buffer.from(entry[dataKey] as string, 'base64')
-  if (typeof entry[fileKey] === 'string') return readFile(resolve(base, entry[fileKey] as string), what)
-  return undefined
-}
-
-function fromKubeconfig(path: string, context?: string): KubeEndpoint {
-  let doc: Entry
-  try {
-    doc = parseYaml(readFile(path, 'kubeconfig').toString('utf8')) as Entry
-  } catch (err) {
-    if (err instanceof SourceError) throw err
-    throw configError(`kubeconfig ${path} is not valid yaml: ${(err as Error).message}`, err)
-  }
-  const contextName = context ?? (doc['current-context'] as string | undefined)
-  if (typeof contextName !== 'string' || contextName === '') throw configError(`kubeconfig ${path}: current-context is not set; pass a context`)
-  const ctx = named(doc.contexts, contextName, 'context', path)
-  const cluster = named(doc.clusters, String(ctx.cluster), 'cluster', path)
-  const user = ctx.user === undefined ? {} : named(doc.users, String(ctx.user), 'user', path)
-  if (user.exec !== undefined || user['auth-provider'] !== undefined) {
-    throw configError(
-      `kubeconfig ${path}: user ${JSON.stringify(ctx.user)} uses exec/auth-provider credentials, which the agent does not support; use a token or client certificate`,
-    )
-  }
-  if (typeof cluster.server !== 'string') throw configError(`kubeconfig ${path}: cluster ${JSON.stringify(ctx.cluster)} has no server`)
-  const base = dirname(path)
-  const ca = dataOrFile(cluster, 'certificate-authority-data', 'certificate-authority', base, 'certificate authority')
-  const cert = dataOrFile(user, 'client-certificate-data', 'client-certificate', base, 'client certificate')
-  const key = dataOrFile(user, 'client-key-data', 'client-key', base, 'client key')
-  return {
-    server: cluster.server,
-    insecure: cluster['insecure-skip-tls-verify'] === true,
-    ...(ca && { ca }),
-    ...(cert && { cert }),
-    ...(key && { key }),
-    ...(typeof user.token === 'string' && { token: user.token }),
-    ...(typeof user.tokenFile === 'string' && { tokenFile: resolve(base, user.tokenFile) }),
-  }
-}
-
-export function resolveEndpoint(connection: KubeConnection): KubeEndpoint {
-  let endpoint: KubeEndpoint
-  switch (connection.kind) {
-    case 'kubeconfig':
-      endpoint = fromKubeconfig(connection.path, connection.context)
-      break
-    case 'in-cluster': {
-      const dir = connection.serviceAccountDir ?? '/var/run/secrets/kubernetes.io/serviceaccount'
-      endpoint = { server: connection.server, insecure: false, ca: readFile(`${dir}/ca.crt`, 'service account ca'), tokenFile: `${dir}/token` }
-      readFile(`${dir}/token`, 'service account token')
-      break
-    }
-    case 'server':
-      endpoint = {
-        server: connection.server,
-        insecure: connection.insecure ?? false,
-        ...(connection.token !== undefined && { token: connection.token }),
-        ...(connection.caFile !== undefined && { ca: readFile(connection.caFile, 'certificate authority') }),
-      }
-      break
-  }
-  let url: URL
-  try {
-    url = new URL(endpoint.server)
-  } catch (err) {
-    throw configError(`kubernetes server ${JSON.stringify(endpoint.server)} is not a url`, err)
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw configError(`kubernetes server ${endpoint.server} must be http(s)`)
-  if (url.protocol === 'http:' && !endpoint.insecure) {
-    throw configError(`kubernetes server ${endpoint.server} is plain http: set insecure (skipTLSVerify) to allow it`)
-  }
-  return endpoint
-}
+export type { KubeConnection, ResolvedConnection }
+export { resolveConnection }
 
 export interface KubeReply {
   readonly status: number
   readonly body: unknown
 }
 
-/** Raw JSON requests on an API connection (KubeSource.api: the policy-status Lease). */
-export interface KubeApi {
-  request(method: string, path: string, options?: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number }): Promise<KubeReply>
+export interface RequestOptionsIn {
+  readonly body?: unknown
+  readonly contentType?: string
+  readonly timeoutMs?: number
 }
 
-/** An HTTP failure of the API server, with its status (0 when the request never got one). */
+/** Raw JSON requests on an API connection (KubeSource.api: the policy-status Lease). */
+export interface KubeApi {
+  request(method: string, path: string, options?: RequestOptionsIn): Promise<KubeReply>
+}
+
+/**
+ * An HTTP failure of the API server, with its status (0 when the request never got
+ * one). A 403 (AMBIENT_ERR_SOURCE_FORBIDDEN) carries the RBAC request it was
+ * refused, and its message names the verb, resource and namespace to grant.
+ */
 export class KubeRequestError extends SourceError {
   readonly statusCode: number
+  readonly request?: RequestInfo
   constructor(method: string, path: string, statusCode: number, detail: string, options?: { cause?: unknown }) {
-    super(
-      statusCode === 404 ? 'AMBIENT_ERR_SOURCE_NOT_FOUND' : 'AMBIENT_ERR_SOURCE_REQUEST',
-      `${method} ${path}: ${statusCode ? `status ${statusCode}: ` : ''}${detail}`,
-      options,
-    )
+    const info = requestInfo(method, path)
+    const code = statusCode === 404 ? 'AMBIENT_ERR_SOURCE_NOT_FOUND' : statusCode === 403 ? 'AMBIENT_ERR_SOURCE_FORBIDDEN' : 'AMBIENT_ERR_SOURCE_REQUEST'
+    const what =
+      statusCode === 403 && info !== undefined
+        ? `forbidden: ${describeRequestInfo(info)}: the service account needs an RBAC rule with verb ${JSON.stringify(info.verb)} on resource ${JSON.stringify(info.resource)} in apiGroup ${JSON.stringify(info.group)} (daemonset/install/10-rbac.yaml): `
+        : ''
+    super(code, `${method} ${path.split('?')[0]}: ${statusCode ? `status ${statusCode}: ` : ''}${what}${detail}`, options)
     this.statusCode = statusCode
+    if (info !== undefined) this.request = info
   }
+
+  /** Log fields naming the refused request (verb, group, resource, namespace). */
+  get fields(): Record<string, unknown> {
+    const r = this.request
+    return r === undefined
+      ? { status: this.statusCode }
+      : { status: this.statusCode, verb: r.verb, group: r.group, resource: r.resource, namespace: r.namespace ?? null }
+  }
+}
+
+export interface OpenRequest {
+  /** Resolves with the response head; rejects with KubeRequestError when none came. */
+  readonly response: Promise<IncomingMessage>
+  /** Ends the request (and its response stream), before or after it was sent. */
+  destroy(error?: Error): void
 }
 
 export class KubeClient {
-  readonly #endpoint: KubeEndpoint
+  readonly #connection: ResolvedConnection
   readonly #timeoutMs: number
+  #agent: { key: string; agent: HttpAgent } | undefined
 
-  constructor(endpoint: KubeEndpoint, options: { readonly timeoutMs?: number } = {}) {
-    this.#endpoint = endpoint
+  constructor(connection: ResolvedConnection, options: { readonly timeoutMs?: number } = {}) {
+    this.#connection = connection
     this.#timeoutMs = options.timeoutMs ?? 30_000
   }
 
+  /** A client for a connection; throws SourceError naming the bad field of an unusable one. */
+  static for(connection: KubeConnection, options: { readonly timeoutMs?: number } = {}): KubeClient {
+    return new KubeClient(resolveConnection(connection), options)
+  }
+
+  get server(): string {
+    return this.#connection.server
+  }
+
+  /** Credentials and TLS settings for one request, from client-node (runs an exec plugin when its credential expired). */
+  async #requestOptions(method: string, path: string): Promise<RequestOptions> {
+    const opts: RequestOptions = { headers: {} }
+    try {
+      await this.#connection.kubeConfig.applyToHTTPSOptions(opts)
+    } catch (err) {
+      const { origin, credentialsField } = this.#connection
+      throw new KubeRequestError(method, path, 0, `credentials of ${origin} (${credentialsField}) failed: ${(err as Error).message.trim() || 'no message'}`, {
+        cause: err,
+      })
+    }
+    const https = this.#connection.server.startsWith('https:')
+    // client-node makes a new agent per call; keep one per TLS identity so connections are reused.
+    const tls = { ca: opts.ca, cert: opts.cert, key: opts.key, rejectUnauthorized: opts.rejectUnauthorized, servername: opts.servername }
+    const key = createHash('sha256')
+      .update(JSON.stringify([https, tls.ca, tls.cert, tls.key, tls.rejectUnauthorized, tls.servername].map(String)))
+      .digest('hex')
+    if (this.#agent?.key !== key) {
+      this.#agent?.agent.destroy()
+      const agent = https
+        ? new HttpsAgent({ keepAlive: true, ...Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) })
+        : new HttpAgent({ keepAlive: true })
+      this.#agent = { key, agent }
+    }
+    return { headers: opts.headers as OutgoingHttpHeaders, agent: this.#agent.agent }
+  }
+
   /** Starts a request; the caller reads the response (used for watch streams). */
-  open(
-    method: string,
-    path: string,
-    options: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number } = {},
-  ): { readonly req: ClientRequest; readonly response: Promise<IncomingMessage> } {
-    const e = this.#endpoint
-    const url = new URL(e.server.replace(/\/+$/, '') + path)
-    const headers: Record<string, string> = { accept: 'application/json' }
-    const token = e.tokenFile !== undefined ? readFileSync(e.tokenFile, 'utf8').trim() : e.token
-    if (token) headers.authorization = `Bearer ${token}`
-    const payload = options.body === undefined ? undefined : JSON.stringify(options.body)
-    if (payload !== undefined) headers['content-type'] = options.contentType ?? 'application/json'
-    const tls =
-      url.protocol === 'https:'
-        ? { rejectUnauthorized: !e.insecure, ...(e.ca && { ca: e.ca }), ...(e.cert && { cert: e.cert }), ...(e.key && { key: e.key }) }
-        : {}
-    const send = url.protocol === 'https:' ? httpsRequest : httpRequest
+  open(method: string, path: string, options: RequestOptionsIn = {}): OpenRequest {
+    let req: ClientRequest | undefined
+    // null until destroy() is called; then the error it was given (or undefined)
+    const state: { destroyed: Error | undefined | null } = { destroyed: null }
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs
-    let req!: ClientRequest
-    const response = new Promise<IncomingMessage>((resolveResponse, reject) => {
-      req = send(url, { method, headers, ...tls, timeout: timeoutMs }, resolveResponse)
-      req.on('timeout', () => req.destroy(new Error(`no data within ${timeoutMs} ms`)))
-      req.on('error', (err) => reject(new KubeRequestError(method, path, 0, err.message, { cause: err })))
-      req.end(payload)
-    })
-    return { req, response }
+    const response = (async (): Promise<IncomingMessage> => {
+      const base = await this.#requestOptions(method, path)
+      if (state.destroyed !== null) throw new KubeRequestError(method, path, 0, state.destroyed?.message ?? 'request cancelled', { cause: state.destroyed })
+      const headers: OutgoingHttpHeaders = { ...(base.headers as OutgoingHttpHeaders), accept: 'application/json' }
+      const payload = options.body === undefined ? undefined : JSON.stringify(options.body)
+      if (payload !== undefined) headers['content-type'] = options.contentType ?? 'application/json'
+      const url = new URL(this.#connection.server + path)
+      const send = url.protocol === 'https:' ? httpsRequest : httpRequest
+      return new Promise<IncomingMessage>((resolveResponse, reject) => {
+        const r = send(url, { method, headers, agent: base.agent as HttpAgent, timeout: timeoutMs }, resolveResponse)
+        req = r
+        r.on('timeout', () => r.destroy(new Error(`no data within ${timeoutMs} ms`)))
+        r.on('error', (err) => reject(new KubeRequestError(method, path, 0, err.message, { cause: err })))
+        r.end(payload)
+      })
+    })()
+    return {
+      response,
+      destroy: (error?: Error) => {
+        if (state.destroyed === null) state.destroyed = error
+        req?.destroy(error)
+      },
+    }
   }
 
   /** One JSON request; resolves with any status, rejects only when no reply came. */
-  async request(
-    method: string,
-    path: string,
-    options: { readonly body?: unknown; readonly contentType?: string; readonly timeoutMs?: number } = {},
-  ): Promise<KubeReply> {
-    const { response } = this.open(method, path, options)
-    const res = await response
+  async request(method: string, path: string, options: RequestOptionsIn = {}): Promise<KubeReply> {
+    const res = await this.open(method, path, options).response
     const chunks: Buffer[] = []
     try {
       for await (const c of res) chunks.push(c as Buffer)
@@ -217,11 +162,22 @@ export class KubeClient {
     return { status: res.statusCode ?? 0, body }
   }
 
-  /** GET that must answer 2xx; the error names the status and the server's message. */
-  async getJson(path: string): Promise<unknown> {
-    const reply = await this.request('GET', path)
-    if (reply.status < 200 || reply.status > 299) throw new KubeRequestError('GET', path, reply.status, statusMessage(reply.body))
+  /** A request that must answer 2xx; the error names the status, the refused RBAC request and the server's message. */
+  async expectOk(method: string, path: string, options: RequestOptionsIn = {}): Promise<unknown> {
+    const reply = await this.request(method, path, options)
+    if (reply.status < 200 || reply.status > 299) throw new KubeRequestError(method, path, reply.status, statusMessage(reply.body))
     return reply.body
+  }
+
+  /** GET that must answer 2xx. */
+  getJson(path: string): Promise<unknown> {
+    return this.expectOk('GET', path)
+  }
+
+  /** Closes pooled connections. */
+  close(): void {
+    this.#agent?.agent.destroy()
+    this.#agent = undefined
   }
 }
 

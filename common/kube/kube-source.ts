@@ -7,7 +7,7 @@ import { REDIRECTION_ANNOTATION } from '../model/enrollment.js'
 import { applyBatch, emptySnapshot, type ResourceKind, type Snapshot } from '../model/snapshot.js'
 import { convertEvents, type RawEvent } from './batch.js'
 import { InvalidObjectError, SourceError } from './errors.js'
-import { KubeClient, KubeRequestError, resolveEndpoint, statusMessage, type KubeApi, type KubeConnection } from './kube-client.js'
+import { KubeClient, KubeRequestError, statusMessage, type KubeApi, type KubeConnection } from './kube-client.js'
 import { DEFAULT_BACKOFF, Reflector, type Backoff, type InformerStats, type ResourceSpec } from './reflector.js'
 import { RejectedObjects, type SnapshotListener } from './rejected-objects.js'
 
@@ -28,6 +28,8 @@ export interface KubeSourceOptions {
   readonly backoff?: Backoff
   readonly requestTimeoutMs?: number
   readonly random?: () => number
+  /** Watch only these kinds (default: every kind the agent needs); `ambient ca` watches Pods and Namespaces. */
+  readonly resources?: readonly ResourceKind[]
 }
 
 export interface KubeSourceStats {
@@ -83,10 +85,11 @@ export class KubeSource {
   async start(): Promise<void> {
     if (this.#stopped) throw new SourceError('AMBIENT_ERR_SOURCE_STOPPED', 'kube source was stopped; create a new one')
     if (this.#client !== undefined) return
-    this.#client = new KubeClient(resolveEndpoint(this.#o.connection), {
+    this.#client = KubeClient.for(this.#o.connection, {
       ...(this.#o.requestTimeoutMs !== undefined && { timeoutMs: this.#o.requestTimeoutMs }),
     })
-    for (const spec of resourceSpecs()) {
+    const kinds = this.#o.resources
+    for (const spec of resourceSpecs().filter((s) => kinds === undefined || kinds.includes(s.kind))) {
       this.#informers.push(
         new Reflector({
           spec,
@@ -115,6 +118,7 @@ export class KubeSource {
     this.#stopped = true
     if (this.#flushTimer) clearTimeout(this.#flushTimer)
     await Promise.all(this.#informers.map((i) => i.stop()))
+    this.#client?.close()
     if (!this.#ready) this.#rejectReady(new SourceError('AMBIENT_ERR_SOURCE_STOPPED', 'kube source stopped before every informer synced'))
     this.#listeners.clear()
     this.#log.info('kube source stopped')

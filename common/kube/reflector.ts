@@ -135,7 +135,10 @@ export class Reflector {
         this.#errors += 1
         this.#lastError = errorMessage(err)
         const delay = this.#nextDelay()
-        this.#log.warn({ err: this.#lastError, retryInMs: delay }, 'list/watch failed; retrying')
+        if (err instanceof KubeRequestError && err.statusCode === 403) {
+          // A missing RBAC rule does not heal by itself: say which one, loudly, and keep retrying (a fixed ClusterRole applies at once).
+          this.#log.error({ ...err.fields, err: this.#lastError, retryInMs: delay }, 'forbidden: an RBAC rule is missing; retrying')
+        } else this.#log.warn({ err: this.#lastError, retryInMs: delay }, 'list/watch failed; retrying')
         await this.#sleep(delay)
       }
     }
@@ -188,14 +191,14 @@ export class Reflector {
     this.#watches += 1
     if (this.#watches > 1) this.#log.debug({ resourceVersion: this.#rv }, 'watch restarting')
     // no data for a while past the server timeout means a dead connection
-    const { req, response } = this.#o.client.open('GET', `${path}?${query}`, { timeoutMs: (timeoutSeconds + 30) * 1000 })
-    this.#abort = () => req.destroy(new SourceError('AMBIENT_ERR_SOURCE_STOPPED', 'stopped'))
+    const request = this.#o.client.open('GET', `${path}?${query}`, { timeoutMs: (timeoutSeconds + 30) * 1000 })
+    this.#abort = () => request.destroy(new SourceError('AMBIENT_ERR_SOURCE_STOPPED', 'stopped'))
     try {
-      const res = await response
+      const res = await request.response
       if (res.statusCode !== 200) {
         const body = await readAll(res)
         if (res.statusCode === 410) throw new Expired()
-        throw new KubeRequestError('GET', path, res.statusCode ?? 0, statusMessage(body))
+        throw new KubeRequestError('GET', `${path}?${query}`, res.statusCode ?? 0, statusMessage(body))
       }
       let delivered = false
       let buffer = ''
@@ -215,7 +218,7 @@ export class Reflector {
       return delivered
     } finally {
       this.#abort = undefined
-      req.destroy()
+      request.destroy()
     }
   }
 

@@ -21,8 +21,8 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   bin: ['cli'],
 }
 
-/** Folders whose files may import anything in the repository. */
-export const UNRESTRICTED = ['test', 'bench', 'scripts'] as const
+/** Folders whose files may import anything in the repository (daemonset/: manifests and the tests that run them). */
+export const UNRESTRICTED = ['test', 'bench', 'scripts', 'daemonset'] as const
 
 /** What a unit test (`*.test.ts`) beside the code may import besides what its folder may: fakes and the testbed. */
 export const TEST_EXTRAS = ['testbed', 'test'] as const
