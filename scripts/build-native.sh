@@ -25,4 +25,16 @@ fi
 if ldd "$out" | grep -q libbpf; then
   fail "$out links a shared libbpf; it must link third_party/libbpf/lib/libbpf.a statically"
 fi
+# The HBONE engine's TLS and HTTP/2 are Node's own (native/CMakeLists.txt): no second
+# copy linked in, and every OpenSSL/nghttp2 symbol it needs exported by this node.
+if ldd "$out" | grep -Eq 'libssl|libcrypto|libnghttp2'; then
+  fail "$out links a shared OpenSSL or nghttp2; it must use the ones inside node"
+fi
+node_bin=$(command -v node)
+missing=$(comm -23 \
+  <(nm -D --undefined-only "$out" | awk '{print $2}' | grep -E '^(SSL_|BIO_|X509|ERR_|EVP_|PEM_|OPENSSL_|ASN1_|GENERAL_NAME|nghttp2_)' | sort -u) \
+  <(nm -D --defined-only "$node_bin" | awk '{print $3}' | sort -u))
+if [ -n "$missing" ]; then
+  fail "$node_bin does not export what the hbone engine needs (a node built without its bundled OpenSSL/nghttp2?): $(echo "$missing" | tr '\n' ' ')"
+fi
 echo "build-native: $out"
