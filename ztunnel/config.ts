@@ -1,6 +1,6 @@
 // ztunnel's configuration, read once from flags and named environment variables
 // into a frozen object. A bad value throws ConfigError naming the setting.
-import { ConfigError, parseAddress, parseDuration, requireString, type Address } from '../common/config.js'
+import { ConfigError, fromEnv, parseAddress, parseDuration, parseInteger, requireString, type Address } from '../common/config.js'
 import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
 
 export interface ZtunnelConfig extends NodeSettings {
@@ -16,7 +16,13 @@ export interface ZtunnelConfig extends NodeSettings {
   readonly metrics: Address
   readonly readiness: Address
   readonly admin: Address
+  /** Who carries HBONE's bytes: the native addon's engine, or Node's TLS and HTTP/2 (the reference). */
+  readonly hboneEngine: HboneEngineKind
+  /** I/O threads of the native engine. */
+  readonly hboneThreads: number
 }
+
+export type HboneEngineKind = 'native' | 'node'
 
 export interface ZtunnelFlags extends NodeFlags {
   readonly localConfig?: string
@@ -28,6 +34,8 @@ export interface ZtunnelFlags extends NodeFlags {
   readonly metricsAddr: string
   readonly readinessAddr: string
   readonly adminAddr: string
+  readonly hboneEngine?: string
+  readonly hboneThreads: string
 }
 
 export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv): ZtunnelConfig {
@@ -42,6 +50,7 @@ export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv):
     metrics: parseAddress('--metrics-addr', flags.metricsAddr),
     readiness: parseAddress('--readiness-addr', flags.readinessAddr),
     admin,
+    ...hboneEngineSettings(flags, env),
   })
 }
 
@@ -51,6 +60,8 @@ export const ZTUNNEL_DEFAULTS = {
   metricsAddr: '127.0.0.1:15020',
   readinessAddr: '127.0.0.1:15021',
   adminAddr: '127.0.0.1:15000',
+  hboneEngine: 'native',
+  hboneThreads: '2',
 } as const
 
 function certificateSource(flags: ZtunnelFlags): { caAddress: string | null; nodeCertDir: string | null; cacertsDir: string | null } {
@@ -72,4 +83,12 @@ function stateSource(flags: ZtunnelFlags): { localConfig: string | null; xdsAddr
   if (flags.localConfig === undefined)
     throw new ConfigError('--xds-address', "workloads and policies need --xds-address (the node agent's socket) or --local-config FILE")
   return { localConfig: requireString('--local-config', flags.localConfig), xdsAddress: null }
+}
+
+/** --hbone-engine, else $AMBIENT_HBONE_ENGINE (how the test suite runs every ztunnel on the other engine), else native. */
+function hboneEngineSettings(flags: ZtunnelFlags, env: NodeJS.ProcessEnv): { hboneEngine: HboneEngineKind; hboneThreads: number } {
+  const engine = flags.hboneEngine ?? fromEnv(env, 'AMBIENT_HBONE_ENGINE', ZTUNNEL_DEFAULTS.hboneEngine)
+  if (engine !== 'native' && engine !== 'node')
+    throw new ConfigError('--hbone-engine (or AMBIENT_HBONE_ENGINE)', `${JSON.stringify(engine)} is not native or node`)
+  return { hboneEngine: engine, hboneThreads: parseInteger('--hbone-threads', flags.hboneThreads, 1, 64) }
 }
