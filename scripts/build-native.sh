@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the native addon build/Release/ambient_native.node (Node-API 8, cmake-js,
 # build tree in build/native) statically linked with the pinned libbpf that
-# scripts/build-libbpf.sh builds first.
+# scripts/build-libbpf.sh builds first. With --asan: the AddressSanitizer build
+# build/asan/ambient_native.node instead (build tree build/native-asan), loaded by
+# native/asan.test.ts into a node that preloads the compiler's libasan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +17,16 @@ command -v cmake >/dev/null || fail "cmake not found: apt-get install cmake"
 [ -d node_modules/cmake-js ] && [ -d node_modules/node-addon-api ] || fail "cmake-js or node-addon-api missing: run npm ci"
 
 out=build/Release/ambient_native.node
+tree=build/native
+extra=()
+if [ "${1:-}" = "--asan" ]; then
+  out=build/asan/ambient_native.node
+  tree=build/native-asan
+  extra=(--CDAMBIENT_ASAN=ON)
+fi
 mkdir -p build
-log=build/native-build.log
-if ! npx cmake-js compile --directory native --out build/native --log-level warn >"$log" 2>&1; then
+log=$tree.log
+if ! npx cmake-js compile --directory native --out "$tree" --log-level warn "${extra[@]}" >"$log" 2>&1; then
   tail -60 "$log" >&2
   fail "compiling the addon failed (full log: $log)"
 fi

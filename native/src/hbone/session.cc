@@ -180,6 +180,7 @@ void Session::StartServer(std::string trust_domain) {
   deadline_ms_ = NowMs() + config_.handshake_timeout_ms;
   loop_->Watch(this);
   handshaking_ = true;
+  if (fd_ < 0) return;  // fuzzing: bytes come from FeedWire
   int err = loop_->Add(fd_, this);
   if (err != 0) return Fail("epoll_ctl failed", err);
 }
