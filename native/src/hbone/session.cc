@@ -219,6 +219,8 @@ void Session::OnPoll(uint32_t events) {
         wire_in_.Commit(static_cast<size_t>(n));
         FeedWire(nullptr, 0);
         if (closed_) return;
+        // Short read: drained (the next arrival is a new edge), unless a FIN came with this one.
+        if (static_cast<size_t>(n) < kWireReadBytes && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) break;
         continue;
       }
       if (n == 0) return FeedEof();

@@ -150,6 +150,7 @@ void Tunnel::OnPoll(uint32_t events) {
   }
   if (!relaying_) return;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable_ = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) hangup_ = true;
   if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) writable_ = true;
   if (writable_ && !down_.empty()) FlushDown();
   if (readable_) ReadPlain();
@@ -178,6 +179,9 @@ void Tunnel::ReadPlain() {
       up_.Commit(static_cast<size_t>(n));
       counters_->sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       any = true;
+      // A short read emptied the socket: the next arrival is a new edge, so no read just
+      // to see EAGAIN (unless a FIN came with this edge: it needs the read that returns 0).
+      if (static_cast<size_t>(n) < want && !hangup_) readable_ = false;
     } else if (n == 0) {
       plain_eof_ = true;
       any = true;

@@ -99,6 +99,7 @@ class Tunnel : public Pollable {
   bool registered_ = false;
   bool relaying_ = false;
   bool readable_ = false;
+  bool hangup_ = false;  // the peer half-closed or failed: read until 0 or an error
   bool writable_ = true;
   bool plain_eof_ = false;
   int plain_error_ = 0;
