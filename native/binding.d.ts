@@ -43,7 +43,54 @@ export interface RawSocketOptions {
   listenBacklog?: number // listen() when set
 }
 
+/** One event of the HBONE engine (src/hbone/events.h); fields by type, see native/hbone.ts. */
+export interface RawHboneEvent {
+  type: number
+  id: number
+  owner: number
+  status: number
+  err: number
+  code: number
+  count: number
+  received: number
+  sent: number
+  message: string
+  fields: string[]
+}
+
+export interface RawHboneEngineOptions {
+  threads: number
+  streamWindow: number
+  connectionWindow: number
+  maxFrameSize: number
+  maxConcurrentStreams: number
+  handshakeTimeoutMs: number
+}
+
+/** The native HBONE engine (src/hbone.cc). Every fd passed in belongs to the engine from the
+ *  call on, also when the call throws. Ids are positive integers; 0 is never an id. */
+export interface RawHboneEngine {
+  createContext(role: 'client' | 'server', keyPem: string, chainPem: string, trustBundlePem: string): number
+  releaseContext(context: number): boolean
+  listen(fd: number, context: number, trustDomain: string): number
+  setServerContext(server: number, context: number): void
+  closeServer(server: number): void
+  openSession(fd: number, ip: string, port: number, context: number, expectedIdentity: string): number
+  closeSession(session: number, graceful: boolean): void
+  /** headers: [name, value, name, value, ...] */
+  openStream(session: number, fd: number, authority: string, headers: string[]): number
+  deliver(tunnel: number, fd: number, ip: string, port: number): void
+  reject(tunnel: number, status: number): void
+  reset(tunnel: number): void
+  counters(tunnel: number): { received: number; sent: number } | null
+  stats(): { sessions: number; tunnels: number; sessionsTotal: number; tunnelsTotal: number; bytesReceived: number; bytesSent: number }
+  /** Stops the threads, closing everything at once; later calls throw EBADF. */
+  close(): void
+}
+
 export interface NativeBinding {
+  HboneEngine: new (options: RawHboneEngineOptions, onEvents: (events: RawHboneEvent[]) => void) => RawHboneEngine
+
   /** bpf_object__open_file with pin_root_path (maps with LIBBPF_PIN_BY_NAME reuse pins there). */
   objectOpen(path: string, pinRoot: string | null): number
   /** Overwrite a `const volatile` global (in .rodata) by its BTF name, before load.
@@ -93,4 +140,6 @@ export interface NativeBinding {
   socketInNetns(netnsPath: string, options: RawSocketOptions): Promise<number>
   socketsInNetns(netnsPath: string, family: 4 | 6, count: number): Promise<number[]>
   configureSocket(fd: number, netnsPath: string, options: RawSocketOptions): void
+  /** fcntl(F_DUPFD_CLOEXEC). */
+  dupFd(fd: number): number
 }

@@ -31,19 +31,29 @@ export const MapType = {
 } as const
 
 export const ADDON_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'build', 'Release', 'ambient_native.node')
+/** The AddressSanitizer build (scripts/build-native.sh --asan), for the sanitizer runs in CI. */
+export const ASAN_ADDON_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'build', 'asan', 'ambient_native.node')
+let addonPath = ADDON_PATH
+
+/** Loads the addon from `path` instead (the ASan build); only before anything used the addon. */
+export function useAddonPath(path: string): void {
+  if (binding) throw NativeError.of('EBUSY', 'dlopen', `the native addon is already loaded from ${addonPath}; choose ${path} before first use`)
+  addonPath = path
+}
 const BPF_FS_MAGIC = 0xcafe4a11
 
 let binding: NativeBinding | null = null
-function native(): NativeBinding {
+/** The raw addon (binding.d.ts), loaded on first use. */
+export function native(): NativeBinding {
   if (binding) return binding
-  if (!existsSync(ADDON_PATH)) {
-    throw NativeError.of('ENOENT', 'dlopen', `native addon not built: ${ADDON_PATH} is missing: run \`npm run build:native\``)
+  if (!existsSync(addonPath)) {
+    throw NativeError.of('ENOENT', 'dlopen', `native addon not built: ${addonPath} is missing: run \`npm run build:native\``)
   }
   try {
-    binding = createRequire(import.meta.url)(ADDON_PATH) as NativeBinding
+    binding = createRequire(import.meta.url)(addonPath) as NativeBinding
   } catch (err) {
     throw new NativeError(
-      `cannot load ${ADDON_PATH}: ${(err as Error).message}: rebuild it with \`npm run build:native\``,
+      `cannot load ${addonPath}: ${(err as Error).message}: rebuild it with \`npm run build:native\``,
       { code: 'ENOEXEC', errno: 8, syscall: 'dlopen' },
       { cause: err },
     )
@@ -447,4 +457,24 @@ export function configureSocket(fd: number, netnsPath: string, options: SocketOp
 export function closeFd(fd: number): void {
   if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
   native().closeFd(fd)
+}
+
+/**
+ * Moves a connected socket that Node accepted but never read from (a server made
+ * with `pauseOnConnect: true`) out of Node: returns a duplicate fd that the caller
+ * now owns, and destroys the Node socket (libuv closes its own descriptor; the
+ * connection stays open through the duplicate).
+ */
+export function takeSocketFd(socket: { readonly _handle?: { readonly fd?: number } | null; destroy(): void }): number {
+  const fd = socket._handle?.fd
+  if (fd === undefined || fd < 0) throw NativeError.of('EBADF', 'dupFd', 'the socket has no open descriptor (already closed, or not a TCP socket)')
+  const copy = call(() => native().dupFd(fd))
+  socket.destroy()
+  return copy
+}
+
+/** fcntl(F_DUPFD_CLOEXEC): a duplicate the caller owns. */
+export function dupFd(fd: number): number {
+  if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
+  return call(() => native().dupFd(fd))
 }

@@ -63,6 +63,9 @@ export class MeshCluster {
   /** `ambient ca` when started with `ca`: its address and process. */
   ca: { readonly address: string; readonly child: ChildProcess } | null = null
   private certTtl = '24h'
+  /** `--hbone-engine` of the ztunnels; null: ztunnel's default (or $AMBIENT_HBONE_ENGINE). */
+  private hboneEngine: 'native' | 'node' | null = null
+  private logLevel = 'info'
 
   /**
    * `ca` runs an `ambient ca` process that the ztunnels get their workload
@@ -74,9 +77,12 @@ export class MeshCluster {
     readonly nodes: readonly MeshNodeSpec[]
     readonly logLevel?: 'debug' | 'info'
     readonly ca?: { readonly certTtl: string }
+    readonly hboneEngine?: 'native' | 'node'
   }): Promise<MeshCluster> {
     const tb = await Testbed.create({ name: options.name, nodes: options.nodes.map((n) => ({ name: n.name, pods: n.pods.map((p) => p.name) })) })
     const cluster = new MeshCluster(tb, options.nodes)
+    cluster.hboneEngine = options.hboneEngine ?? null
+    cluster.logLevel = options.logLevel ?? 'info'
     try {
       const ca = createRootCa({ commonName: `${options.name} mesh root` })
       writeFileSync(join(cluster.workDir, 'ca-cert.pem'), ca.certPem)
@@ -91,7 +97,7 @@ export class MeshCluster {
         cluster.writeLocalConfig(node.name)
         for (const pod of node.pods) if (pod.enrolled) await cluster.enrollInDatapath(pod.name)
       }
-      for (const node of options.nodes) cluster.ztunnels.set(node.name, await cluster.startZtunnel(node.name, options.logLevel ?? 'info'))
+      for (const node of options.nodes) cluster.ztunnels.set(node.name, await cluster.startZtunnel(node.name, cluster.logLevel))
     } catch (err) {
       await cluster.stop()
       throw err
@@ -222,6 +228,7 @@ export class MeshCluster {
       '127.0.0.1:0',
       '--admin-addr',
       '127.0.0.1:0',
+      ...(this.hboneEngine ? ['--hbone-engine', this.hboneEngine] : []),
     ])
     let logs = ''
     return new Promise((resolve, reject) => {
@@ -241,6 +248,18 @@ export class MeshCluster {
         reject(new Error(`ztunnel on ${node} exited ${code}:\n${logs}`))
       })
     })
+  }
+
+  /** Restarts every ztunnel on `engine` (benchmarks compare the engines in one run). */
+  async restartZtunnels(engine: 'native' | 'node'): Promise<void> {
+    for (const z of this.ztunnels.values()) {
+      if (z.child.exitCode !== null) continue
+      const exited = new Promise((r) => z.child.once('exit', r))
+      z.child.kill('SIGTERM')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))])
+    }
+    this.hboneEngine = engine
+    for (const node of [...this.ztunnels.keys()]) this.ztunnels.set(node, await this.startZtunnel(node, this.logLevel))
   }
 
   async stop(): Promise<void> {

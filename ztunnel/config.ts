@@ -1,6 +1,6 @@
 // ztunnel's configuration, read once from flags and named environment variables
 // into a frozen object. A bad value throws ConfigError naming the setting.
-import { ConfigError, parseAddress, requireString, type Address } from '../common/config.js'
+import { ConfigError, fromEnv, parseAddress, parseInteger, requireString, type Address } from '../common/config.js'
 import { CERTIFICATE_DEFAULTS, parseCertificateSource, type CertificateFlags, type CertificateSourceConfig } from '../common/identity/workload-identities.js'
 import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
 
@@ -15,7 +15,13 @@ export interface ZtunnelConfig extends NodeSettings {
   readonly metrics: Address
   readonly readiness: Address
   readonly admin: Address
+  /** Who carries HBONE's bytes: the native addon's engine, or Node's TLS and HTTP/2 (the reference). */
+  readonly hboneEngine: HboneEngineKind
+  /** I/O threads of the native engine. */
+  readonly hboneThreads: number
 }
+
+export type HboneEngineKind = 'native' | 'node'
 
 export interface ZtunnelFlags extends NodeFlags, CertificateFlags {
   readonly localConfig?: string
@@ -23,6 +29,8 @@ export interface ZtunnelFlags extends NodeFlags, CertificateFlags {
   readonly metricsAddr: string
   readonly readinessAddr: string
   readonly adminAddr: string
+  readonly hboneEngine?: string
+  readonly hboneThreads: string
 }
 
 export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv): ZtunnelConfig {
@@ -36,6 +44,7 @@ export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv):
     metrics: parseAddress('--metrics-addr', flags.metricsAddr),
     readiness: parseAddress('--readiness-addr', flags.readinessAddr),
     admin,
+    ...hboneEngineSettings(flags, env),
   })
 }
 
@@ -45,6 +54,8 @@ export const ZTUNNEL_DEFAULTS = {
   metricsAddr: '127.0.0.1:15020',
   readinessAddr: '127.0.0.1:15021',
   adminAddr: '127.0.0.1:15000',
+  hboneEngine: 'native',
+  hboneThreads: '2',
 } as const
 
 function stateSource(flags: ZtunnelFlags): { localConfig: string | null; xdsAddress: string | null } {
@@ -54,4 +65,12 @@ function stateSource(flags: ZtunnelFlags): { localConfig: string | null; xdsAddr
   if (flags.localConfig === undefined)
     throw new ConfigError('--xds-address', "workloads and policies need --xds-address (the node agent's socket) or --local-config FILE")
   return { localConfig: requireString('--local-config', flags.localConfig), xdsAddress: null }
+}
+
+/** --hbone-engine, else $AMBIENT_HBONE_ENGINE (how the test suite runs every ztunnel on the other engine), else native. */
+function hboneEngineSettings(flags: ZtunnelFlags, env: NodeJS.ProcessEnv): { hboneEngine: HboneEngineKind; hboneThreads: number } {
+  const engine = flags.hboneEngine ?? fromEnv(env, 'AMBIENT_HBONE_ENGINE', ZTUNNEL_DEFAULTS.hboneEngine)
+  if (engine !== 'native' && engine !== 'node')
+    throw new ConfigError('--hbone-engine (or AMBIENT_HBONE_ENGINE)', `${JSON.stringify(engine)} is not native or node`)
+  return { hboneEngine: engine, hboneThreads: parseInteger('--hbone-threads', flags.hboneThreads, 1, 64) }
 }

@@ -95,6 +95,7 @@ export class Ztunnel {
         policies,
         trustDomain: config.trustDomain,
         metrics,
+        hboneEngine: config.hboneEngine === 'native' ? { threads: config.hboneThreads } : null,
         log: log.child({ component: 'proxy' }),
       })
       await proxy.start()
@@ -168,6 +169,11 @@ export function registerZtunnelCommand(program: Command): void {
     .option('--metrics-addr <ip:port>', 'Prometheus metrics endpoint (/metrics)', ZTUNNEL_DEFAULTS.metricsAddr)
     .option('--readiness-addr <ip:port>', 'readiness endpoint (/healthz/ready)', ZTUNNEL_DEFAULTS.readinessAddr)
     .option('--admin-addr <127.0.0.1:port>', 'admin endpoint (/config_dump), localhost only', ZTUNNEL_DEFAULTS.adminAddr)
+    .option(
+      '--hbone-engine <native|node>',
+      `who carries HBONE's bytes: the native addon (TLS, HTTP/2 and the relay on its own I/O threads) or Node's TLS and HTTP/2 (the reference) (default: $AMBIENT_HBONE_ENGINE, else ${ZTUNNEL_DEFAULTS.hboneEngine})`,
+    )
+    .option('--hbone-threads <n>', 'I/O threads of the native HBONE engine (sessions spread over them)', ZTUNNEL_DEFAULTS.hboneThreads)
     .action(async (flags: ZtunnelFlags) => {
       const config = parseZtunnelConfig(flags, process.env)
       const log = createLogger({ name: 'ztunnel', level: config.logLevel })

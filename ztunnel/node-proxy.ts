@@ -12,6 +12,7 @@ import type { ZtunnelMetrics } from './metrics.js'
 import { Inbound } from './proxy/inbound.js'
 import { LocalPods, type LocalPodStatus } from './proxy/local-pods.js'
 import { Outbound } from './proxy/outbound.js'
+import { HBONE_ENGINE_DEFAULTS, HboneEngine } from '../native/hbone.js'
 
 export interface NodeProxyOptions {
   readonly node: string
@@ -21,6 +22,8 @@ export interface NodeProxyOptions {
   readonly policies: PolicyStore
   readonly trustDomain: string
   readonly metrics: ZtunnelMetrics
+  /** The native HBONE engine's settings, or null for Node's TLS and HTTP/2. */
+  readonly hboneEngine: { readonly threads: number } | null
   readonly log: Logger
 }
 
@@ -28,9 +31,14 @@ export class NodeProxy {
   private readonly inbound: Inbound
   private readonly outbound: Outbound
   private readonly pods: LocalPods
+  private readonly engine: HboneEngine | null
 
   constructor(options: NodeProxyOptions) {
     const { store, identities, policies, metrics, log } = options
+    this.engine = options.hboneEngine
+      ? new HboneEngine({ ...HBONE_ENGINE_DEFAULTS, threads: options.hboneEngine.threads }, (err) => log.error({ err }, 'hbone engine event handler threw'))
+      : null
+    const engine = this.engine ?? undefined
     const { proxyMark, deliveryMark, hbonePort } = options.datapath.settings
     this.inbound = new Inbound({
       store,
@@ -40,20 +48,27 @@ export class NodeProxy {
       deliveryMark,
       currentWorkload: (uid) => this.pods.workload(uid),
       log,
+      engine,
     })
-    this.outbound = new Outbound({ store, identities, metrics, proxyMark, hbonePort, localPod: (ip) => this.pods.podByIp(ip), log })
+    this.outbound = new Outbound({ store, identities, metrics, proxyMark, hbonePort, localPod: (ip) => this.pods.podByIp(ip), log, engine })
     this.pods = new LocalPods({ node: options.node, datapath: options.datapath, store, identities, inbound: this.inbound, outbound: this.outbound, log })
   }
 
   async start(): Promise<void> {
     this.inbound.start()
-    await this.pods.start()
+    try {
+      await this.pods.start()
+    } catch (err) {
+      this.engine?.close()
+      throw err
+    }
   }
 
   async stop(): Promise<void> {
     this.inbound.stop()
     await this.pods.stop()
     await this.outbound.stop()
+    this.engine?.close()
   }
 
   /** Local workloads and their open connections (readiness, admin). */

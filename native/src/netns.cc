@@ -288,6 +288,17 @@ Napi::Value ConfigureSocketSync(const Napi::CallbackInfo& info) {
   if (failure.err) throw ErrnoError(env, failure.err, failure.syscall, FailureMessage(failure, path, options), false);
   return env.Undefined();
 }
+
+// dupFd(fd): a close-on-exec duplicate, so a socket Node adopted can be handed to
+// the HBONE engine while Node closes its own descriptor.
+Napi::Value DupFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) ThrowInvalid(env, "fd must be a number");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) ThrowCall(env, errno, "fcntl(F_DUPFD_CLOEXEC)", std::to_string(fd));
+  return Napi::Number::New(env, copy);
+}
 }  // namespace
 
 void InitNetns(Napi::Env env, Napi::Object exports) {
@@ -295,6 +306,7 @@ void InitNetns(Napi::Env env, Napi::Object exports) {
   exports.Set("socketInNetns", Napi::Function::New(env, SocketInNetns));
   exports.Set("socketsInNetns", Napi::Function::New(env, SocketsInNetns));
   exports.Set("configureSocket", Napi::Function::New(env, ConfigureSocketSync));
+  exports.Set("dupFd", Napi::Function::New(env, DupFd));
 }
 
 }  // namespace ambient

@@ -7,7 +7,7 @@ import type net from 'node:net'
 import type { Logger } from 'pino'
 import { HboneNotLocalError } from '../../common/hbone/errors.js'
 import { formatAuthority } from '../../common/hbone/headers.js'
-import { HboneServer } from '../../common/hbone/server.js'
+import { HboneServer, type HboneServerObserver } from '../../common/hbone/server.js'
 import type { IdentityCredentials } from '../../common/hbone/tls.js'
 import type { Workload, WorkloadStore } from '../../common/model/workload-store.js'
 import { abortSocket, relay } from '../../common/net/relay.js'
@@ -15,7 +15,10 @@ import type { Decision } from '../../common/policy/matcher.js'
 import type { InboundAttributes, PolicyStore } from '../../common/policy/policy-store.js'
 import { tcpLabels, workloadLabels, type TcpLabels, type ZtunnelMetrics } from '../metrics.js'
 import type { PodNetns } from './inpod.js'
-import { dialDelivery, type CapturedConnection, type ConnectionHandler } from './pod-proxy.js'
+import { deliverThrough, dialDelivery, type CapturedConnection, type ConnectionHandler } from './pod-proxy.js'
+import type { HboneEngine } from '../../native/hbone.js'
+import { HboneUpstreamError } from '../../common/hbone/errors.js'
+import { NativeHboneServer } from './native-hbone-server.js'
 
 export interface InboundOptions {
   readonly store: WorkloadStore
@@ -27,6 +30,15 @@ export interface InboundOptions {
   /** The latest version of a local workload (its policies and labels change while connections stay open). */
   readonly currentWorkload: (uid: string) => Workload | undefined
   readonly log: Logger
+  /** --hbone-engine native: HBONE servers run on this engine; absent: Node's TLS and HTTP/2. */
+  readonly engine?: HboneEngine
+}
+
+/** What a pod's HBONE listener needs to offer, on either engine. */
+export interface PodHboneServer {
+  start(listen: { readonly kind: 'fd'; readonly fd: number }): Promise<unknown>
+  stop(): Promise<void>
+  updateCredentials(credentials: IdentityCredentials): void
 }
 
 interface OpenInbound {
@@ -53,7 +65,7 @@ export class Inbound {
   }
 
   /** The HBONE server of one local pod: listens on podIP:<hbone port> inside its netns. */
-  hboneServer(pod: PodNetns, current: () => Workload, credentials: IdentityCredentials, log: Logger): HboneServer<Workload> {
+  hboneServer(pod: PodNetns, current: () => Workload, credentials: IdentityCredentials, log: Logger): PodHboneServer {
     const attributes = (info: { peerIdentity: string | null; sourceIp: string; destination: { ip: string; port: number } }): InboundAttributes => ({
       peerIdentity: info.peerIdentity,
       sourceIp: info.sourceIp,
@@ -61,38 +73,62 @@ export class Inbound {
       destinationIp: info.destination.ip,
       destinationPort: info.destination.port,
     })
-    const { metrics } = this.options
-    return new HboneServer<Workload>({
+    const { engine } = this.options
+    const common = {
       credentials,
       trustDomain: this.options.trustDomain,
-      resolveTarget: (destination) => {
+      resolveTarget: (destination: { ip: string; port: number }): Workload => {
         if (destination.ip !== pod.ip) throw new HboneNotLocalError(formatAuthority(destination))
         return current()
       },
-      authorize: (info) => {
+      authorize: (info: { peerIdentity: string; sourceIp: string; destination: { ip: string; port: number } }) => {
         const decision = this.authorize(attributes(info), 'hbone')
         return { allowed: decision.allowed, policy: decision.policy ? `${decision.policy.namespace}/${decision.policy.name}` : undefined }
       },
+      log: log.child({ component: 'hbone-server' }),
+    }
+    if (engine) {
+      return new NativeHboneServer<Workload>({
+        ...common,
+        engine,
+        deliver: async (tunnel, _target, info) => {
+          try {
+            await deliverThrough((fd, target) => tunnel.deliver(fd, target), pod, info.destination, { ip: info.sourceIp, port: 0 }, this.options.deliveryMark)
+          } catch (err) {
+            throw new HboneUpstreamError(info.authority, err)
+          }
+          this.trackUntil(current().uid, attributes(info), tunnel.closed, () => tunnel.reset())
+        },
+        observer: this.hboneObserver(current),
+      })
+    }
+    return new HboneServer<Workload>({
+      ...common,
       connectUpstream: async (_target, info) => {
         const upstream = await dialDelivery(pod, info.destination, { ip: info.sourceIp, port: 0 }, this.options.deliveryMark)
         this.track(current().uid, attributes(info), upstream, () => upstream.destroy(new Error('denied by a policy change')))
         return upstream
       },
-      observer: {
-        streamOpened: (info) => metrics.connectionOpened(this.labels(current(), info.peerIdentity, 'mutual_tls', info.sourceIp), 'inbound'),
-        streamClosed: (record) => {
-          if (record.status === 401) {
-            const labels = tcpLabels({ ...this.labels(current(), record.peerIdentity, 'mutual_tls', record.info?.sourceIp), response_flags: 'DENY' })
-            metrics.connectionOpened(labels, 'inbound')
-            metrics.connectionClosed(labels, 'inbound', { received: 0, sent: 0 })
-          }
-          if (record.status !== 200) return
-          const labels = this.labels(current(), record.peerIdentity, 'mutual_tls', record.info?.sourceIp)
-          metrics.connectionClosed(labels, 'inbound', { received: record.received, sent: record.sent })
-        },
-      },
-      log: log.child({ component: 'hbone-server' }),
+      observer: this.hboneObserver(current),
     })
+  }
+
+  /** Istio's TCP metrics of a pod's HBONE streams (either engine). */
+  private hboneObserver(current: () => Workload): HboneServerObserver<Workload> {
+    const { metrics } = this.options
+    return {
+      streamOpened: (info) => metrics.connectionOpened(this.labels(current(), info.peerIdentity, 'mutual_tls', info.sourceIp), 'inbound'),
+      streamClosed: (record) => {
+        if (record.status === 401) {
+          const labels = tcpLabels({ ...this.labels(current(), record.peerIdentity, 'mutual_tls', record.info?.sourceIp), response_flags: 'DENY' })
+          metrics.connectionOpened(labels, 'inbound')
+          metrics.connectionClosed(labels, 'inbound', { received: 0, sent: 0 })
+        }
+        if (record.status !== 200) return
+        const labels = this.labels(current(), record.peerIdentity, 'mutual_tls', record.info?.sourceIp)
+        metrics.connectionClosed(labels, 'inbound', { received: record.received, sent: record.sent })
+      },
+    }
   }
 
   /** The handler for one pod's plaintext inbound connections (steered by sk_lookup). */
@@ -160,9 +196,13 @@ export class Inbound {
   }
 
   private track(uid: string, attrs: InboundAttributes, socket: net.Socket, close: () => void): void {
+    this.trackUntil(uid, attrs, new Promise((resolve) => socket.once('close', resolve)), close)
+  }
+
+  private trackUntil(uid: string, attrs: InboundAttributes, closed: Promise<unknown>, close: () => void): void {
     const id = this.nextId++
     this.open.set(id, { uid, attrs, close })
-    socket.once('close', () => this.open.delete(id))
+    void closed.finally(() => this.open.delete(id))
   }
 
   private labels(w: Workload, peerIdentity: string | null, security: string, sourceIp?: string): TcpLabels {

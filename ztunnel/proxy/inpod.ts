@@ -100,6 +100,8 @@ export async function listenInPod(
   pod: PodNetns,
   address: { readonly host: string; readonly port: number },
   onConnection: (socket: net.Socket) => void,
+  /** Accepted sockets are not read until resumed (their fd may go to the native HBONE engine). */
+  pauseOnConnect = false,
 ): Promise<{ server: net.Server; fd: number }> {
   const fd = await socketInNetns(pod.netnsPath, {
     family: 4,
@@ -109,7 +111,7 @@ export async function listenInPod(
     listenBacklog: 1024,
   })
   // Nagle off: ztunnel relays what it reads at once; coalescing small writes only adds latency.
-  const server = net.createServer({ pauseOnConnect: false, noDelay: true }, onConnection)
+  const server = net.createServer({ pauseOnConnect, noDelay: true }, onConnection)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen({ fd }, () => {
@@ -133,8 +135,8 @@ export interface DialOptions {
   readonly timeoutMs?: number
 }
 
-/** Connects from inside the pod's netns; resolves once the connection is established. */
-export async function dialFromPod(pod: PodNetns, target: { readonly ip: string; readonly port: number }, options: DialOptions): Promise<net.Socket> {
+/** A TCP socket of the pod's netns (a spare, or a new one) configured for `options`, not connected; the caller owns the fd. */
+export async function socketFromPod(pod: PodNetns, options: DialOptions): Promise<number> {
   const socketOptions: SocketOptions = {
     family: 4,
     mark: options.mark,
@@ -145,17 +147,19 @@ export async function dialFromPod(pod: PodNetns, target: { readonly ip: string; 
     bindPort: options.transparentSource !== undefined ? (options.sourcePort ?? 0) : undefined,
   }
   const spare = pod.sockets?.take() ?? null
-  let fd: number
-  if (spare === null) fd = await socketInNetns(pod.netnsPath, socketOptions)
-  else {
-    try {
-      configureSocket(spare, pod.netnsPath, socketOptions)
-    } catch (err) {
-      closeFd(spare)
-      throw err
-    }
-    fd = spare
+  if (spare === null) return socketInNetns(pod.netnsPath, socketOptions)
+  try {
+    configureSocket(spare, pod.netnsPath, socketOptions)
+  } catch (err) {
+    closeFd(spare)
+    throw err
   }
+  return spare
+}
+
+/** Connects from inside the pod's netns; resolves once the connection is established. */
+export async function dialFromPod(pod: PodNetns, target: { readonly ip: string; readonly port: number }, options: DialOptions): Promise<net.Socket> {
+  const fd = await socketFromPod(pod, options)
   // Adopting an unconnected fd and connecting must happen in the same tick.
   const socket = new net.Socket({ fd, readable: true, writable: true })
   return new Promise((resolve, reject) => {

@@ -9,11 +9,10 @@ import type { Datapath } from '../../datapath/datapath.js'
 import { netnsCookieOf } from '../../datapath/datapath.js'
 import { socketInNetns } from '../../native/index.js'
 import { eachLimited } from '../../common/concurrency.js'
-import type { HboneServer } from '../../common/hbone/server.js'
 import type { IdentityCredentials } from '../../common/hbone/tls.js'
 import type { IdentityManager, ManagedCertificate, RotationReason } from '../../common/identity/manager.js'
 import { identityOf, type Workload, type WorkloadStore } from '../../common/model/workload-store.js'
-import type { Inbound } from './inbound.js'
+import type { Inbound, PodHboneServer } from './inbound.js'
 import { PodSockets, type PodNetns } from './inpod.js'
 import type { Outbound } from './outbound.js'
 import { PodProxy } from './pod-proxy.js'
@@ -33,7 +32,7 @@ interface PodRuntime {
   /** The latest version from the store: policies attached to it change while it runs. */
   workload: Workload
   readonly proxy: PodProxy
-  readonly hbone: HboneServer<Workload>
+  readonly hbone: PodHboneServer
   readonly sockets: PodSockets
 }
 
@@ -92,7 +91,7 @@ export class LocalPods {
       namespace: p.workload.namespace,
       ip: p.workload.ips[0]!,
       identity: identityOf(p.workload),
-      connections: p.proxy.connections,
+      connections: p.proxy.connections + this.options.outbound.openFrom(p.workload.ips[0]!),
     }))
   }
 
@@ -174,6 +173,7 @@ export class LocalPods {
       log,
       outbound: this.options.outbound.handler(current),
       inbound: this.options.inbound.plaintext(current),
+      pauseOutbound: this.options.outbound.takesSockets,
     })
     const credentials = credentialsOf(await this.options.identities.getCertificate(identityOf(w)))
     const hbone = this.options.inbound.hboneServer(pod, current, credentials, log)
@@ -199,6 +199,7 @@ export class LocalPods {
     if (!pod) return
     this.pods.delete(uid)
     await pod.proxy.stop()
+    this.options.outbound.resetFrom(pod.workload.ips[0]!)
     await pod.hbone.stop()
     pod.sockets.close()
     this.options.log.info({ workload: `${pod.workload.namespace}/${pod.workload.name}` }, 'workload released')

@@ -15,6 +15,8 @@ import type { GatewayAddress, MeshService } from '../../common/model/workload.js
 import { relay } from '../../common/net/relay.js'
 import { tcpLabels, workloadLabels, type ZtunnelMetrics } from '../metrics.js'
 import { dialFromPod, type PodNetns } from './inpod.js'
+import type { HboneEngine } from '../../native/hbone.js'
+import { NativeOutbound } from './native-outbound.js'
 import type { CapturedConnection, ConnectionHandler, Endpoint } from './pod-proxy.js'
 
 /** How an outbound connection leaves: an HBONE stream to a next hop, or plain TCP. */
@@ -47,10 +49,13 @@ export interface OutboundOptions {
   /** The local pod an HBONE session is dialed from (its netns and sockets), by IP. */
   readonly localPod: (ip: string) => PodNetns | undefined
   readonly log: Logger
+  /** --hbone-engine native: HBONE tunnels run on this engine; absent: Node's TLS and HTTP/2. */
+  readonly engine?: HboneEngine
 }
 
 export class Outbound {
   private readonly pool: HbonePool
+  private readonly native: NativeOutbound | null
 
   constructor(private readonly options: OutboundOptions) {
     this.pool = new HbonePool({
@@ -62,15 +67,32 @@ export class Outbound {
       },
       log: options.log.child({ component: 'hbone-pool' }),
     })
+    this.native = options.engine ? new NativeOutbound({ ...options, engine: options.engine }) : null
+  }
+
+  /** With the native engine, captured sockets arrive paused: a mesh connection's fd moves to the engine. */
+  get takesSockets(): boolean {
+    return this.native !== null
+  }
+
+  /** Resets the native tunnels of a pod that leaves (Node's are reset with their sockets). */
+  resetFrom(podIp: string): void {
+    this.native?.resetFrom(podIp)
+  }
+
+  /** Open native tunnels of a pod (Node's are counted as sockets). */
+  openFrom(podIp: string): number {
+    return this.native?.openFrom(podIp) ?? 0
   }
 
   /** A rotated certificate: new sessions of that identity handshake with the new one. */
   invalidateIdentity(identity: string): void {
     this.pool.invalidateIdentity(identity)
+    this.native?.invalidateIdentity(identity)
   }
 
-  stop(): Promise<void> {
-    return this.pool.stop()
+  async stop(): Promise<void> {
+    await Promise.all([this.pool.stop(), this.native?.stop()])
   }
 
   /** The handler for one pod's captured outbound connections; `currentSource` is the pod's latest workload. */
@@ -86,7 +108,17 @@ export class Outbound {
         connection_security_policy: route.kind === 'hbone' ? 'mutual_tls' : 'unknown',
       })
       let upstream: Duplex
-      if (route.kind === 'hbone') {
+      if (route.kind === 'hbone' && this.native) {
+        const request = {
+          sourceIdentity: identityOf(source),
+          destinationIdentity: identityOf(route.destination),
+          nextHop: route.nextHop,
+          authority: formatAuthority(route.authority),
+          headers: { forwarded: formatForwarded(conn.source.ip) },
+          sourceIp: conn.pod.ip,
+        }
+        return this.native.relay(conn, request, labels)
+      } else if (route.kind === 'hbone') {
         upstream = await this.pool.connect({
           sourceIdentity: identityOf(source),
           destinationIdentity: identityOf(route.destination),

@@ -5,7 +5,7 @@
 // handlers: plain passthrough by default, HBONE when ztunnel plugs it in.
 import type net from 'node:net'
 import type { Logger } from 'pino'
-import { dialFromPod, listenInPod, type PodNetns } from './inpod.js'
+import { dialFromPod, listenInPod, socketFromPod, type PodNetns } from './inpod.js'
 import { abortSocket, relay, type RelayResult } from '../../common/net/relay.js'
 import { ADMIN_PORT, DEFAULT_HBONE_PORT, INBOUND_PLAINTEXT_PORT, METRICS_PORT, OUTBOUND_PORT, READINESS_PORT } from '../../common/ports.js'
 
@@ -54,6 +54,8 @@ export interface PodProxyOptions {
   readonly inbound?: ConnectionHandler
   /** The HBONE port of this mesh (default 15008): never delivered to as plaintext. */
   readonly hbonePort?: number
+  /** Outbound sockets arrive paused (the native HBONE engine may take their fd); a handler that relays in Node resumes them. */
+  readonly pauseOutbound?: boolean
 }
 
 /** Plain TCP to the original destination, from the pod's netns, marked so it is not captured again. */
@@ -110,6 +112,33 @@ export async function dialDelivery(
   throw lastError
 }
 
+/**
+ * dialDelivery for the native HBONE engine: the same socket (the client's address,
+ * lo, the delivery mark, another source port per attempt), connected by the engine
+ * through `connect` (ServerTunnel.deliver), which answers 200 once it is connected.
+ */
+export async function deliverThrough(
+  connect: (fd: number, target: Endpoint) => Promise<void>,
+  pod: PodNetns,
+  destination: Endpoint,
+  source: Endpoint,
+  mark: number,
+  pickPort: (clientPort: number) => number = deliveryPort,
+): Promise<void> {
+  let lastError: unknown
+  for (let attempt = 0; attempt < DELIVERY_ATTEMPTS; attempt++) {
+    try {
+      const options = { mark, transparentSource: source.ip, sourcePort: pickPort(source.port), bindToDevice: 'lo', reuseAddr: true }
+      return await connect(await socketFromPod(pod, options), destination)
+    } catch (err) {
+      lastError = err
+      const { code, syscall } = err as NodeJS.ErrnoException
+      if (code !== 'EADDRINUSE' && !(code === 'EADDRNOTAVAIL' && syscall === 'connect')) break
+    }
+  }
+  throw lastError
+}
+
 /** Plaintext inbound, delivered as is. */
 export function deliverToPod(mark: number): ConnectionHandler {
   return async (conn) => relay(conn.socket, await dialDelivery(conn.pod, conn.destination, conn.source, mark))
@@ -130,7 +159,7 @@ export class PodProxy {
   async start(): Promise<void> {
     const { pod } = this.options
     try {
-      const outbound = await listenInPod(pod, { host: pod.ip, port: OUTBOUND_PORT }, (s) => this.onOutbound(s))
+      const outbound = await listenInPod(pod, { host: pod.ip, port: OUTBOUND_PORT }, (s) => this.onOutbound(s), this.options.pauseOutbound)
       this.outboundServer = outbound.server
       const inbound = await listenInPod(pod, { host: '127.0.0.1', port: INBOUND_PLAINTEXT_PORT }, (s) => this.onInbound(s))
       this.inboundServer = inbound.server
