@@ -1,38 +1,74 @@
 // `ambient demo`: a local cluster on the netns testbed, from the example
-// manifests (daemonset/examples/demo.yaml): an `ambient ca`, and per node an
-// `ambient agent` (which reads the manifests, finds the pods through their cgroups
-// and programs the BPF datapath) and an `ambient ztunnel` fed by it; the pods of
-// the enrolled namespace captured and talking mutual TLS across nodes, a legacy
-// namespace and an opted-out pod talking plaintext. Shows, live, who is enrolled and the connections each
-// ztunnel sees, proves what crosses between the nodes, and removes everything
-// it created on exit (Ctrl-C included).
+// manifests (daemonset/examples/demo.yaml): an `ambient ca`, per node an `ambient
+// agent` (which reads the manifests, finds the pods through their cgroups and
+// programs the BPF datapath) and an `ambient ztunnel` fed by it, and an `ambient
+// waypoint` in its own pod for each waypoint Gateway. The pods of the enrolled
+// namespace are captured and talk mutual TLS across nodes; HTTP to web's service
+// goes through the waypoint (split by an HTTPRoute, DELETE denied by an L7
+// policy); a legacy namespace and an opted-out pod talk plaintext. Shows, live,
+// who is enrolled, the connections each ztunnel sees and the requests per route,
+// proves what crosses between the nodes, and removes everything it created on
+// exit (Ctrl-C included).
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import type { Command } from 'commander'
 import { parseAllDocuments } from 'yaml'
 import { ConfigError, parseInteger } from '../common/config.js'
-import { AgentCluster, type PodObjectSpec } from '../testbed/agent-cluster.js'
+import { AgentCluster, type PodObjectSpec, type ServiceSpec } from '../testbed/agent-cluster.js'
 import { captureBetweenNodes, TLS_APPLICATION_DATA } from '../testbed/capture.js'
-import { startServer } from '../testbed/pod-clients.js'
+import { startHttpServer, startServer } from '../testbed/pod-clients.js'
+import { GATEWAY_NAME_LABEL } from '../common/model/waypoint.js'
 import { printTable } from './output.js'
 import { REPO_ROOT } from '../common/paths.js'
 
 const EXAMPLE = join(REPO_ROOT, 'daemonset', 'examples', 'demo.yaml')
+/** Every pod's TCP echo server (pods that serve HTTP do so on their services' target ports). */
+const TCP_PORT = 9090
 
 interface Manifest {
   kind?: string
   metadata?: { name?: string; namespace?: string; labels?: Record<string, string> }
-  spec?: { nodeName?: string; serviceAccountName?: string; hostNetwork?: boolean }
+  spec?: {
+    nodeName?: string
+    serviceAccountName?: string
+    hostNetwork?: boolean
+    clusterIP?: string
+    selector?: Record<string, string>
+    ports?: { name?: string; port?: number; targetPort?: number; appProtocol?: string }[]
+  }
 }
 
 export interface DemoTopology {
   readonly nodes: readonly string[]
   readonly namespaces: Readonly<Record<string, Readonly<Record<string, string>>>>
   readonly pods: readonly PodObjectSpec[]
+  readonly services: readonly ServiceSpec[]
+  /** Everything else, applied as written: Gateways, HTTPRoutes, AuthorizationPolicies, PeerAuthentications. */
+  readonly objects: readonly (Record<string, unknown> & { metadata: { name: string; namespace?: string } })[]
+  /** The waypoint pods (labelled with their Gateway's name) and the Gateway each serves. */
+  readonly waypoints: readonly { readonly pod: string; readonly gateway: string }[]
 }
 
-/** The demo's Namespaces and Pods (each with spec.nodeName): the agents decide enrollment from them. */
+/** A Service of the file: its cluster IP, selector and ports (the testbed computes its endpoints). */
+function serviceOf(path: string, d: Manifest): ServiceSpec {
+  const who = `service ${d.metadata?.namespace ?? 'default'}/${d.metadata?.name ?? '?'}`
+  if (!d.metadata?.name || !d.spec?.clusterIP || !d.spec.selector) throw new ConfigError(path, `${who} needs metadata.name, spec.clusterIP and spec.selector`)
+  const ports = (d.spec.ports ?? []).map((p) => {
+    if (typeof p.port !== 'number' || typeof p.targetPort !== 'number') throw new ConfigError(path, `${who}: every port needs a numeric port and targetPort`)
+    return { name: p.name ?? '', port: p.port, targetPort: p.targetPort, ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}) }
+  })
+  return {
+    name: d.metadata.name,
+    namespace: d.metadata.namespace ?? 'default',
+    vip: d.spec.clusterIP,
+    selector: d.spec.selector,
+    ports,
+    labels: d.metadata.labels ?? {},
+  }
+}
+
+/** The demo's Namespaces, Pods (each with spec.nodeName), Services and other objects: the agents decide enrollment from them. */
 export function demoTopology(path: string): DemoTopology {
   const docs = parseAllDocuments(readFileSync(path, 'utf8'))
     .map((d) => d.toJSON() as Manifest)
@@ -52,7 +88,15 @@ export function demoTopology(path: string): DemoTopology {
     pods.push({ name, namespace, node, serviceAccount: doc.spec?.serviceAccountName ?? 'default', labels: doc.metadata?.labels ?? {} })
   }
   const nodes = [...new Set(pods.map((p) => p.node))].sort()
-  return { nodes, namespaces, pods }
+  const services = docs.filter((d) => d.kind === 'Service').map((d) => serviceOf(path, d))
+  const objects = docs
+    .filter((d) => ['Gateway', 'HTTPRoute', 'AuthorizationPolicy', 'PeerAuthentication'].includes(d.kind ?? ''))
+    .map((d) => d as Record<string, unknown> & { metadata: { name: string; namespace?: string } })
+  const gateways = new Set(objects.filter((o) => o['kind'] === 'Gateway').map((o) => `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`))
+  const waypoints = pods
+    .filter((p) => p.labels?.[GATEWAY_NAME_LABEL] !== undefined && gateways.has(`${p.namespace}/${p.labels[GATEWAY_NAME_LABEL]}`))
+    .map((p) => ({ pod: p.name, gateway: `${p.namespace}/${p.labels![GATEWAY_NAME_LABEL]}` }))
+  return { nodes, namespaces, pods, services, objects, waypoints }
 }
 
 function count(text: string, metric: string, filters: string[]): number {
@@ -94,6 +138,17 @@ async function showStatus(cluster: AgentCluster, topology: DemoTopology): Promis
   }
   console.log(`\n${new Date().toISOString()}`)
   printTable(['POD', 'NODE', 'IP', 'ENROLLED', 'IDENTITY', 'OUT', 'IN MTLS', 'IN PLAINTEXT'], rows)
+  for (const [gateway, waypoint] of cluster.waypoints) {
+    const text = await (await fetch(`http://127.0.0.1:${waypoint.metrics.port}/metrics`)).text()
+    const routes: string[][] = []
+    for (const line of text.split('\n').filter((l) => l.startsWith('ambient_waypoint_route_requests_total{'))) {
+      const label = (name: string): string => new RegExp(`${name}="([^"]*)"`).exec(line)?.[1] ?? ''
+      routes.push([label('route') || '(none: the service)', label('destination_service'), label('response_code'), line.split(' ').pop()!])
+    }
+    const denied = count(text, 'istio_requests_total', ['response_code="403"'])
+    console.log(`\nwaypoint ${gateway}: requests by route (denied by policy: ${denied})`)
+    printTable(['ROUTE', 'BACKEND', 'CODE', 'REQUESTS'], routes)
+  }
 }
 
 export function registerDemoCommand(program: Command): void {
@@ -106,9 +161,17 @@ export function registerDemoCommand(program: Command): void {
       const duration = flags.duration === undefined ? undefined : parseInteger('--duration', flags.duration, 5, 86_400)
       const topology = demoTopology(flags.manifests)
       console.log('ambient demo: building the cluster (network namespaces, a CA, an agent and a ztunnel per node)...')
-      const cluster = await AgentCluster.start({ name: 'demo', nodes: topology.nodes, namespaces: topology.namespaces, pods: topology.pods })
+      const cluster = await AgentCluster.start({
+        name: 'demo',
+        nodes: topology.nodes,
+        namespaces: topology.namespaces,
+        pods: topology.pods,
+        services: topology.services,
+        policies: topology.objects,
+      })
       let stopping = false
       const clients: ChildProcess[] = []
+      const httpServers = new Set<string>()
       const stop = async (): Promise<void> => {
         if (stopping) return
         stopping = true
@@ -127,20 +190,38 @@ export function registerDemoCommand(program: Command): void {
             `${node} ztunnel: metrics http://127.0.0.1:${z['metrics']!.port}/metrics  ready http://127.0.0.1:${z['readiness']!.port}/healthz/ready  admin http://127.0.0.1:${z['admin']!.port}/config_dump`,
           )
         }
-        const pods = topology.pods
+        for (const w of topology.waypoints) {
+          const waypoint = await cluster.startWaypoint(w.pod, w.gateway)
+          console.log(
+            `waypoint ${w.gateway}: metrics http://127.0.0.1:${waypoint.metrics.port}/metrics  ready http://127.0.0.1:${waypoint.readiness.port}/healthz/ready`,
+          )
+        }
+        const waypointPods = new Set(topology.waypoints.map((w) => w.pod))
+        const pods = topology.pods.filter((p) => !waypointPods.has(p.name))
         await cluster.until('the enrolled pods captured', async () => {
           for (const node of topology.nodes) if ((await cluster.status(node)).pods.some((p) => p.state !== 'captured')) return false
           return true
         })
         const server = pods.find((p) => p.labels?.app === 'web') ?? pods[0]!
-        for (const pod of pods) await startServer(cluster.tb, cluster.pod(pod.name), 8080)
+        for (const pod of pods) await startServer(cluster.tb, cluster.pod(pod.name), TCP_PORT)
+        // Every pod that a service selects answers HTTP on its target ports.
+        for (const service of topology.services) {
+          for (const pod of pods.filter((p) => p.namespace === service.namespace && Object.entries(service.selector).every(([k, v]) => p.labels?.[k] === v))) {
+            for (const port of service.ports) {
+              const key = `${pod.name}:${port.targetPort}`
+              if (httpServers.has(key)) continue
+              httpServers.add(key)
+              clients.push(await startHttpServer(cluster.tb, cluster.pod(pod.name), { port: port.targetPort, name: `${pod.name}` }))
+            }
+          }
+        }
         const seconds = duration ?? 86_400
         for (const pod of pods.filter((p) => p.name !== server.name)) {
           clients.push(
             cluster.tb.spawnNode(cluster.pod(pod.name), join(REPO_ROOT, 'testbed', 'fixtures', 'tcp-client.ts'), [
               'connect',
               '--to',
-              `${cluster.pod(server.name).ip}:8080`,
+              `${cluster.pod(server.name).ip}:${TCP_PORT}`,
               '--count',
               String(seconds * 2),
               '--interval-ms',
@@ -151,6 +232,32 @@ export function registerDemoCommand(program: Command): void {
           )
         }
         console.log(`\nevery other pod connects to ${server.namespace}/${server.name} twice a second`)
+        // HTTP to the first service of a namespace with a waypoint: GETs twice a second, a DELETE every 4 s.
+        const httpClient = pods.find((p) => p.name === 'client')
+        const isWaypoint = (s: ServiceSpec): boolean => topology.waypoints.some((w) => w.gateway === `${s.namespace}/${s.name}`)
+        const target = topology.services.find((s) => topology.namespaces[s.namespace]?.['istio.io/use-waypoint'] !== undefined && !isWaypoint(s))
+        if (httpClient && target) {
+          const fixture = join(REPO_ROOT, 'testbed', 'fixtures', 'http-client.ts')
+          const to = `${target.vip}:${target.ports[0]!.port}`
+          const loop = (method: string, intervalMs: number): ChildProcess =>
+            cluster.tb.spawnNode(cluster.pod(httpClient.name), fixture, [
+              '--to',
+              to,
+              '--method',
+              method,
+              '--path',
+              '/shop',
+              '--quiet',
+              '--count',
+              String(Math.ceil((seconds * 1000) / intervalMs)),
+              '--interval-ms',
+              String(intervalMs),
+            ])
+          clients.push(loop('GET', 500), loop('DELETE', 4000))
+          console.log(
+            `${httpClient.namespace}/${httpClient.name} sends HTTP to ${target.namespace}/${target.name} (${to}) through its waypoint: GET twice a second, DELETE every 4 s`,
+          )
+        }
         const deadline = duration === undefined ? Infinity : Date.now() + duration * 1000
         let checked = false
         while (!stopping && Date.now() < deadline) {

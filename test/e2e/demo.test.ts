@@ -1,5 +1,6 @@
 // The README's main command: `ambient demo --duration N` runs the two-node mesh,
-// shows mutual TLS between the nodes, exits 0 and leaves nothing behind.
+// shows mutual TLS between the nodes and HTTP routed and denied by the waypoint,
+// exits 0 and leaves nothing behind.
 import t from 'tap'
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -22,6 +23,8 @@ t.test('ambient demo --duration 12 exits 0, shows mTLS between nodes, removes ev
   t.match(out, /TLS 1\.3 records: yes/, 'the capture between the nodes saw TLS')
   t.match(out, /shop\/web\s+node2\s+\S+\s+ambient\s+spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web\s+0\s+[1-9]\d*/, 'web received connections over mutual TLS')
   t.match(out, /shop\/optout\s+node1\s+\S+\s+no\s/, 'the opted-out pod is not enrolled')
+  t.match(out, /waypoint shop\/waypoint: requests by route \(denied by policy: [1-9]\d*\)/, 'the L7 policy denied the DELETEs')
+  t.match(out, /shop\/web-split\s+web-v1\.shop\.svc\.cluster\.local\s+200\s+[1-9]\d*/, 'the HTTPRoute sent requests to web-v1')
   const prefix = /grep (amb[0-9a-z]+x[0-9a-f]{4}-)/.exec(out)?.[1]
   t.ok(prefix, 'the demo printed its namespace prefix')
   const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
