@@ -26,6 +26,21 @@ export interface RawProgramInfo {
   fd: number // -1 before load
 }
 
+export interface RawLinkInfo {
+  id: number
+  type: number // enum bpf_link_type
+  programId: number
+}
+
+export interface RawLoadedProgramInfo {
+  id: number
+  name: string // the kernel's copy: at most 15 characters
+  type: number // enum bpf_prog_type
+  runCount: bigint // run_cnt: counted only while run-time stats are enabled
+  runTimeNs: bigint // run_time_ns: likewise
+  recursionMisses: bigint
+}
+
 export interface RawGlobalValue {
   name: string
   value: Buffer
@@ -130,6 +145,15 @@ export interface NativeBinding {
   /** Next key after `key` (first key when null); null at the end. */
   mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null
   closeFd(fd: number): void
+  /** Info of a link fd (e.g. pinnedOpen of a pinned link); EINVAL for a map or program fd. */
+  linkInfo(fd: number): RawLinkInfo
+  /** A new fd of the loaded program with this id; ENOENT when it is gone. */
+  programFdById(id: number): number
+  /** Info and run-time statistics of a program fd; EINVAL for a map or link fd. */
+  programInfo(fd: number): RawLoadedProgramInfo
+  /** BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): run-time statistics of every program are
+   *  counted while the returned fd is open; EINVAL before Linux 5.8. */
+  enableStats(): number
   numPossibleCpus(): number
 
   /** Network-namespace cookie (SO_NETNS_COOKIE) of the netns at netnsPath. */

@@ -6,13 +6,15 @@ import { existsSync, statfsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { NativeBinding, RawMapInfo, RawProgramInfo, RawSocketOptions } from './binding.js'
+import type { NativeBinding, RawLinkInfo, RawLoadedProgramInfo, RawMapInfo, RawProgramInfo, RawSocketOptions } from './binding.js'
 import { NativeError } from './errors.js'
 
 export { NativeError }
 export type { NativeErrorFields } from './errors.js'
 export type SocketOptions = RawSocketOptions
 export type ProgramInfo = RawProgramInfo
+export type LinkInfo = RawLinkInfo
+export type LoadedProgramInfo = RawLoadedProgramInfo
 
 export const BPF_ANY = 0
 export const BPF_NOEXIST = 1
@@ -264,11 +266,70 @@ export class BpfLink {
    * by name (read from the kernel: its .rodata map, laid out by that map's BTF);
    * empty when the program has none.
    */
+  /** The kernel's info of a pinned link: its id, type and the id of its program. */
+  static pinnedInfo(path: string): LinkInfo {
+    if (typeof path !== 'string' || path === '') throw NativeError.invalid(`link pin path must be a non-empty string, got ${String(path)}`)
+    const notBpffs = bpffsError(path, 'link pin path')
+    if (notBpffs) throw notBpffs
+    const fd = call(() => native().pinnedOpen(path))
+    try {
+      return call(() => native().linkInfo(fd), path)
+    } finally {
+      native().closeFd(fd)
+    }
+  }
+
   static pinnedGlobals(path: string): Map<string, Buffer> {
     if (typeof path !== 'string' || path === '') throw NativeError.invalid(`link pin path must be a non-empty string, got ${String(path)}`)
     const notBpffs = bpffsError(path, 'link pin path')
     if (notBpffs) throw notBpffs
     return new Map(call(() => native().pinnedLinkGlobals(path)).map((g) => [g.name, g.value]))
+  }
+}
+
+/**
+ * A loaded program by id, as the kernel reports it (name, type, and its run count
+ * and run time, which the kernel counts only while run-time statistics are enabled:
+ * enableRunTimeStats() or sysctl kernel.bpf_stats_enabled); null when it is gone.
+ */
+export function loadedProgram(id: number): LoadedProgramInfo | null {
+  if (!Number.isInteger(id) || id <= 0 || id > 0x7fffffff) throw NativeError.invalid(`program id must be a positive integer, got ${String(id)}`)
+  let fd: number
+  try {
+    fd = call(() => native().programFdById(id))
+  } catch (err) {
+    if ((err as NativeError).code === 'ENOENT') return null // unloaded meanwhile
+    throw err
+  }
+  try {
+    return call(() => native().programInfo(fd))
+  } finally {
+    native().closeFd(fd)
+  }
+}
+
+/** Kernel run-time statistics of every BPF program, counted while this is open (BPF_ENABLE_STATS). */
+export class RunTimeStats {
+  private fd: number | null
+
+  private constructor(fd: number) {
+    this.fd = fd
+  }
+
+  /** Enables them; EINVAL on kernels before 5.8, EPERM without CAP_SYS_ADMIN. */
+  static enable(): RunTimeStats {
+    return new RunTimeStats(call(() => native().enableStats()))
+  }
+
+  get enabled(): boolean {
+    return this.fd !== null
+  }
+
+  /** Stops counting (unless someone else keeps them enabled). Idempotent. */
+  close(): void {
+    if (this.fd === null) return
+    native().closeFd(this.fd)
+    this.fd = null
   }
 }
 

@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitObjects(env, exports);
   InitLinks(env, exports);
   InitMaps(env, exports);
+  InitPrograms(env, exports);
   InitNetns(env, exports);
   InitHbone(env, exports);
   return exports;

@@ -29,6 +29,7 @@ bool FdInfoHas(int fd, const char* key);
 void InitObjects(Napi::Env env, Napi::Object exports);
 void InitLinks(Napi::Env env, Napi::Object exports);
 void InitMaps(Napi::Env env, Napi::Object exports);
+void InitPrograms(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);
 void InitHbone(Napi::Env env, Napi::Object exports);
 
