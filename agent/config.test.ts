@@ -34,6 +34,8 @@ t.test('defaults and sources', async (t) => {
   })
   t.equal(parseAgentConfig(flags({ node: undefined }), { AMBIENT_NODE_NAME: 'from-env' }).node, 'from-env')
   t.equal(parseAgentConfig(flags({ policyStatus: false }), {}).writePolicyStatus, false)
+  t.equal(c.bpfStats, false, 'kernel run-time statistics of BPF programs are off unless asked for')
+  t.equal(parseAgentConfig(flags({ bpfStats: true }), {}).bpfStats, true)
   t.same(parseAgentConfig(flags({ statusAddr: '0.0.0.0:15014' }), {}).status, { host: '0.0.0.0', port: 15014 }, 'a node address, for a cluster Prometheus')
 })
 

@@ -19,6 +19,8 @@ export interface AgentConfig extends NodeSettings {
   readonly listenerWaitMs: number
   /** Write the ZtunnelAccepted condition onto policies (Kubernetes source only). */
   readonly writePolicyStatus: boolean
+  /** Hold the kernel's run-time statistics of BPF programs enabled (BPF_ENABLE_STATS) while running. */
+  readonly bpfStats: boolean
 }
 
 export interface AgentFlags extends NodeFlags, SourceFlags {
@@ -30,6 +32,7 @@ export interface AgentFlags extends NodeFlags, SourceFlags {
   readonly clusterDomain: string
   readonly listenerWait: string
   readonly policyStatus: boolean
+  readonly bpfStats?: boolean
 }
 
 export const AGENT_DEFAULTS = {
@@ -68,5 +71,6 @@ export function parseAgentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv): Age
     clusterDomain: requireString('--cluster-domain', flags.clusterDomain),
     listenerWaitMs: parseDuration('--listener-wait', flags.listenerWait),
     writePolicyStatus: flags.policyStatus !== false,
+    bpfStats: flags.bpfStats === true,
   })
 }

@@ -12,6 +12,7 @@ import { createLogger, type Logger } from '../common/log.js'
 import { BPF_OBJECTS_DIR } from '../common/paths.js'
 import { AGENT_DEFAULTS, parseAgentConfig, type AgentConfig, type AgentFlags } from './config.js'
 import { Datapath } from '../datapath/datapath.js'
+import { enableRunTimeStats, sysctlStatsEnabled } from '../datapath/program-stats.js'
 import { KubeSource } from '../common/kube/kube-source.js'
 import { LeaseElector, POLICY_STATUS_LEASE } from './kube/lease.js'
 import type { ManifestsSource } from '../common/local/manifests-source.js'
@@ -54,6 +55,14 @@ export class Agent {
       this.datapath = datapath
       this.stops.push(() => datapath.close())
       log.info({ dir: datapath.dir, podsCgroup: config.podsCgroup, adopted: datapath.enrolledPods().length }, 'datapath loaded')
+      const runTimeStats = config.bpfStats ? enableRunTimeStats() : null
+      if (runTimeStats !== null) this.stops.push(() => runTimeStats.close())
+      this.metrics.observeDatapath({
+        counters: () => datapath.counters(),
+        programStats: () => datapath.programStats(),
+        statsEnabled: () => runTimeStats?.enabled === true || sysctlStatsEnabled(),
+      })
+      this.stops.push(() => this.metrics.observeDatapath(null))
       mkdirSync(dirname(config.xdsSocket), { recursive: true, mode: 0o700 })
       const xds = new XdsServer({ socketPath: config.xdsSocket, log: log.child({ component: 'xds' }) })
       await xds.start()
@@ -177,6 +186,10 @@ export function registerAgentCommand(program: Command): void {
       '--listener-wait <duration>',
       "how long to wait for ztunnel's in-pod listener before capturing a pod anyway (its connections then fail closed)",
       AGENT_DEFAULTS.listenerWait,
+    )
+    .option(
+      '--bpf-stats',
+      "have the kernel count every BPF program's runs and run time while the agent runs (BPF_ENABLE_STATS), exported as ambient_datapath_program_runs_total and ambient_datapath_program_run_seconds_total; it costs every BPF program on the node (the CNI's too) two clock reads per run, so it is off by default",
     )
     .action(async (flags: AgentFlags) => {
       const config = parseAgentConfig(flags, process.env)

@@ -1,9 +1,19 @@
 // The agent's own metrics (Prometheus, prom-client): enrollment, reconcile passes,
-// datapath map use, the sources' watch restarts, the xDS stream to ztunnel, and
-// the policies it could not apply as written.
+// datapath map use, the BPF programs' own counters and the kernel's run-time
+// statistics of those programs, the sources' watch restarts, the xDS stream to
+// ztunnel, and the policies it could not apply as written.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { MapOccupancy } from '../datapath/datapath.js'
+import { COUNTERS, type CounterName } from '../datapath/abi.js'
+import { counterProgram, type ProgramStats } from '../datapath/program-stats.js'
 import type { ConvertedPolicies } from '../common/model/convert/policies.js'
+
+/** What the agent reads from the kernel for each scrape (the Datapath, and whether run-time stats are on). */
+export interface DatapathFigures {
+  counters(): Readonly<Record<CounterName, bigint>>
+  programStats(): readonly ProgramStats[]
+  statsEnabled(): boolean
+}
 
 export class AgentMetrics {
   readonly registry = new Registry()
@@ -19,6 +29,11 @@ export class AgentMetrics {
   readonly xdsNacks: Counter
   readonly policyProblems: Gauge<'policy' | 'kind' | 'field' | 'code'>
   readonly waypointProblems: Gauge<'object' | 'waypoint' | 'kind'>
+  readonly datapathEvents: Counter<'program' | 'event'>
+  readonly programRuns: Counter<'program' | 'id'>
+  readonly programRunSeconds: Counter<'program' | 'id'>
+  readonly programStatsEnabled: Gauge
+  #datapath: DatapathFigures | null = null
 
   constructor(options: { readonly defaultMetrics?: boolean } = {}) {
     const registers = [this.registry]
@@ -67,7 +82,62 @@ export class AgentMetrics {
       labelNames: ['policy', 'kind', 'field', 'code'],
       registers,
     })
+    // Read from the kernel at scrape time, so /metrics shows the totals `ambient status` shows.
+    const datapath = this
+    this.datapathEvents = new Counter({
+      name: 'ambient_datapath_events_total',
+      help: 'What the BPF programs did, from their per-CPU counters (ambient_counters): event is the counter (e.g. connect_redirected, sk_lookup_no_listener: a SYN dropped, fail closed), program the hook that counts it',
+      labelNames: ['program', 'event'],
+      registers,
+      collect() {
+        const figures = datapath.#datapath
+        if (!figures) return
+        const counters = figures.counters()
+        this.reset()
+        for (const event of COUNTERS) this.inc({ program: counterProgram(event), event }, Number(counters[event]))
+      },
+    })
+    this.programRuns = new Counter({
+      name: 'ambient_datapath_program_runs_total',
+      help: "The kernel's run count of each loaded datapath program (bpf_prog_info run_cnt, by program id); counted only while run-time statistics are enabled (see ambient_datapath_program_stats_enabled)",
+      labelNames: ['program', 'id'],
+      registers,
+      collect() {
+        const figures = datapath.#datapath
+        if (!figures) return
+        const programs = figures.programStats()
+        this.reset()
+        for (const p of programs) this.inc({ program: p.program, id: String(p.id) }, Number(p.runs))
+      },
+    })
+    this.programRunSeconds = new Counter({
+      name: 'ambient_datapath_program_run_seconds_total',
+      help: "The kernel's total run time of each loaded datapath program (bpf_prog_info run_time_ns, by program id); counted only while run-time statistics are enabled",
+      labelNames: ['program', 'id'],
+      registers,
+      collect() {
+        const figures = datapath.#datapath
+        if (!figures) return
+        const programs = figures.programStats()
+        this.reset()
+        for (const p of programs) this.inc({ program: p.program, id: String(p.id) }, Number(p.runTimeNs) / 1e9)
+      },
+    })
+    this.programStatsEnabled = new Gauge({
+      name: 'ambient_datapath_program_stats_enabled',
+      help: 'Whether the kernel counts the run-time statistics of BPF programs now: 1 when this agent holds them enabled (--bpf-stats) or sysctl kernel.bpf_stats_enabled is 1',
+      registers,
+      collect() {
+        const figures = datapath.#datapath
+        if (figures) this.set(figures.statsEnabled() ? 1 : 0)
+      },
+    })
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+  }
+
+  /** Where the datapath figures come from at each scrape; null when the datapath is closed. */
+  observeDatapath(figures: DatapathFigures | null): void {
+    this.#datapath = figures
   }
 
   readonly #seen = new Map<string, number>()

@@ -13,6 +13,7 @@ import { BpfLink, BpfMap, BpfObject, netnsCookie, type NativeError } from '../na
 import * as abi from './abi.js'
 import { DatapathError } from './errors.js'
 import { configurePodRouting, removePodRouting } from './pod-routing.js'
+import { ProgramStatsReader, type ProgramStats } from './program-stats.js'
 
 export interface DatapathSettings {
   /** bpffs folder that holds every datapath version, e.g. /sys/fs/bpf/ambient. */
@@ -92,6 +93,7 @@ export class Datapath {
   private skLookup: BpfObject | null = null
   /** The pinned programs' settings were checked against ours (by load() or verifySettings()). */
   private settingsVerified = false
+  private programStatsReader: ProgramStatsReader | null = null
 
   private constructor(
     readonly settings: DatapathSettings,
@@ -283,6 +285,12 @@ export class Datapath {
       out[name] = value ? abi.sumPerCpu(value) : 0n
     })
     return out
+  }
+
+  /** The kernel's run count and run time of each program behind this datapath's pinned links. */
+  programStats(): ProgramStats[] {
+    this.programStatsReader ??= new ProgramStatsReader(join(this.dir, 'links'))
+    return this.programStatsReader.read()
   }
 
   occupancy(): MapOccupancy[] {

@@ -7,5 +7,6 @@ export type DatapathErrorCode =
   | 'AMBIENT_ERR_DATAPATH_POD_ROUTING'
   | 'AMBIENT_ERR_DATAPATH_BAD_INPUT'
   | 'AMBIENT_ERR_DATAPATH_SETTINGS_MISMATCH'
+  | 'AMBIENT_ERR_DATAPATH_STATS'
 
 export class DatapathError extends AmbientError<DatapathErrorCode> {}
