@@ -8,15 +8,17 @@
 // policy); a legacy namespace and an opted-out pod talk plaintext. Shows, live,
 // who is enrolled, the connections each ztunnel sees and the requests per route,
 // proves what crosses between the nodes, and removes everything it created on
-// exit (Ctrl-C included).
+// exit (Ctrl-C included). With --prometheus, a real Prometheus scrapes every agent,
+// ztunnel and waypoint each second, for the dashboards of daemonset/dashboards/.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import type { Command } from 'commander'
 import { parseAllDocuments } from 'yaml'
-import { ConfigError, parseInteger } from '../common/config.js'
+import { ConfigError, parseAddress, parseInteger, type Address } from '../common/config.js'
 import { AgentCluster, type PodObjectSpec, type ServiceSpec } from '../testbed/agent-cluster.js'
 import { captureBetweenNodes, TLS_APPLICATION_DATA } from '../testbed/capture.js'
+import { clusterScrapeTargets, PrometheusServer } from '../testbed/prometheus.js'
 import { startHttpServer, startServer } from '../testbed/pod-clients.js'
 import { GATEWAY_NAME_LABEL } from '../common/model/waypoint.js'
 import { printTable } from './output.js'
@@ -25,6 +27,33 @@ import { REPO_ROOT } from '../common/paths.js'
 const EXAMPLE = join(REPO_ROOT, 'daemonset', 'examples', 'demo.yaml')
 /** Every pod's TCP echo server (pods that serve HTTP do so on their services' target ports). */
 const TCP_PORT = 9090
+const PROMETHEUS_DEFAULT = '127.0.0.1:9090'
+
+/** Starts Prometheus on `at` scraping the cluster and says where its UI is, with a graph to start from. */
+async function startPrometheus(cluster: AgentCluster, at: Address): Promise<PrometheusServer> {
+  const targets = clusterScrapeTargets(cluster)
+  const prometheus = await PrometheusServer.start({ listen: at, targets })
+  const graph = (exprs: readonly string[]): string =>
+    `${prometheus.url}/graph?${new URLSearchParams(
+      exprs.flatMap((e, i) => [
+        [`g${i}.expr`, e],
+        [`g${i}.tab`, '0'],
+        [`g${i}.range_input`, '5m'],
+      ]),
+    )}`
+  const jobs = (job: string): number => targets.filter((t) => t.job === job).length
+  console.log(
+    `\nprometheus: ${prometheus.url}  (scraping ${jobs('ambient-agent')} agents, ${jobs('ambient-ztunnel')} ztunnels and ${jobs('ambient-waypoint')} waypoints every second)`,
+  )
+  console.log(
+    `  graphs: ${graph([
+      'sum by (node) (rate(istio_tcp_connections_opened_total{job="ambient-ztunnel"}[30s]))',
+      'sum by (response_code) (rate(istio_requests_total{reporter="waypoint"}[30s]))',
+    ])}`,
+  )
+  console.log(`  Grafana: import ${join(REPO_ROOT, 'daemonset', 'dashboards')}/*.json with a Prometheus data source at ${prometheus.url}`)
+  return prometheus
+}
 
 interface Manifest {
   kind?: string
@@ -157,8 +186,14 @@ export function registerDemoCommand(program: Command): void {
     .description('run a local two-node mesh on network namespaces and show it working (needs root)')
     .option('--duration <seconds>', 'stop by itself after this many seconds (default: run until Ctrl-C)')
     .option('--manifests <file>', 'the cluster to build (Namespaces and Pods with spec.nodeName)', EXAMPLE)
-    .action(async (flags: { duration?: string; manifests: string }) => {
+    .option(
+      '--prometheus [ip:port]',
+      `also run a Prometheus (Debian's prometheus) listening on this address (default ${PROMETHEUS_DEFAULT}; port 0 takes a free one) that scrapes every agent, ztunnel and waypoint each second, and print its address: the graphs of daemonset/dashboards/ fill at once; the agents then count BPF program run time (agent --bpf-stats); Prometheus and its data are removed on exit`,
+    )
+    .action(async (flags: { duration?: string; manifests: string; prometheus?: string | true }) => {
       const duration = flags.duration === undefined ? undefined : parseInteger('--duration', flags.duration, 5, 86_400)
+      const prometheusAt =
+        flags.prometheus === undefined ? null : parseAddress('--prometheus', flags.prometheus === true ? PROMETHEUS_DEFAULT : flags.prometheus)
       const topology = demoTopology(flags.manifests)
       console.log('ambient demo: building the cluster (network namespaces, a CA, an agent and a ztunnel per node)...')
       const cluster = await AgentCluster.start({
@@ -168,14 +203,17 @@ export function registerDemoCommand(program: Command): void {
         pods: topology.pods,
         services: topology.services,
         policies: topology.objects,
+        agentFlags: prometheusAt === null ? [] : ['--bpf-stats'],
       })
       let stopping = false
       const clients: ChildProcess[] = []
       const httpServers = new Set<string>()
+      let prometheus: PrometheusServer | null = null
       const stop = async (): Promise<void> => {
         if (stopping) return
         stopping = true
         for (const c of clients) c.kill('SIGTERM')
+        await prometheus?.stop()
         await cluster.stop()
       }
       const onSignal = (): void => void stop().then(() => process.exit(130))
@@ -196,6 +234,7 @@ export function registerDemoCommand(program: Command): void {
             `waypoint ${w.gateway}: metrics http://127.0.0.1:${waypoint.metrics.port}/metrics  ready http://127.0.0.1:${waypoint.readiness.port}/healthz/ready`,
           )
         }
+        if (prometheusAt !== null) prometheus = await startPrometheus(cluster, prometheusAt)
         const waypointPods = new Set(topology.waypoints.map((w) => w.pod))
         const pods = topology.pods.filter((p) => !waypointPods.has(p.name))
         await cluster.until('the enrolled pods captured', async () => {

@@ -75,16 +75,18 @@ export class AgentCluster {
   private readonly objects = new Map<string, { kind: FakeKind; object: KubeObject }>()
   private readonly manifestsDir: string
   private readonly logLevel: string
+  private readonly agentFlags: readonly string[]
 
   private constructor(
     readonly tb: Testbed,
     readonly nodes: readonly string[],
-    options: { readonly logLevel?: string },
+    options: { readonly logLevel?: string; readonly agentFlags?: readonly string[] },
   ) {
     this.workDir = mkdtempSync(join(tmpdir(), 'ambient-agents-'))
     this.manifestsDir = join(this.workDir, 'manifests')
     mkdirSync(this.manifestsDir)
     this.logLevel = options.logLevel ?? 'info'
+    this.agentFlags = options.agentFlags ?? []
   }
 
   /**
@@ -102,6 +104,8 @@ export class AgentCluster {
     readonly services?: readonly ServiceSpec[]
     readonly kube?: boolean
     readonly logLevel?: string
+    /** More flags for every agent (e.g. --bpf-stats). */
+    readonly agentFlags?: readonly string[]
   }): Promise<AgentCluster> {
     const tb = await Testbed.create({
       name: options.name,
@@ -323,7 +327,7 @@ export class AgentCluster {
     }
   }
 
-  /** Starts (or restarts) a node's agent and waits until it is ready. */
+  /** Starts (or restarts) a node's agent, with the cluster's agent flags and `extra`, and waits until it is ready. */
   async startAgent(node: string, extra: readonly string[] = []): Promise<ProcessHandle> {
     const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
       CLI,
@@ -341,6 +345,7 @@ export class AgentCluster {
       '127.0.0.1:0',
       '--log-level',
       this.logLevel,
+      ...this.agentFlags,
       ...extra,
     ])
     const handle = await waitReady(child, '"agent ready"', `agent on ${node}`)

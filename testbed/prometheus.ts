@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import type { Address } from '../common/config.js'
+import type { AgentCluster } from './agent-cluster.js'
 import { TestbedError } from './testbed.js'
 
 export interface ScrapeTarget {
@@ -56,6 +57,22 @@ export function scrapeConfig(targets: readonly ScrapeTarget[], intervalSeconds: 
       static_configs: targets.filter((t) => t.job === job).map((t) => ({ targets: [t.address], labels: { ...(t.labels ?? {}) } })),
     })),
   })
+}
+
+/** Every agent's, ztunnel's and waypoint's /metrics of a cluster, labelled as the dashboards expect. */
+export function clusterScrapeTargets(cluster: AgentCluster): ScrapeTarget[] {
+  const targets: ScrapeTarget[] = []
+  for (const node of cluster.nodes) {
+    const ztunnel = cluster.ztunnels.get(node)?.ready['metrics'] as { port: number } | undefined
+    if (!cluster.agents.has(node) || ztunnel === undefined) throw new TestbedError(`node ${node} has no running agent and ztunnel to scrape`)
+    targets.push({ job: 'ambient-agent', address: cluster.statusAddress(node), labels: { node } })
+    targets.push({ job: 'ambient-ztunnel', address: `127.0.0.1:${ztunnel.port}`, labels: { node } })
+  }
+  for (const [gateway, waypoint] of cluster.waypoints) {
+    const [namespace, name] = gateway.split('/') as [string, string]
+    targets.push({ job: 'ambient-waypoint', address: `${waypoint.metrics.host}:${waypoint.metrics.port}`, labels: { namespace, gateway: name } })
+  }
+  return targets
 }
 
 export class PrometheusServer {
