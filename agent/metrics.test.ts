@@ -13,6 +13,17 @@ const value = (text: string, series: string): string | undefined =>
     .find((l) => l.startsWith(series + ' '))
     ?.split(' ')[1]
 
+t.test('a reconcile pass: its time in the histogram and as the last pass', async (t) => {
+  const metrics = new AgentMetrics({ defaultMetrics: false })
+  metrics.recordPass({ seconds: 0.25, enrolled: 3, pending: 1, occupancy: [{ name: 'ambient_pods', entries: 3, capacity: 4096 }] })
+  metrics.recordPass({ seconds: 0.003, enrolled: 3, pending: 0, occupancy: [{ name: 'ambient_pods', entries: 3, capacity: 4096 }] })
+  const text = await metrics.registry.metrics()
+  t.equal(value(text, 'ambient_agent_reconcile_duration_seconds_count'), '2')
+  t.equal(value(text, 'ambient_agent_last_reconcile_duration_seconds'), '0.003')
+  t.equal(value(text, 'ambient_agent_pending_pods'), '0')
+  t.equal(value(text, 'ambient_datapath_map_capacity{map="ambient_pods"}'), '4096')
+})
+
 t.test('datapath counters and program statistics are scraped from the kernel', async (t) => {
   const metrics = new AgentMetrics({ defaultMetrics: false })
   const before = await metrics.registry.metrics()

@@ -20,6 +20,7 @@ export class AgentMetrics {
   readonly enrolledPods: Gauge
   readonly pendingPods: Gauge
   readonly reconcileDuration: Histogram
+  readonly lastReconcileDuration: Gauge
   readonly reconcileErrors: Counter<'reason'>
   readonly mapEntries: Gauge<'map'>
   readonly mapCapacity: Gauge<'map'>
@@ -47,6 +48,11 @@ export class AgentMetrics {
       name: 'ambient_agent_reconcile_duration_seconds',
       help: 'Time of one reconcile pass (snapshot to datapath and ztunnel)',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    })
+    this.lastReconcileDuration = new Gauge({
+      name: 'ambient_agent_last_reconcile_duration_seconds',
+      help: 'Time of the last reconcile pass (passes run when something changes, so the histogram may not move for long)',
       registers,
     })
     this.reconcileErrors = new Counter({
@@ -159,6 +165,7 @@ export class AgentMetrics {
 
   recordPass(pass: { readonly seconds: number; readonly enrolled: number; readonly pending: number; readonly occupancy: readonly MapOccupancy[] }): void {
     this.reconcileDuration.observe(pass.seconds)
+    this.lastReconcileDuration.set(pass.seconds)
     this.enrolledPods.set(pass.enrolled)
     this.pendingPods.set(pass.pending)
     for (const m of pass.occupancy) {
