@@ -9,7 +9,7 @@
 // job="ambient-agent" or "ambient-ztunnel", and node.
 import { DashboardBuilder, DashboardCursorSync } from '@grafana/grafana-foundation-sdk/dashboard'
 import { datasourceVariable, labelVariable, layout, timeseries } from './panels.js'
-import { max, quantile, rate, round, selector, sum } from './promql.js'
+import { max, rate, round, selector, sum } from './promql.js'
 
 const NODE = '~$node'
 const agent = { job: 'ambient-agent', node: NODE } as const
@@ -173,12 +173,15 @@ function datapathRow() {
       ),
       timeseries(
         'Reconcile Latency',
-        'Time of a reconcile pass (snapshot to datapath and ztunnel) over the last 5 minutes: passes run when something changes, so a quiet node has none for long stretches',
+        'Time of the last reconcile pass (snapshot to datapath and ztunnel), and percentiles over every pass since the agent started: passes run when something changes, so a quiet node has none in a rate window for long stretches (Reconcile Passes shows when they ran)',
         's',
-        [0.5, 0.9, 0.99].map((q) => ({
-          expr: quantile(q, 'ambient_agent_reconcile_duration_seconds', agent, ['node'], '5m'),
-          legend: `P${Math.round(q * 100)} ({{node}})`,
-        })),
+        [
+          { expr: max(selector('ambient_agent_last_reconcile_duration_seconds', agent), ['node']), legend: 'Last pass ({{node}})' },
+          ...[0.5, 0.99].map((q) => ({
+            expr: `histogram_quantile(${q.toFixed(2)}, ${sum(selector('ambient_agent_reconcile_duration_seconds_bucket', agent), ['node', 'le'])})`,
+            legend: `P${Math.round(q * 100)} since start ({{node}})`,
+          })),
+        ],
       ),
       timeseries('Reconcile Passes', 'Reconcile passes per second', 'ops', [
         { expr: sum(rate('ambient_agent_reconcile_duration_seconds_count', agent), ['node']), legend: 'Passes ({{node}})' },
