@@ -4,7 +4,7 @@
 // itself, and leaves no process or folder behind, also when it fails to start.
 import t, { type Test } from 'tap'
 import http from 'node:http'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -84,6 +84,7 @@ t.test('scrapes a target on a free port, answers queries, and stops without a tr
     ['9'],
     'scraped every second',
   )
+  t.same(await prometheus.labelValues('path', 'demo_requests_total{job="ambient-test"}'), ['/shop'], "label_values as Grafana's variables list them")
   const targets = await prometheus.targets()
   t.same(
     targets.map((x) => [x.labels['job'], x.health, x.scrapeUrl]),
@@ -117,7 +118,8 @@ t.test('a missing binary is named, and nothing is left', async (t) => {
   t.same(workDirs(), before, 'its folder is removed')
 })
 
-t.test('it dies with the process that started it, even one killed with SIGKILL', async (t) => {
+/** A process running the harness (testbed/fixtures/prometheus.ts), once its Prometheus is ready. */
+async function startParent(t: Test): Promise<{ parent: ChildProcess; pid: number; workDir: string }> {
   const fixture = join(import.meta.dirname, 'fixtures', 'prometheus.ts')
   const parent = spawn(process.execPath, ['--import', 'tsx', fixture, '--target', '127.0.0.1:9', '--timeout-ms', '30000'], {
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -131,7 +133,22 @@ t.test('it dies with the process that started it, even one killed with SIGKILL',
     })
     parent.once('exit', (code) => reject(new Error(`the fixture exited ${code} before starting prometheus`)))
   })
-  const { pid, workDir } = JSON.parse(line) as { pid: number; workDir: string }
+  return { parent, ...(JSON.parse(line) as { pid: number; workDir: string }) }
+}
+
+t.test('an interrupted parent (Ctrl-C) takes its Prometheus and folder with it', async (t) => {
+  const { parent, pid, workDir } = await startParent(t)
+  t.ok(alive(pid) && existsSync(workDir), 'prometheus runs')
+  const exited = new Promise<NodeJS.Signals | null>((r) => parent.once('exit', (_code, signal) => r(signal)))
+  parent.kill('SIGINT')
+  t.equal(await exited, 'SIGINT', 'the parent still ends by the signal')
+  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50))
+  t.notOk(alive(pid), 'prometheus is gone')
+  t.notOk(existsSync(workDir), 'its folder is removed')
+})
+
+t.test('it dies with the process that started it, even one killed with SIGKILL', async (t) => {
+  const { parent, pid, workDir } = await startParent(t)
   t.teardown(() => rmSync(workDir, { recursive: true, force: true })) // a SIGKILLed parent cannot remove it
   t.ok(alive(pid), 'prometheus runs')
   parent.kill('SIGKILL')

@@ -75,7 +75,53 @@ export function clusterScrapeTargets(cluster: AgentCluster): ScrapeTarget[] {
   return targets
 }
 
-export class PrometheusServer {
+/** Prometheus's HTTP API at `url` (the harness's server, or one a demo started). */
+export class PrometheusApi {
+  constructor(readonly url: string) {}
+
+  /** An instant query through the HTTP API; throws naming the expression when Prometheus refuses it. */
+  async query(expr: string): Promise<Sample[]> {
+    const response = await fetch(`${this.url}/api/v1/query?${new URLSearchParams({ query: expr })}`)
+    const body = (await response.json()) as { status: string; error?: string; data?: { resultType: string; result: unknown } }
+    if (body.status !== 'success') throw new TestbedError(`prometheus refused ${expr}: ${body.error ?? response.status}`)
+    const { resultType, result } = body.data!
+    if (resultType === 'scalar') return [{ metric: {}, value: (result as [number, string])[1] }]
+    if (resultType !== 'vector') throw new TestbedError(`prometheus answered ${expr} with a ${resultType}, not a vector`)
+    return (result as { metric: Record<string, string>; value: [number, string] }[]).map((r) => ({ metric: r.metric, value: r.value[1] }))
+  }
+
+  /** The values of `label` on the series `selector` matches now (what Grafana's label_values(selector, label) lists). */
+  async labelValues(label: string, selector: string): Promise<string[]> {
+    const response = await fetch(`${this.url}/api/v1/label/${encodeURIComponent(label)}/values?${new URLSearchParams({ 'match[]': selector })}`)
+    const body = (await response.json()) as { status: string; error?: string; data?: string[] }
+    if (body.status !== 'success') throw new TestbedError(`prometheus refused label_values(${selector}, ${label}): ${body.error ?? response.status}`)
+    return body.data!
+  }
+
+  async targets(): Promise<ActiveTarget[]> {
+    const body = (await (await fetch(`${this.url}/api/v1/targets?state=active`)).json()) as { data: { activeTargets: ActiveTarget[] } }
+    return body.data.activeTargets
+  }
+}
+
+const live = new Set<PrometheusServer>()
+let handlersInstalled = false
+/** As the testbed does: a process that exits or is interrupted takes its Prometheus and folder with it. */
+function installExitHandlers(): void {
+  if (handlersInstalled) return
+  handlersInstalled = true
+  process.on('exit', () => {
+    for (const p of live) p.stopSync()
+  })
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      for (const p of live) p.stopSync()
+      process.kill(process.pid, signal)
+    })
+  }
+}
+
+export class PrometheusServer extends PrometheusApi {
   private stopped: Promise<void> | null = null
 
   private constructor(
@@ -85,7 +131,9 @@ export class PrometheusServer {
     /** host:port of its UI and HTTP API. */
     readonly address: string,
     private readonly output: () => string,
-  ) {}
+  ) {
+    super(`http://${address}`)
+  }
 
   /** Starts it and resolves once /-/ready answers; on any failure nothing is left running or on disk. */
   static async start(options: PrometheusOptions): Promise<PrometheusServer> {
@@ -129,7 +177,10 @@ export class PrometheusServer {
       const port = await waitListening(child)
       const address = `${options.listen.host}:${port}`
       await waitReady(child, address)
-      return new PrometheusServer(child, workDir, address, () => output)
+      const server = new PrometheusServer(child, workDir, address, () => output)
+      installExitHandlers()
+      live.add(server)
+      return server
     } catch (err) {
       const exited = child.pid === undefined || child.exitCode !== null || child.signalCode !== null
       const reason = (err as Error).message
@@ -143,35 +194,25 @@ export class PrometheusServer {
     return this.child.pid!
   }
 
-  get url(): string {
-    return `http://${this.address}`
-  }
-
   /** What it printed last (warnings and errors). */
   logs(): string {
     return this.output()
   }
 
-  /** An instant query through the HTTP API; throws naming the expression when Prometheus refuses it. */
-  async query(expr: string): Promise<Sample[]> {
-    const response = await fetch(`${this.url}/api/v1/query?${new URLSearchParams({ query: expr })}`)
-    const body = (await response.json()) as { status: string; error?: string; data?: { resultType: string; result: unknown } }
-    if (body.status !== 'success') throw new TestbedError(`prometheus refused ${expr}: ${body.error ?? response.status}`)
-    const { resultType, result } = body.data!
-    if (resultType === 'scalar') return [{ metric: {}, value: (result as [number, string])[1] }]
-    if (resultType !== 'vector') throw new TestbedError(`prometheus answered ${expr} with a ${resultType}, not a vector`)
-    return (result as { metric: Record<string, string>; value: [number, string] }[]).map((r) => ({ metric: r.metric, value: r.value[1] }))
-  }
-
-  async targets(): Promise<ActiveTarget[]> {
-    const body = (await (await fetch(`${this.url}/api/v1/targets?state=active`)).json()) as { data: { activeTargets: ActiveTarget[] } }
-    return body.data.activeTargets
-  }
-
   /** Stops it (SIGTERM, then SIGKILL after 5 s) and removes its config and data. Idempotent. */
   stop(): Promise<void> {
-    this.stopped ??= terminate(this.child).finally(() => rmSync(this.workDir, { recursive: true, force: true }))
+    this.stopped ??= terminate(this.child).finally(() => {
+      rmSync(this.workDir, { recursive: true, force: true })
+      live.delete(this)
+    })
     return this.stopped
+  }
+
+  /** For exit and signal handlers: SIGKILL and remove its folder, synchronously. */
+  stopSync(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL')
+    rmSync(this.workDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 })
+    live.delete(this)
   }
 }
 
