@@ -75,6 +75,7 @@ t.test('every panel of the node and waypoint dashboards has data from the demo, 
   // Poll until every query has data (traffic needs a few scrapes to show in a 30 s rate), bounded by the demo's own end.
   const values: Record<string, string | string[]> = { __rate_interval: '30s' }
   let missing: string[] = []
+  const pollStart = Date.now()
   const running = (): boolean => child.exitCode === null && child.signalCode === null && !/^ambient demo: done/m.test(out)
   for (let round = 0; ; round++) {
     try {
@@ -87,7 +88,7 @@ t.test('every panel of the node and waypoint dashboards has data from the demo, 
     if (round % 5 === 0) t.comment(`${missing.length} queries without data yet, e.g. ${missing[0]}`)
     await new Promise((r) => setTimeout(r, 2000))
   }
-  t.same(missing, [], 'every query of every panel returned a series with a number while the demo ran')
+  t.same(missing, [], `every query of every panel returned a series with a number while the demo ran (after ${((Date.now() - pollStart) / 1000).toFixed(1)} s)`)
   t.same(values['node'], ['node1', 'node2'], '$node lists both nodes')
   t.same([values['namespace'], values['gateway']], [['shop'], ['waypoint']], '$namespace and $gateway list the waypoint')
 
