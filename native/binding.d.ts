@@ -142,4 +142,6 @@ export interface NativeBinding {
   configureSocket(fd: number, netnsPath: string, options: RawSocketOptions): void
   /** fcntl(F_DUPFD_CLOEXEC). */
   dupFd(fd: number): number
+  /** getsockopt(SO_COOKIE): the socket's cookie, as a SOCKHASH lookup returns it. */
+  socketCookie(fd: number): bigint
 }

@@ -473,6 +473,12 @@ export function takeSocketFd(socket: { readonly _handle?: { readonly fd?: number
   return copy
 }
 
+/** The socket's cookie (SO_COOKIE): stable for the socket's life, shared by every fd of it; what a SOCKHASH lookup returns. */
+export function socketCookie(fd: number): bigint {
+  if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
+  return call(() => native().socketCookie(fd))
+}
+
 /** fcntl(F_DUPFD_CLOEXEC): a duplicate the caller owns. */
 export function dupFd(fd: number): number {
   if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)

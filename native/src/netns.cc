@@ -22,6 +22,9 @@
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
 #endif
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
 
 namespace ambient {
 
@@ -299,6 +302,18 @@ Napi::Value DupFd(const Napi::CallbackInfo& info) {
   if (copy < 0) ThrowCall(env, errno, "fcntl(F_DUPFD_CLOEXEC)", std::to_string(fd));
   return Napi::Number::New(env, copy);
 }
+
+// socketCookie(fd): the socket's cookie (SO_COOKIE), what a SOCKHASH lookup from
+// user space returns for the socket it holds.
+Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) ThrowInvalid(env, "fd must be a number");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len)) ThrowCall(env, errno, "getsockopt(SO_COOKIE)", std::to_string(fd));
+  return Napi::BigInt::New(env, cookie);
+}
 }  // namespace
 
 void InitNetns(Napi::Env env, Napi::Object exports) {
@@ -307,6 +322,7 @@ void InitNetns(Napi::Env env, Napi::Object exports) {
   exports.Set("socketsInNetns", Napi::Function::New(env, SocketsInNetns));
   exports.Set("configureSocket", Napi::Function::New(env, ConfigureSocketSync));
   exports.Set("dupFd", Napi::Function::New(env, DupFd));
+  exports.Set("socketCookie", Napi::Function::New(env, SocketCookie));
 }
 
 }  // namespace ambient

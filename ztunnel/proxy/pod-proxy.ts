@@ -36,9 +36,12 @@ export interface OriginalDestinationSource {
   originalDestination(pod: PodNetns & { readonly netnsCookie: bigint }, source: Endpoint, redirectedTo: Endpoint): Endpoint | null
 }
 
+/** Where the inbound listener is registered for sk_lookup (the datapath's SOCKHASH). */
 export interface ListenerRegistry {
-  registerListener(podIp: string, fd: number): void
-  unregisterListener(podIp: string): boolean
+  /** Returns the registration's cookie (the socket's). */
+  registerListener(podIp: string, fd: number): bigint
+  /** Removes the entry only if it still holds the socket of `cookie`. */
+  unregisterListener(podIp: string, cookie: bigint): boolean
 }
 
 export interface PodProxyOptions {
@@ -147,6 +150,8 @@ export function deliverToPod(mark: number): ConnectionHandler {
 export class PodProxy {
   private outboundServer: net.Server | null = null
   private inboundServer: net.Server | null = null
+  /** The cookie of the listener this proxy registered: it removes that entry and no other. */
+  private registered: bigint | null = null
   private readonly open = new Set<net.Socket>()
   private readonly log: Logger
   private readonly ownPorts: ReadonlySet<number>
@@ -163,7 +168,7 @@ export class PodProxy {
       this.outboundServer = outbound.server
       const inbound = await listenInPod(pod, { host: '127.0.0.1', port: INBOUND_PLAINTEXT_PORT }, (s) => this.onInbound(s))
       this.inboundServer = inbound.server
-      this.options.listeners.registerListener(pod.ip, inbound.fd)
+      this.registered = this.options.listeners.registerListener(pod.ip, inbound.fd)
     } catch (err) {
       await this.stop()
       throw err
@@ -172,7 +177,9 @@ export class PodProxy {
 
   /** Stops accepting; with `drain` false (default) also closes open connections. */
   async stop(options: { readonly drain?: boolean } = {}): Promise<void> {
-    this.options.listeners.unregisterListener(this.options.pod.ip)
+    // Only our own entry: another proxy (or a successor ztunnel) may have registered one for this pod since.
+    if (this.registered !== null) this.options.listeners.unregisterListener(this.options.pod.ip, this.registered)
+    this.registered = null
     const servers = [this.inboundServer, this.outboundServer].filter((s): s is net.Server => s !== null)
     this.inboundServer = this.outboundServer = null
     // A server's close callback waits for every connection it accepted to end: open
