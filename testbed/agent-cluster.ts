@@ -75,16 +75,19 @@ export class AgentCluster {
   private readonly objects = new Map<string, { kind: FakeKind; object: KubeObject }>()
   private readonly manifestsDir: string
   private readonly logLevel: string
+  /** How long a process may take to log that it is ready (large clusters start slowly on a busy machine). */
+  private readonly readyTimeoutMs: number
 
   private constructor(
     readonly tb: Testbed,
     readonly nodes: readonly string[],
-    options: { readonly logLevel?: string },
+    options: { readonly logLevel?: string; readonly readyTimeoutMs?: number },
   ) {
     this.workDir = mkdtempSync(join(tmpdir(), 'ambient-agents-'))
     this.manifestsDir = join(this.workDir, 'manifests')
     mkdirSync(this.manifestsDir)
     this.logLevel = options.logLevel ?? 'info'
+    this.readyTimeoutMs = options.readyTimeoutMs ?? 20_000
   }
 
   /**
@@ -102,6 +105,8 @@ export class AgentCluster {
     readonly services?: readonly ServiceSpec[]
     readonly kube?: boolean
     readonly logLevel?: string
+    /** How long each process may take to report ready (default 20 s). */
+    readonly readyTimeoutMs?: number
   }): Promise<AgentCluster> {
     const tb = await Testbed.create({
       name: options.name,
@@ -276,7 +281,7 @@ export class AgentCluster {
       this.logLevel,
       ...extra,
     ])
-    const handle = await waitReady(child, '"waypoint ready"', `waypoint ${gateway}`)
+    const handle = await waitReady(child, '"waypoint ready"', `waypoint ${gateway}`, this.readyTimeoutMs)
     const forward = async (port: number): Promise<Endpoint> => {
       const f = await forwardToPod(pod.netnsPath, { ip: '127.0.0.1', port })
       this.forwards.push(f)
@@ -306,7 +311,7 @@ export class AgentCluster {
       '--log-level',
       this.logLevel,
     ])
-    this.ca = await waitReady(child, '"ca listening"', 'ambient ca')
+    this.ca = await waitReady(child, '"ca listening"', 'ambient ca', this.readyTimeoutMs)
     for (const node of this.nodes) {
       const issued = await this.tb.execHost(process.execPath, [
         CLI,
@@ -343,7 +348,7 @@ export class AgentCluster {
       this.logLevel,
       ...extra,
     ])
-    const handle = await waitReady(child, '"agent ready"', `agent on ${node}`)
+    const handle = await waitReady(child, '"agent ready"', `agent on ${node}`, this.readyTimeoutMs)
     this.agents.set(node, handle)
     return handle
   }
@@ -373,7 +378,7 @@ export class AgentCluster {
       '--admin-addr',
       '127.0.0.1:0',
     ])
-    const handle = await waitReady(child, '"ztunnel ready"', `ztunnel on ${node}`)
+    const handle = await waitReady(child, '"ztunnel ready"', `ztunnel on ${node}`, this.readyTimeoutMs)
     this.ztunnels.set(node, handle)
     return handle
   }
@@ -455,11 +460,11 @@ export interface AgentStatusJson {
 }
 
 /** A started process once it logged `marker`, with its logs so far and from now on. */
-async function waitReady(child: ChildProcess, marker: string, what: string): Promise<ProcessHandle> {
+async function waitReady(child: ChildProcess, marker: string, what: string, timeoutMs: number): Promise<ProcessHandle> {
   let logs = ''
   const collect = (d: Buffer): void => void (logs += d)
   child.stdout?.on('data', collect)
   child.stderr?.on('data', collect)
-  const ready = (await waitForLog(child, marker, what)) as Record<string, unknown>
+  const ready = (await waitForLog(child, marker, what, timeoutMs)) as Record<string, unknown>
   return { child, ready, logs: () => logs }
 }
