@@ -142,6 +142,12 @@ export interface NativeBinding {
   configureSocket(fd: number, netnsPath: string, options: RawSocketOptions): void
   /** fcntl(F_DUPFD_CLOEXEC). */
   dupFd(fd: number): number
+  /** Per request, in one thread trip through the namespaces: its sockets and netns cookie, or the Error that failed it. */
+  podSockets(
+    requests: readonly { readonly netnsPath: string; readonly sockets: readonly RawSocketOptions[] }[],
+  ): Promise<({ cookie: bigint; fds: number[] } | Error)[]>
+  /** Adds or removes the in-pod reply route in each namespace; null or the Error per namespace. */
+  podRouting(netnsPaths: readonly string[], settings: { mark: number; table: number; priority: number }, add: boolean): Promise<(Error | null)[]>
   /** getsockopt(SO_COOKIE): the socket's cookie, as a SOCKHASH lookup returns it. */
   socketCookie(fd: number): bigint
 }

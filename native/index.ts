@@ -441,6 +441,84 @@ export function socketsInNetns(netnsPath: string, family: 4 | 6, count: number):
   return callAsync(() => native().socketsInNetns(netnsPath, family, count))
 }
 
+/** The sockets to make inside one pod's network namespace. */
+export interface PodSocketsRequest {
+  readonly netnsPath: string
+  /** Up to 16, made in order; the first failing one fails the request (the others are closed). */
+  readonly sockets: readonly SocketOptions[]
+}
+
+/** A pod's sockets, in the order asked, and the cookie of the namespace they were made in. */
+export interface PodSocketsResult {
+  readonly netnsCookie: bigint
+  readonly fds: readonly number[]
+}
+
+/**
+ * Sockets for many pods in one trip: a single short-lived thread enters each
+ * pod's namespace in turn and makes its sockets there (configured, bound,
+ * listening as asked) and reads the namespace's cookie. Resolves, per request, to
+ * its result or to the NativeError that failed it (one pod's failure fails only
+ * that pod). Up to 1024 requests.
+ */
+export async function podSockets(requests: readonly PodSocketsRequest[]): Promise<(PodSocketsResult | NativeError)[]> {
+  if (!Array.isArray(requests) || requests.length < 1 || requests.length > 1024)
+    throw NativeError.invalid(`requests must hold 1-1024 entries, got ${requests?.length}`)
+  for (const [i, r] of requests.entries()) {
+    if (!isNetnsPath(r.netnsPath)) throw netnsPathError(r.netnsPath)
+    if (!Array.isArray(r.sockets) || r.sockets.length > 16) throw NativeError.invalid(`requests[${i}].sockets must be an array of 0-16 socket options`)
+    for (const o of r.sockets) {
+      const invalid = socketOptionsError(o)
+      if (invalid) throw invalid
+    }
+  }
+  const raw = await callAsync(() => native().podSockets(requests))
+  return raw.map((r) => (r instanceof Error ? NativeError.from(r) : { netnsCookie: r.cookie, fds: r.fds }))
+}
+
+/** The cookies of many network namespaces in one trip (batches of 1024): per path, the cookie or the NativeError saying why not. */
+export async function netnsCookies(netnsPaths: readonly string[]): Promise<(bigint | NativeError)[]> {
+  const out: (bigint | NativeError)[] = []
+  for (let i = 0; i < netnsPaths.length; i += 1024) {
+    const batch = netnsPaths.slice(i, i + 1024).map((netnsPath) => ({ netnsPath, sockets: [] }))
+    for (const r of await podSockets(batch)) out.push(r instanceof Error ? r : r.netnsCookie)
+  }
+  return out
+}
+
+/** The in-pod reply route: accepted connections keep their SYN's mark, and `mark` looks up `table`, whose default route is local over lo. */
+export interface PodRoutingSettings {
+  readonly mark: number
+  /** 1-252. */
+  readonly table: number
+  /** Priority of the rule. */
+  readonly priority: number
+}
+
+/**
+ * Adds (or, with `add` false, removes) the in-pod reply route in each namespace
+ * of `netnsPaths`, over rtnetlink from one short-lived thread that enters them in
+ * turn: sysctl net.ipv4.tcp_fwmark_accept=1, `ip rule add fwmark MARK lookup TABLE
+ * priority P` (kept when it is there), `ip route replace local 0.0.0.0/0 dev lo
+ * table TABLE`; removal deletes every such rule and the route, and what is absent
+ * is success. Resolves, per namespace, to null or the NativeError that failed it.
+ */
+export async function podRouting(netnsPaths: readonly string[], settings: PodRoutingSettings, add: boolean): Promise<(NativeError | null)[]> {
+  if (!Array.isArray(netnsPaths) || netnsPaths.length < 1 || netnsPaths.length > 1024)
+    throw NativeError.invalid(`netnsPaths must hold 1-1024 entries, got ${netnsPaths?.length}`)
+  for (const path of netnsPaths) if (!isNetnsPath(path)) throw netnsPathError(path)
+  for (const [name, max] of [
+    ['mark', 0xffffffff],
+    ['table', 252],
+    ['priority', 0xffffffff],
+  ] as const) {
+    const n = settings[name]
+    if (!Number.isInteger(n) || n < (name === 'table' ? 1 : 0) || n > max) throw NativeError.invalid(`${name} must be an integer 0-${max}, got ${n}`)
+  }
+  const raw = await callAsync(() => native().podRouting(netnsPaths, settings, add))
+  return raw.map((r) => (r === null ? null : NativeError.from(r)))
+}
+
 /**
  * Applies socketInNetns's options (mark, transparent, device, bind, listen) to a
  * socket from socketsInNetns, on the calling thread; `netnsPath` names it in errors.

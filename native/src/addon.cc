@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitLinks(env, exports);
   InitMaps(env, exports);
   InitNetns(env, exports);
+  InitPodnet(env, exports);
   InitHbone(env, exports);
   return exports;
 }

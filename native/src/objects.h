@@ -30,6 +30,7 @@ void InitObjects(Napi::Env env, Napi::Object exports);
 void InitLinks(Napi::Env env, Napi::Object exports);
 void InitMaps(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);
+void InitPodnet(Napi::Env env, Napi::Object exports);
 void InitHbone(Napi::Env env, Napi::Object exports);
 
 }  // namespace ambient
