@@ -30,6 +30,8 @@ export interface PodEnrollment {
   readonly netnsPath: string
   readonly ip: string
   readonly outboundPort: number
+  /** The namespace's cookie when the caller knows it already (saves a trip into the namespace). */
+  readonly netnsCookie?: bigint
 }
 
 export interface EnrolledPod {
@@ -193,7 +195,7 @@ export class Datapath {
    * incoming connections to ztunnel's inbound listener. Idempotent.
    */
   async enrollPod(pod: PodEnrollment): Promise<EnrolledPod> {
-    const cookie = await cookieOf(pod.netnsPath)
+    const cookie = pod.netnsCookie ?? (await cookieOf(pod.netnsPath))
     const podValue = abi.encodePod({ ip: pod.ip, outboundPort: pod.outboundPort, flags: abi.POD_FLAG_OUTBOUND })
     await configurePodRouting(pod.netnsPath, this.settings.deliveryMark)
     const pin = this.netnsLinkPin(cookie)
