@@ -4,8 +4,9 @@
 // the datapath by pod IP). What happens to a captured connection is up to the
 // handlers: plain passthrough by default, HBONE when ztunnel plugs it in.
 import type net from 'node:net'
+import { closeFd } from '../../native/index.js'
 import type { Logger } from 'pino'
-import { dialFromPod, listenInPod, socketFromPod, type PodNetns } from './inpod.js'
+import { dialFromPod, listenInPod, serveOn, socketFromPod, type PodNetns } from './inpod.js'
 import { abortSocket, relay, type RelayResult } from '../../common/net/relay.js'
 import { ADMIN_PORT, DEFAULT_HBONE_PORT, INBOUND_PLAINTEXT_PORT, METRICS_PORT, OUTBOUND_PORT, READINESS_PORT } from '../../common/ports.js'
 
@@ -161,14 +162,35 @@ export class PodProxy {
     this.ownPorts = ownPorts(options.hbonePort ?? DEFAULT_HBONE_PORT)
   }
 
-  async start(): Promise<void> {
+  /**
+   * Opens the outbound listener (pod IP:15001) and the inbound one (127.0.0.1:15006,
+   * registered for sk_lookup), or serves on `fds` made for them in the pod's netns
+   * already (they are the proxy's from now on, also when starting fails).
+   */
+  async start(fds?: { readonly outbound: number; readonly inbound: number }): Promise<void> {
     const { pod } = this.options
     try {
-      const outbound = await listenInPod(pod, { host: pod.ip, port: OUTBOUND_PORT }, (s) => this.onOutbound(s), this.options.pauseOutbound)
-      this.outboundServer = outbound.server
-      const inbound = await listenInPod(pod, { host: '127.0.0.1', port: INBOUND_PLAINTEXT_PORT }, (s) => this.onInbound(s))
-      this.inboundServer = inbound.server
-      this.registered = this.options.listeners.registerListener(pod.ip, inbound.fd)
+      const outbound = (s: net.Socket): void => this.onOutbound(s)
+      const inbound = (s: net.Socket): void => this.onInbound(s)
+      let inboundFd: number
+      if (fds) {
+        const pending = [fds.inbound]
+        try {
+          this.outboundServer = await serveOn(fds.outbound, outbound, this.options.pauseOutbound)
+          pending.pop()
+          this.inboundServer = await serveOn(fds.inbound, inbound)
+        } catch (err) {
+          for (const fd of pending) closeFd(fd)
+          throw err
+        }
+        inboundFd = fds.inbound
+      } else {
+        this.outboundServer = (await listenInPod(pod, { host: pod.ip, port: OUTBOUND_PORT }, outbound, this.options.pauseOutbound)).server
+        const listening = await listenInPod(pod, { host: '127.0.0.1', port: INBOUND_PLAINTEXT_PORT }, inbound)
+        this.inboundServer = listening.server
+        inboundFd = listening.fd
+      }
+      this.registered = this.options.listeners.registerListener(pod.ip, inboundFd)
     } catch (err) {
       await this.stop()
       throw err
