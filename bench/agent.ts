@@ -15,7 +15,7 @@
 //    released every pod. --repeat cycles on one testbed (building 1,000 pods takes
 //    minutes). Then the agent is killed and restarted (adoption: a pass with
 //    nothing to change).
-//   node --import tsx bench/agent.ts [--rounds 5] [--pods 100,1000] [--repeat 3]
+//   node --import tsx bench/agent.ts [--rounds 5] [--pods 100,1000] [--repeat 3] [--cpu-prof DIR]
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { parseArgs } from 'node:util'
@@ -27,8 +27,19 @@ import { AgentCluster, type ProcessHandle } from '../testbed/agent-cluster.js'
 import { startServer } from '../testbed/pod-clients.js'
 
 const { values } = parseArgs({
-  options: { rounds: { type: 'string', default: '5' }, pods: { type: 'string', default: '100,1000' }, repeat: { type: 'string', default: '3' } },
+  options: {
+    rounds: { type: 'string', default: '5' },
+    pods: { type: 'string', default: '100,1000' },
+    repeat: { type: 'string', default: '3' },
+    // V8 CPU profiles of the processes the bench starts (CA, agent, ztunnel), written to DIR when they exit.
+    'cpu-prof': { type: 'string' },
+  },
 })
+if (values['cpu-prof']) {
+  // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preloaded module profiles each child instead.
+  process.env['AMBIENT_BENCH_CPU_PROF_DIR'] = values['cpu-prof']
+  process.env['NODE_OPTIONS'] = `${process.env['NODE_OPTIONS'] ?? ''} --import=${join(REPO_ROOT, 'bench', 'tools', 'cpu-profile.mjs')}`.trim()
+}
 const repeat = Number(values.repeat)
 if (!Number.isInteger(repeat) || repeat < 1 || repeat > 20) throw new Error(`--repeat ${values.repeat}: 1-20`)
 const rounds = Number(values.rounds)
