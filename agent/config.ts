@@ -2,7 +2,7 @@
 // into a frozen object. A bad value throws ConfigError naming the setting.
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { ConfigError, parseAddress, parseDuration, parsePort, requireString, type Address } from '../common/config.js'
+import { ConfigError, fromEnv, parseAddress, parseDuration, parsePort, requireString, type Address } from '../common/config.js'
 import { parseSourceConfig, type SourceConfig, type SourceFlags } from '../common/config-source.js'
 import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
 
@@ -19,6 +19,9 @@ export interface AgentConfig extends NodeSettings {
   readonly listenerWaitMs: number
   /** Write the ZtunnelAccepted condition onto policies (Kubernetes source only). */
   readonly writePolicyStatus: boolean
+  /** The image of rendered waypoint Deployments (in a cluster, by the Lease holder). */
+  readonly waypointImage: string
+  readonly waypointCaAddress: string
 }
 
 export interface AgentFlags extends NodeFlags, SourceFlags {
@@ -30,6 +33,8 @@ export interface AgentFlags extends NodeFlags, SourceFlags {
   readonly clusterDomain: string
   readonly listenerWait: string
   readonly policyStatus: boolean
+  readonly waypointImage?: string
+  readonly waypointCaAddress: string
 }
 
 export const AGENT_DEFAULTS = {
@@ -40,6 +45,7 @@ export const AGENT_DEFAULTS = {
   statusAddr: '127.0.0.1:15014',
   clusterDomain: 'cluster.local',
   listenerWait: '5s',
+  waypointCaAddress: 'ambient-ca.ambient-system.svc:15012',
 } as const
 
 function podsCgroupOf(flags: AgentFlags): string {
@@ -52,6 +58,11 @@ function podsCgroupOf(flags: AgentFlags): string {
     '--cgroup-root',
     `no kubepods.slice or kubepods cgroup under ${flags.cgroupRoot}: is it the cgroup v2 mount of a kubelet node? (or give --pods-cgroup)`,
   )
+}
+
+function waypointCaAddress(value: string): string {
+  if (!/^[^\s:]+:\d+$/.test(value)) throw new ConfigError('--waypoint-ca-address', `${JSON.stringify(value)} is not host:port`)
+  return value
 }
 
 export function parseAgentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv): AgentConfig {
@@ -68,5 +79,7 @@ export function parseAgentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv): Age
     clusterDomain: requireString('--cluster-domain', flags.clusterDomain),
     listenerWaitMs: parseDuration('--listener-wait', flags.listenerWait),
     writePolicyStatus: flags.policyStatus !== false,
+    waypointImage: flags.waypointImage ?? fromEnv(env, 'AMBIENT_IMAGE', ''),
+    waypointCaAddress: waypointCaAddress(flags.waypointCaAddress),
   })
 }

@@ -20,6 +20,7 @@ import { AgentMetrics } from './metrics.js'
 import { Reconciler, type AgentSource } from './reconciler.js'
 import { StatusServer } from './status-server.js'
 import { XdsServer } from './xds/server.js'
+import { WaypointDeployer } from './waypoint-deployer.js'
 
 type Source = (KubeSource | ManifestsSource) & AgentSource
 
@@ -71,9 +72,33 @@ export class Agent {
               name: POLICY_STATUS_LEASE,
               identity: config.node,
               log: log.child({ component: 'lease' }),
-              onChange: (leading) => void (leading && this.reconciler?.schedule()),
+              onChange: (leading) => {
+                if (!leading) return
+                this.reconciler?.schedule()
+                void deployer?.schedule(source.snapshot())
+              },
             })
           : null
+      // The Lease holder also deploys waypoint Gateways, as istiod does.
+      const deployer =
+        elector !== null && source instanceof KubeSource
+          ? new WaypointDeployer({
+              api: source.api,
+              writing: () => elector.leading,
+              values: {
+                IMAGE: config.waypointImage,
+                CA_ADDRESS: config.waypointCaAddress,
+                TRUST_DOMAIN: config.trustDomain,
+                ROOT_NAMESPACE: config.rootNamespace,
+                CLUSTER_DOMAIN: config.clusterDomain,
+              },
+              log: log.child({ component: 'waypoints' }),
+            })
+          : null
+      if (deployer !== null) {
+        const unsubscribe = source.onChange((snapshot) => void deployer.schedule(snapshot))
+        this.stops.push(() => unsubscribe())
+      }
       const reconciler = new Reconciler({
         node: config.node,
         source,
@@ -171,8 +196,13 @@ export function registerAgentCommand(program: Command): void {
     .option('--cluster-domain <domain>', 'Kubernetes cluster domain, for service hostnames', AGENT_DEFAULTS.clusterDomain)
     .option(
       '--no-policy-status',
-      'do not write the ZtunnelAccepted condition onto AuthorizationPolicy and PeerAuthentication objects (agents that do elect one writer with the Lease ambient-policy-status in the root namespace)',
+      'do not write policy status (ZtunnelAccepted, WaypointAccepted) nor deploy waypoints (agents that do elect one writer with the Lease ambient-policy-status in the root namespace)',
     )
+    .option(
+      '--waypoint-image <image>',
+      'the image of the waypoint Deployments the Lease holder renders for Gateways of class istio-waypoint (default: $AMBIENT_IMAGE)',
+    )
+    .option('--waypoint-ca-address <host:port>', 'where rendered waypoints reach ambient ca', AGENT_DEFAULTS.waypointCaAddress)
     .option(
       '--listener-wait <duration>',
       "how long to wait for ztunnel's in-pod listener before capturing a pod anyway (its connections then fail closed)",

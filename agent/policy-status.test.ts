@@ -1,6 +1,7 @@
 import t from 'tap'
 import { convertPolicies } from '../common/model/convert/policies.js'
-import { policyStatusPatches } from './policy-status.js'
+import { convertWaypointPolicies } from '../common/model/convert/waypoint-authorization.js'
+import { policyStatusPatches, waypointStatusPatches } from './policy-status.js'
 
 const ap = (name: string, spec: Record<string, unknown>, status?: unknown) => ({
   apiVersion: 'security.istio.io/v1',
@@ -58,4 +59,28 @@ t.test("same name, two kinds: each gets its own condition; other controllers' co
     ['Reconciled', 'ZtunnelAccepted'],
     "another controller's condition stays",
   )
+})
+
+t.test('a waypoint policy gets WaypointAccepted (not ZtunnelAccepted): bound, invalid, partial, or no waypoint there', async (t) => {
+  const gw = [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'waypoint' }]
+  const objects = [
+    ap('l7', { targetRefs: gw, rules: [{ to: [{ operation: { methods: ['GET'] } }] }] }),
+    ap('jwt', { targetRefs: gw, rules: [{ from: [{ source: { requestPrincipals: ['*'] } }] }] }),
+    ap('bad', { targetRefs: gw, action: 'SOMETIMES' }),
+    ap('nowhere', { targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'ingress' }], rules: [{}] }),
+    ap('plain', { rules: [{}] }),
+  ]
+  const targetProblem = (target: { kind: string; name: string }) =>
+    target.kind === 'Gateway' && target.name !== 'waypoint' ? `Gateway shop/${target.name} is not a waypoint` : null
+  const patches = waypointStatusPatches(objects, convertWaypointPolicies(objects, 'istio-system'), targetProblem)
+  const by = new Map(patches.map((p) => [p.name, p.condition]))
+  t.match(by.get('l7'), { type: 'WaypointAccepted', status: 'True', reason: 'Accepted', message: 'bound to Gateway shop/waypoint', observedGeneration: 3 })
+  t.match(by.get('jwt'), { status: 'False', reason: 'UnsupportedValue', message: /requestPrincipals/ })
+  t.match(by.get('bad'), { status: 'False', reason: 'Invalid', message: /spec\.action/ })
+  t.match(by.get('nowhere'), { status: 'False', reason: 'TargetNotFound', message: 'Gateway shop/ingress is not a waypoint' })
+  t.notOk(by.has('plain'), 'a policy without targetRefs is ztunnel business')
+  const ztunnel = policyStatusPatches(objects, convertPolicies(objects, 'istio-system')).map((p) => p.name)
+  t.same(ztunnel, ['plain'], 'no ZtunnelAccepted on the waypoint policies')
+  const written = objects.map((o) => ({ ...o, status: { conditions: [by.get(o.metadata.name)].filter(Boolean) } }))
+  t.same(waypointStatusPatches(written, convertWaypointPolicies(written, 'istio-system'), targetProblem), [], 'written once')
 })

@@ -16,7 +16,10 @@ import { meshResources, type MeshResources } from '../common/model/mesh-resource
 import type { Snapshot } from '../common/model/snapshot.js'
 import type { Pod } from '../common/model/workload.js'
 import type { AgentMetrics } from './metrics.js'
-import { policyStatusPatches } from './policy-status.js'
+import { policyStatusPatches, waypointStatusPatches } from './policy-status.js'
+import { convertWaypointPolicies, type ConvertedWaypointPolicies } from '../common/model/convert/waypoint-authorization.js'
+import type { WaypointTarget } from '../common/model/waypoint-authorization.js'
+import { serviceGateway, waypointIndex } from '../common/model/waypoint.js'
 
 /** What the agent needs from either source (Kubernetes or the manifests folder). */
 export interface AgentSource {
@@ -363,16 +366,48 @@ export class Reconciler {
   #reportedWaypoints = '[[],[],[]]'
   #lastPolicies: MeshResources['policies'] | null = null
 
-  /** Puts each policy's ZtunnelAccepted condition on the object when it differs. */
+  #waypointPolicies: { readonly objects: readonly unknown[]; readonly converted: ConvertedWaypointPolicies } | null = null
+
+  /** The waypoints' view of the AuthorizationPolicies, converted once per change of them. */
+  #convertedWaypointPolicies(snapshot: Snapshot): ConvertedWaypointPolicies {
+    if (this.#waypointPolicies?.objects !== snapshot.authorizationPolicies) {
+      this.#waypointPolicies = {
+        objects: snapshot.authorizationPolicies,
+        converted: convertWaypointPolicies(snapshot.authorizationPolicies, this.#o.rootNamespace),
+      }
+    }
+    return this.#waypointPolicies.converted
+  }
+
+  /** Puts each policy's ZtunnelAccepted (or, for a waypoint's, WaypointAccepted) condition on the object when it differs. */
   async #writePolicyStatus(snapshot: Snapshot, resources: MeshResources): Promise<void> {
     const writer = this.#o.policyStatus
     if (writer === undefined || writer.writing?.() === false) return
-    for (const patch of policyStatusPatches([...snapshot.authorizationPolicies, ...snapshot.peerAuthentications], resources.policies)) {
+    const index = waypointIndex(snapshot)
+    const targetProblem = (target: WaypointTarget): string | null => {
+      if (target.kind === 'GatewayClass') return null
+      const key = `${target.namespace}/${target.name}`
+      if (target.kind === 'Gateway') return index.gateways.has(key) ? null : `Gateway ${key} is not a waypoint (class istio-waypoint)`
+      const service = snapshot.services.get(key)
+      if (service === undefined) return `no Service ${key}`
+      return serviceGateway(snapshot, index, service).kind === 'bound' ? null : `Service ${key} does not use a waypoint`
+    }
+    const patches = [
+      ...policyStatusPatches([...snapshot.authorizationPolicies, ...snapshot.peerAuthentications], resources.policies),
+      ...waypointStatusPatches(snapshot.authorizationPolicies, this.#convertedWaypointPolicies(snapshot), targetProblem),
+    ]
+    for (const patch of patches) {
       if (writer.writing?.() === false) return // the lease moved on mid-pass
       try {
         await writer.patchPolicyStatus(patch.kind, patch.namespace, patch.name, patch.conditions)
         this.#log.info(
-          { policy: `${patch.namespace}/${patch.name}`, kind: patch.kind, status: patch.condition.status, reason: patch.condition.reason },
+          {
+            policy: `${patch.namespace}/${patch.name}`,
+            kind: patch.kind,
+            condition: patch.condition.type,
+            status: patch.condition.status,
+            reason: patch.condition.reason,
+          },
           'policy status written',
         )
       } catch (err) {

@@ -19,6 +19,7 @@ import type { Snapshot } from '../common/model/snapshot.js'
 import { CaServer } from './server.js'
 import { KubeSource } from '../common/kube/kube-source.js'
 import { KubeClient } from '../common/kube/kube-client.js'
+import { loadClientNode } from '../common/kube/kube-config.js'
 import { TokenAuthenticator } from './token-auth.js'
 import { RootCertPublisher } from './root-cert-publisher.js'
 
@@ -95,6 +96,7 @@ export class CaProcess {
   /** Pods (node identities) and namespaces from the API; token callers; the root published in every namespace. */
   private async startCluster(connection: NonNullable<CaConfig['kube']>, registry: StaticPodRegistry, trustBundlePem: string): Promise<TokenAuthenticator> {
     const { config, log } = this
+    await loadClientNode()
     const client = KubeClient.for(connection)
     this.stops.push(() => client.close())
     const source = new KubeSource({ connection, nodeName: 'ambient-ca', logger: log.child({ component: 'kube' }), resources: ['Pod', 'Namespace'] })

@@ -8,9 +8,15 @@ import { registerCaCommand } from '../ca/main.js'
 import { registerAgentCommand } from '../agent/main.js'
 import { registerStatusCommand } from './status.js'
 import { registerWaypointCommand } from '../waypoint/main.js'
+import { registerWaypointCheck } from './waypoint-check.js'
 
 export function buildProgram(): Command {
-  const program = new Command('ambient').description('eBPF-accelerated, sidecarless service mesh for Kubernetes').version('0.1.0').showHelpAfterError()
+  // Positional options: what follows a subcommand is its own (`ambient waypoint check --manifests` is check's).
+  const program = new Command('ambient')
+    .description('eBPF-accelerated, sidecarless service mesh for Kubernetes')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .enablePositionalOptions()
   registerAgentCommand(program)
   registerStatusCommand(program)
   registerDatapathCommand(program)
@@ -19,6 +25,7 @@ export function buildProgram(): Command {
   registerAuthzCommand(program)
   registerCaCommand(program)
   registerWaypointCommand(program)
+  registerWaypointCheck(program.commands.find((c) => c.name() === 'waypoint')!)
   return program
 }
 

@@ -4,9 +4,11 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
 import { REPO_ROOT } from '../common/paths.js'
+import { renderWaypointObjects, WAYPOINT_TEMPLATE, type WaypointValues } from '../agent/waypoint-template.js'
+
+export { WAYPOINT_TEMPLATE }
 
 export const INSTALL_DIR = join(REPO_ROOT, 'daemonset', 'install')
-export const WAYPOINT_TEMPLATE = join(REPO_ROOT, 'daemonset', 'waypoint-template.yaml')
 
 export type Manifest = Record<string, unknown> & {
   apiVersion: string
@@ -37,18 +39,11 @@ export function installManifests(): Located[] {
     .flatMap((f) => readManifests(join(INSTALL_DIR, f)))
 }
 
-export const WAYPOINT_PLACEHOLDERS = ['NAME', 'NAMESPACE', 'GATEWAY_UID', 'IMAGE', 'CA_ADDRESS', 'TRUST_DOMAIN', 'ROOT_NAMESPACE', 'CLUSTER_DOMAIN'] as const
-export type WaypointValues = Readonly<Record<(typeof WAYPOINT_PLACEHOLDERS)[number], string>>
+export { WAYPOINT_PLACEHOLDERS, type WaypointValues } from '../agent/waypoint-template.js'
 
-/** The template with every {{PLACEHOLDER}} replaced; throws on an unknown or missing one. */
+/** The waypoint template as the agent renders it, located for the tests' messages. */
 export function renderWaypointTemplate(values: WaypointValues): Located[] {
-  const text = readFileSync(WAYPOINT_TEMPLATE, 'utf8')
-  const body = text.replace(/^#.*$/gm, '') // the header documents the placeholders
-  const used = new Set([...body.matchAll(/\{\{([A-Z_]+)\}\}/g)].map((m) => m[1]!))
-  for (const name of used)
-    if (!(WAYPOINT_PLACEHOLDERS as readonly string[]).includes(name)) throw new Error(`waypoint-template.yaml uses an undocumented placeholder {{${name}}}`)
-  const rendered = body.replace(/\{\{([A-Z_]+)\}\}/g, (_, name: string) => values[name as keyof WaypointValues])
-  return readManifests(WAYPOINT_TEMPLATE, rendered)
+  return renderWaypointObjects(values).map((object, index) => ({ file: WAYPOINT_TEMPLATE, index, object: object as Manifest }))
 }
 
 export function find(manifests: readonly Located[], kind: string, name: string): Manifest {

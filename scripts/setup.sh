@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(clang llvm libelf-dev zlib1g-dev pkg-config cmake make g++ dpkg-dev iproute2 util-linux procps
-  bpftool iperf3 wrk nghttp2-client prometheus stunnel4 openssl tcpdump libnghttp2-dev libclang-rt-14-dev)
+  bpftool iperf3 wrk nghttp2-client nginx prometheus stunnel4 openssl tcpdump libnghttp2-dev libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -112,7 +112,7 @@ t.test('list returns a typed list with the global resourceVersion', async (t) =>
   const eps = await call(fake.url, 'GET', '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices')
   t.equal(eps.body.apiVersion, 'discovery.k8s.io/v1')
   t.equal((await call(fake.url, 'GET', '/apis/nope/v1/things')).status, 404)
-  t.same(fake.counts('pods'), { list: 3, watch: 0, get: 0, patch: 0, create: 0, update: 0 })
+  t.same(fake.counts('pods'), { list: 3, watch: 0, get: 0, patch: 0, create: 0, update: 0, delete: 0 })
 })
 
 t.test('watch streams from the given resourceVersion, honours field selectors, and sends bookmarks', async (t) => {

@@ -26,6 +26,8 @@ export type FakeKind =
   | 'Gateway'
   | 'HTTPRoute'
   | 'Lease'
+  | 'Deployment'
+  | 'ClusterRoleBinding'
   | 'ConfigMap'
 
 interface ResourceType {
@@ -50,6 +52,8 @@ const TYPES: readonly ResourceType[] = [
   { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes', namespaced: true, custom: true },
   { kind: 'Lease', group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true, custom: false },
   { kind: 'ConfigMap', group: '', version: 'v1', plural: 'configmaps', namespaced: true, custom: false },
+  { kind: 'Deployment', group: 'apps', version: 'v1', plural: 'deployments', namespaced: true, custom: false },
+  { kind: 'ClusterRoleBinding', group: 'rbac.authorization.k8s.io', version: 'v1', plural: 'clusterrolebindings', namespaced: false, custom: false },
 ]
 
 const typeOf = (kind: FakeKind): ResourceType => TYPES.find((t) => t.kind === kind) as ResourceType
@@ -82,6 +86,7 @@ export interface RequestCounts {
   patch: number
   create: number
   update: number
+  delete: number
 }
 
 export interface FakeKubeApiServerOptions {
@@ -103,6 +108,7 @@ export class FakeKubeApiServer {
   #history: HistoryEntry[] = []
   #compactedRv = 0
   #rv = 1
+  #nextClusterIP = 0
   readonly #watchers = new Set<Watcher>()
   readonly #counts = new Map<string, RequestCounts>()
   readonly #failures = new Map<string, { status: number; remaining: number }>()
@@ -166,7 +172,18 @@ export class FakeKubeApiServer {
     metadata.uid ??= randomUUID()
     metadata.creationTimestamp ??= new Date().toISOString()
     copy.metadata = metadata
+    if (kind === 'Service') this.#allocateClusterIP(copy)
     return this.#record(kind, 'ADDED', copy)
+  }
+
+  /** As the API server does for a ClusterIP Service created without one: from the fake's range 198.18.101.0/24. */
+  #allocateClusterIP(service: KubeObject): void {
+    const spec = (service['spec'] ?? {}) as Record<string, unknown>
+    if (spec['clusterIP'] !== undefined && spec['clusterIP'] !== '') return
+    if ((spec['type'] ?? 'ClusterIP') !== 'ClusterIP') return
+    this.#nextClusterIP += 1
+    const ip = `198.18.101.${this.#nextClusterIP}`
+    service['spec'] = { ...spec, clusterIP: ip, clusterIPs: [ip] }
   }
 
   update(kind: FakeKind, obj: KubeObject): KubeObject {
@@ -424,6 +441,12 @@ export class FakeKubeApiServer {
       }
       return json(res, 200, this.update(type.kind, { ...obj, metadata: { ...obj.metadata, name, ...(type.namespaced && { namespace }) } }))
     }
+    if (req.method === 'DELETE') {
+      this.#count(type.plural, 'delete')
+      if (current === undefined) return this.#status(res, 404, 'NotFound', `${type.plural} "${name}" not found`)
+      this.delete(type.kind, current)
+      return json(res, 200, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: type.plural } })
+    }
     if (req.method === 'PATCH') {
       this.#count(type.plural, 'patch')
       const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim()
@@ -554,7 +577,7 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
   return out
 }
 
-const noRequests = (): RequestCounts => ({ list: 0, watch: 0, get: 0, patch: 0, create: 0, update: 0 })
+const noRequests = (): RequestCounts => ({ list: 0, watch: 0, get: 0, patch: 0, create: 0, update: 0, delete: 0 })
 
 function parseObject(body: string): KubeObject | undefined {
   try {

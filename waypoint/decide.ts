@@ -65,12 +65,13 @@ export function authorizeRequest(state: WaypointState, input: PlanInput): L7Deci
 export function decidePlan(state: WaypointState, input: PlanInput): RequestPlan {
   const authz = authorizeRequest(state, input)
   const decided = { policy: name(authz.policy), decision: authz.allowed ? ('allow' as const) : ('deny' as const), route: null, rule: null }
-  if (!authz.allowed || authz.path === null) {
+  const normalized: RouteRequest | null = authz.path === null ? null : { method: input.method, path: authz.path, host: input.authority, headers: input.headers }
+  if (!authz.allowed || normalized === null) {
     const status = authz.denyStatus ?? 403
     const body = status === 403 ? RBAC_DENIED_BODY : status === 400 ? 'Bad Request' : 'Not Found'
-    return { ...decided, kind: 'respond', status, body, location: null, flags: '-', request: null }
+    return { ...decided, kind: 'respond', status, body, location: null, flags: '-', request: normalized }
   }
-  const request: RouteRequest = { method: input.method, path: authz.path, host: input.authority, headers: input.headers }
+  const request = normalized
   const target = input.target
   if (target.kind === 'workload') {
     const forward = {

@@ -25,7 +25,7 @@ export type RequestPlan =
       readonly location: string | null
       /** Envoy's response flag for metrics ('-' when none applies). */
       readonly flags: string
-      /** The request after normalization and, when routing got that far, the matched rule's filters; null when it was refused before. */
+      /** The request after normalization and, when routing got that far, the matched rule's filters; null when its path was refused. */
       readonly request: RouteRequest | null
       /** A redirect rule's ResponseHeaderModifier. */
       readonly responseHeaders?: HeaderModifier | null

@@ -27,7 +27,7 @@ export interface StateOptions {
 
 /** What a CONNECT stream addressed: a service bound to this waypoint (on one of its ports), or a bound workload. */
 export type WaypointTarget =
-  | { readonly kind: 'service'; readonly service: Service; readonly mesh: MeshService; readonly port: ServicePort; readonly address: SocketAddress }
+  | { readonly kind: 'service'; readonly service: Service; readonly port: ServicePort; readonly address: SocketAddress }
   | { readonly kind: 'workload'; readonly workload: Workload; readonly address: SocketAddress }
 
 export class WaypointState {
@@ -107,7 +107,7 @@ export class WaypointState {
       const port = bound.service.ports.find((p) => p.port === destination.port)
       if (port === undefined)
         throw new HboneUnknownDestinationError(`${authority} (service ${bound.service.namespace}/${bound.service.name} has no port ${destination.port})`)
-      return { kind: 'service', service: bound.service, mesh: bound.mesh, port, address: destination }
+      return { kind: 'service', service: bound.service, port, address: destination }
     }
     const workload = this.boundWorkloads.get(destination.ip)
     if (workload !== undefined) return { kind: 'workload', workload, address: destination }

@@ -11,6 +11,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { KubeClient, KubeRequestError, type KubeConnection } from './kube-client.js'
+import { loadClientNode } from './kube-config.js'
+
+await loadClientNode()
 import { FakeKubeApiServer } from '../../testbed/kube-api-server.js'
 import { KubeSource } from './kube-source.js'
 import { pino } from 'pino'

@@ -9,7 +9,7 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path'
-import { KubeConfig, type Cluster, type User } from '@kubernetes/client-node'
+import type { Cluster, KubeConfig, User } from '@kubernetes/client-node'
 import { parse as parseYaml } from 'yaml'
 import { ConfigError, fromEnv } from '../config.js'
 import { SourceError } from './errors.js'
@@ -74,8 +74,21 @@ function tokenFileProvider(path: string): { name: string; config: { path: string
   return { name: RotatingTokenFile.PROVIDER, config: { path } }
 }
 
+type ClientNode = typeof import('@kubernetes/client-node')
+let clientNode: ClientNode | null = null
+
+/**
+ * Loads @kubernetes/client-node: importing it costs seconds of CPU at start, so it
+ * is loaded once, and only by a process that talks to an API server (a source
+ * reading a manifests folder never does). Call before KubeClient.for.
+ */
+export async function loadClientNode(): Promise<void> {
+  clientNode ??= await import('@kubernetes/client-node')
+}
+
 function newKubeConfig(): KubeConfig {
-  const kubeConfig = new KubeConfig()
+  if (clientNode === null) throw new Error('@kubernetes/client-node is not loaded: await loadClientNode() before resolving a connection')
+  const kubeConfig = new clientNode.KubeConfig()
   kubeConfig.addAuthenticator(new RotatingTokenFile())
   return kubeConfig
 }

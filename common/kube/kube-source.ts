@@ -8,6 +8,7 @@ import { applyBatch, emptySnapshot, type ResourceKind, type Snapshot } from '../
 import { convertEvents, type RawEvent } from './batch.js'
 import { InvalidObjectError, SourceError } from './errors.js'
 import { KubeClient, KubeRequestError, statusMessage, type KubeApi, type KubeConnection } from './kube-client.js'
+import { loadClientNode } from './kube-config.js'
 import { DEFAULT_BACKOFF, Reflector, type Backoff, type InformerStats, type ResourceSpec } from './reflector.js'
 import { RejectedObjects, type SnapshotListener } from './rejected-objects.js'
 
@@ -85,6 +86,7 @@ export class KubeSource {
   async start(): Promise<void> {
     if (this.#stopped) throw new SourceError('AMBIENT_ERR_SOURCE_STOPPED', 'kube source was stopped; create a new one')
     if (this.#client !== undefined) return
+    await loadClientNode()
     this.#client = KubeClient.for(this.#o.connection, {
       ...(this.#o.requestTimeoutMs !== undefined && { timeoutMs: this.#o.requestTimeoutMs }),
     })

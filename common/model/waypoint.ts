@@ -59,8 +59,17 @@ export type WaypointBinding =
   | { readonly kind: 'bound'; readonly gateway: WaypointGateway; readonly address: GatewayAddress }
   | { readonly kind: 'problem'; readonly problem: WaypointBindingProblem }
 
-/** The waypoint of traffic addressed to a Service. A waypoint's own Service never has one. */
+/** The waypoint of traffic addressed to a Service, with the address ztunnel reaches it at. A waypoint's own Service never has one. */
 export function serviceWaypoint(snapshot: Snapshot, index: WaypointIndex, service: Service): WaypointBinding {
+  return addressed(snapshot, serviceGateway(snapshot, index, service))
+}
+
+/**
+ * The waypoint Gateway a Service is bound to by labels, whether or not the
+ * waypoint's own Service exists yet (`ambient waypoint check` on a user's YAML,
+ * where istiod-style rendered objects are absent).
+ */
+export function serviceGateway(snapshot: Snapshot, index: WaypointIndex, service: Service): GatewayBinding {
   if (index.gateways.has(`${service.namespace}/${service.name}`)) return { kind: 'none' }
   return bind(snapshot, index, 'service', { kind: 'Service', namespace: service.namespace, name: service.name }, service.labels)
 }
@@ -68,7 +77,24 @@ export function serviceWaypoint(snapshot: Snapshot, index: WaypointIndex, servic
 /** The waypoint of traffic addressed to a Pod's IP. A waypoint's own pods never have one. */
 export function podWaypoint(snapshot: Snapshot, index: WaypointIndex, pod: Pod): WaypointBinding {
   if (isWaypointPod(index, pod)) return { kind: 'none' }
-  return bind(snapshot, index, 'workload', { kind: 'Pod', namespace: pod.namespace, name: pod.name }, pod.labels)
+  return addressed(snapshot, bind(snapshot, index, 'workload', { kind: 'Pod', namespace: pod.namespace, name: pod.name }, pod.labels))
+}
+
+/** A binding by labels, without its address yet. */
+export type GatewayBinding =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'bound'; readonly gateway: WaypointGateway; readonly owner: string }
+  | { readonly kind: 'problem'; readonly problem: WaypointBindingProblem }
+
+/** The address of a bound waypoint: its Service's cluster IP on the HBONE port. */
+function addressed(snapshot: Snapshot, binding: GatewayBinding): WaypointBinding {
+  if (binding.kind !== 'bound') return binding
+  const { gateway } = binding
+  const waypoint = `${gateway.namespace}/${gateway.name}`
+  const address = snapshot.services.get(waypoint)?.clusterIPs.find((ip) => !ip.includes(':'))
+  if (address === undefined)
+    return { kind: 'problem', problem: { object: binding.owner, waypoint, message: `waypoint ${waypoint} has no Service with a cluster IP yet` } }
+  return { kind: 'bound', gateway, address: { destination: { kind: 'address', network: '', address }, hboneMtlsPort: gateway.hbonePort } }
 }
 
 /** A pod of a waypoint Deployment (labelled with its Gateway's name, in the Gateway's namespace). */
@@ -83,7 +109,7 @@ function bind(
   traffic: WaypointTraffic,
   object: { readonly kind: 'Service' | 'Pod'; readonly namespace: string; readonly name: string },
   labels: Labels,
-): WaypointBinding {
+): GatewayBinding {
   // The object's own label wins (`none` included); else the namespace's.
   const namespace = snapshot.namespaces.get(object.namespace)
   const own = labels[USE_WAYPOINT_LABEL] !== undefined
@@ -97,7 +123,7 @@ function bind(
   const objectNamespace = object.namespace
   const gatewayNamespace = source.labels[USE_WAYPOINT_NAMESPACE_LABEL] || objectNamespace
   const waypoint = `${gatewayNamespace}/${name}`
-  const problem = (message: string): WaypointBinding => ({ kind: 'problem', problem: { object: source.owner, waypoint, message } })
+  const problem = (message: string): GatewayBinding => ({ kind: 'problem', problem: { object: source.owner, waypoint, message } })
   const gateway = index.gateways.get(waypoint)
   if (gateway === undefined) return problem(`no Gateway ${waypoint} of class ${WAYPOINT_GATEWAY_CLASS}`)
   if (gateway.for !== 'all' && gateway.for !== traffic) {
@@ -106,10 +132,7 @@ function bind(
   if (gatewayNamespace !== objectNamespace && !allowsNamespace(gateway, namespace)) {
     return problem(`waypoint ${waypoint} does not allow namespace ${objectNamespace} (its mesh listener's allowedRoutes.namespaces)`)
   }
-  const service = snapshot.services.get(waypoint)
-  const address = service?.clusterIPs.find((ip) => !ip.includes(':'))
-  if (address === undefined) return problem(`waypoint ${waypoint} has no Service with a cluster IP yet`)
-  return { kind: 'bound', gateway, address: { destination: { kind: 'address', network: '', address }, hboneMtlsPort: gateway.hbonePort } }
+  return { kind: 'bound', gateway, owner: source.owner }
 }
 
 function allowsNamespace(gateway: WaypointGateway, namespace: Namespace | undefined): boolean {

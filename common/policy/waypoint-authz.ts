@@ -168,12 +168,30 @@ export function prepareL7(request: L7Request, path: string, pathWithQuery: strin
     joined.set(name, value)
     return value
   }
+  // The addresses are parsed when a predicate first reads them: most policies never do.
+  const lazy = <T>(compute: () => T): (() => T) => {
+    let done = false
+    let value: T
+    return () => {
+      if (!done) ((value = compute()), (done = true))
+      return value
+    }
+  }
+  const sourceIp = lazy(() => parseIp(request.sourceIp))
+  const remoteIp = lazy(() => parseIp(remoteAddress(request, options.xffNumTrustedHops ?? 0)))
+  const destinationIp = lazy(() => parseIp(request.destinationIp))
   return {
     identity: request.peerIdentity,
     namespaces: identityNamespaces(request.peerIdentity),
-    sourceIp: parseIp(request.sourceIp),
-    remoteIp: parseIp(remoteAddress(request, options.xffNumTrustedHops ?? 0)),
-    destinationIp: parseIp(request.destinationIp),
+    get sourceIp() {
+      return sourceIp()
+    },
+    get remoteIp() {
+      return remoteIp()
+    },
+    get destinationIp() {
+      return destinationIp()
+    },
     destinationPort: request.destinationPort,
     host: asciiLower(request.host),
     method: request.method,

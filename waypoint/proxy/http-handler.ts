@@ -18,7 +18,7 @@ import { pickBackend } from '../route/pick.js'
 import { modifyHeaders, type RouteRequest } from '../route/request.js'
 import type { BackendTarget } from '../route/table.js'
 import type { WaypointState, WaypointTarget } from '../state.js'
-import { requestLabels, type WaypointMetrics } from '../metrics.js'
+import { requestLabels, type RequestLabels, type WaypointMetrics } from '../metrics.js'
 import { forward, forwardable, ForwardError, type UpstreamProtocol, type UpstreamResponse } from './forward.js'
 import type { Endpoint, Upstreams } from './upstream.js'
 
@@ -62,8 +62,12 @@ interface Outcome {
 
 type ForwardPlan = Extract<RequestPlan, { kind: 'forward' }>
 
+/** Label sets kept per state; past this many, the cache starts over. */
+const LABEL_CACHE_SIZE = 4096
+
 export class HttpHandler {
   private readonly random: () => number
+  private readonly labelCache = new WeakMap<WaypointState, Map<string, RequestLabels>>()
 
   constructor(private readonly options: HttpHandlerOptions) {
     this.random = options.random ?? Math.random
@@ -251,27 +255,37 @@ export class HttpHandler {
     started: number,
     requestBytes: number,
   ): void {
-    const source = state.store.findByIp(info.sourceIp)
     const service = outcome.backend ?? (target.kind === 'service' ? target.service : null)
     const destination = outcome.endpoint?.workload ?? (target.kind === 'workload' ? target.workload : undefined)
     const status = outcome.status === 0 ? 0 : outcome.status
-    const labels = requestLabels({
-      ...workloadLabels('source', source),
-      ...(info.peerIdentity ? { source_principal: info.peerIdentity } : {}),
-      ...workloadLabels('destination', destination),
-      ...(destination ? { destination_principal: identityOf(destination) } : {}),
-      ...(service
-        ? { destination_service: state.hostname(service), destination_service_name: service.name, destination_service_namespace: service.namespace }
-        : {}),
-      request_protocol: String(req.headers['content-type'] ?? '').startsWith('application/grpc') ? 'grpc' : 'http',
-      response_code: String(status),
-      grpc_response_status: outcome.grpcStatus,
-      // A client that went away before the response: Envoy's "downstream connection termination".
-      response_flags: status === 0 ? 'DC' : outcome.flags,
-      connection_security_policy: 'mutual_tls',
-    })
+    const protocol = String(req.headers['content-type'] ?? '').startsWith('application/grpc') ? 'grpc' : 'http'
+    // Labels repeat request after request: built once per state and per combination.
+    const key = `${info.sourceIp}|${info.peerIdentity}|${service ? `${service.namespace}/${service.name}` : ''}|${destination ? `${destination.namespace}/${destination.name}` : ''}|${protocol}|${status}|${outcome.grpcStatus}|${outcome.flags}`
+    let cache = this.labelCache.get(state)
+    if (cache === undefined) this.labelCache.set(state, (cache = new Map()))
+    let labels = cache.get(key)
+    if (labels === undefined) {
+      if (cache.size >= LABEL_CACHE_SIZE) cache.clear()
+      labels = requestLabels({
+        ...workloadLabels('source', state.store.findByIp(info.sourceIp)),
+        ...(info.peerIdentity ? { source_principal: info.peerIdentity } : {}),
+        ...workloadLabels('destination', destination),
+        ...(destination ? { destination_principal: identityOf(destination) } : {}),
+        ...(service
+          ? { destination_service: state.hostname(service), destination_service_name: service.name, destination_service_namespace: service.namespace }
+          : {}),
+        request_protocol: protocol,
+        response_code: String(status),
+        grpc_response_status: outcome.grpcStatus,
+        // A client that went away before the response: Envoy's "downstream connection termination".
+        response_flags: status === 0 ? 'DC' : outcome.flags,
+        connection_security_policy: 'mutual_tls',
+      })
+      cache.set(key, labels)
+    }
     const durationMs = performance.now() - started
     this.options.metrics.request({ labels, durationMs, requestBytes, responseBytes: outcome.responseBytes, route: plan.route ?? '' })
+    if (!this.options.log.isLevelEnabled('debug')) return
     this.options.log.debug(
       {
         method: req.method,

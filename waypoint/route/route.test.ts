@@ -392,7 +392,15 @@ t.test('backend validity', async (t) => {
     t.same(
       backends([ok, { ...ref, weight: 2 }], options),
       {
-        backends: [OK, { kind: 'invalid', weight: 2, reason: `backend spec.rules[0].backendRefs[1]: ${reason}` }],
+        backends: [
+          OK,
+          {
+            kind: 'invalid',
+            weight: 2,
+            reason: `backend spec.rules[0].backendRefs[1]: ${reason}`,
+            ref: { kind: ref['kind'] ?? 'Service', namespace: ref['namespace'] ?? 'shop', name: ref['name'], port: ref['port'] },
+          },
+        ],
         problems: [['spec.rules[0].backendRefs[1]', 'AMBIENT_WARN_ROUTE_INVALID_BACKEND', `${reason}; requests for this backend (weight 2) are answered 500`]],
       },
       name,

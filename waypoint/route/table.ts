@@ -78,7 +78,13 @@ export type CompiledFilter =
 /** One entry of a rule's backendRefs with weight > 0. */
 export type WeightedBackend =
   | ({ readonly kind: 'service'; readonly weight: number; readonly filters: readonly CompiledFilter[] } & BackendTarget)
-  | { readonly kind: 'invalid'; readonly weight: number; readonly reason: string }
+  | {
+      readonly kind: 'invalid'
+      readonly weight: number
+      readonly reason: string
+      /** The backendRef as written (kind and namespace/name; port null when absent), for `waypoint check`. */
+      readonly ref: { readonly kind: string; readonly namespace: string; readonly name: string; readonly port: number | null }
+    }
 
 export interface CompiledRule {
   readonly route: RouteRef
@@ -201,6 +207,15 @@ function compileRoute(route: HttpRoute, options: RouteTableOptions, report: Repo
   })
 }
 
+function written(b: { readonly kind: string; readonly namespace: string; readonly name: string; readonly port: number | null }): {
+  kind: string
+  namespace: string
+  name: string
+  port: number | null
+} {
+  return { kind: b.kind, namespace: b.namespace, name: b.name, port: b.port }
+}
+
 function compileRule(route: HttpRoute, rule: HttpRouteRule, index: number, options: RouteTableOptions, report: Report): CompiledRule {
   const first = rule.matches[0]!.path
   // Only read by ReplacePrefixMatch, which the conversion allows only with a single PathPrefix match.
@@ -213,13 +228,18 @@ function compileRule(route: HttpRoute, rule: HttpRouteRule, index: number, optio
     if (typeof resolved === 'string') {
       const effect = ref.weight > 0 ? `requests for this backend (weight ${ref.weight}) are answered 500` : 'it has weight 0 and gets no requests'
       report(route, ref.backend.field, 'AMBIENT_WARN_ROUTE_INVALID_BACKEND', `${resolved}; ${effect}`)
-      if (ref.weight > 0) backends.push({ kind: 'invalid', weight: ref.weight, reason: `backend ${ref.backend.field}: ${resolved}` })
+      if (ref.weight > 0) backends.push({ kind: 'invalid', weight: ref.weight, reason: `backend ${ref.backend.field}: ${resolved}`, ref: written(ref.backend) })
       continue
     }
     if (ref.weight === 0) continue
     const bad = ref.filters.find((f) => f.type === 'Unsupported')
     if (bad !== undefined) {
-      backends.push({ kind: 'invalid', weight: ref.weight, reason: `filter ${bad.field} (${bad.filterType}) is not implemented by ambient's waypoint` })
+      backends.push({
+        kind: 'invalid',
+        weight: ref.weight,
+        reason: `filter ${bad.field} (${bad.filterType}) is not implemented by ambient's waypoint`,
+        ref: written(ref.backend),
+      })
       continue
     }
     backends.push({ kind: 'service', ...resolved, weight: ref.weight, filters: compileFilters(route, ref.filters, prefix, options, report) })
