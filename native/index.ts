@@ -562,3 +562,43 @@ export function dupFd(fd: number): number {
   if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
   return call(() => native().dupFd(fd))
 }
+
+/** A frame read by recvFrame: its bytes and the descriptors that came with it (the caller owns them). */
+export interface Frame {
+  readonly data: Buffer
+  readonly fds: readonly number[]
+}
+
+/**
+ * Connects a Unix stream socket to `path` (blocking; a local socket answers at
+ * once or refuses): the caller owns the fd. ENOENT or ECONNREFUSED when nobody
+ * listens there.
+ */
+export function unixConnect(path: string): number {
+  if (typeof path !== 'string' || path.length < 1 || Buffer.byteLength(path) > 107)
+    throw NativeError.invalid(`path must be 1-107 bytes, got ${JSON.stringify(path)}`)
+  return call(() => native().unixConnect(path))
+}
+
+/**
+ * Sends one frame (a 4-byte little-endian length and `data`, at most 1 MiB) over a
+ * Unix stream socket with up to 253 descriptors attached (SCM_RIGHTS: the peer
+ * gets its own copies; ours stay open). EAGAIN when the socket cannot take the
+ * frame now (nothing was sent).
+ */
+export function sendFrame(fd: number, data: Buffer, fds: readonly number[] = []): void {
+  if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
+  if (fds.length > 253 || fds.some((f) => !Number.isInteger(f) || f < 0)) throw NativeError.invalid('fds must be at most 253 non-negative integers')
+  call(() => native().sendFrame(fd, data, fds))
+}
+
+/**
+ * The next frame on a Unix stream socket and the descriptors that came with it
+ * (close-on-exec, the caller's), read on a pool thread; null at end of stream;
+ * ETIMEDOUT when none arrived within timeoutMs.
+ */
+export async function recvFrame(fd: number, timeoutMs: number): Promise<Frame | null> {
+  if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw NativeError.invalid(`timeoutMs must be a positive integer, got ${timeoutMs}`)
+  return callAsync(() => native().recvFrame(fd, timeoutMs))
+}
