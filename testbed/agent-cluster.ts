@@ -353,8 +353,8 @@ export class AgentCluster {
     return handle
   }
 
-  /** Starts (or restarts) a node's ztunnel; it connects to the agent's socket. */
-  async startZtunnel(node: string): Promise<ProcessHandle> {
+  /** Starts (or restarts) a node's ztunnel, with `extra` flags; it connects to the agent's socket. */
+  async startZtunnel(node: string, extra: readonly string[] = []): Promise<ProcessHandle> {
     const ca = this.ca!.ready as { address: string }
     const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
       CLI,
@@ -377,6 +377,7 @@ export class AgentCluster {
       '127.0.0.1:0',
       '--admin-addr',
       '127.0.0.1:0',
+      ...extra,
     ])
     const handle = await waitReady(child, '"ztunnel ready"', `ztunnel on ${node}`, this.readyTimeoutMs)
     this.ztunnels.set(node, handle)

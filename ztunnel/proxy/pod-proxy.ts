@@ -213,6 +213,19 @@ export class PodProxy {
     await closed
   }
 
+  /**
+   * A successor ztunnel serves on these same listening sockets now: stops accepting
+   * here (our descriptors close, the sockets stay open through the successor's) and
+   * leaves the listener registration, which is the successor's too, in place.
+   * Resolves when the connections accepted here have ended; stop() cuts them.
+   */
+  handOver(): Promise<void> {
+    this.registered = null
+    const servers = [this.inboundServer, this.outboundServer].filter((s): s is net.Server => s !== null)
+    this.inboundServer = this.outboundServer = null
+    return Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined)
+  }
+
   get connections(): number {
     return this.open.size
   }
