@@ -9,6 +9,7 @@
 import { eachLimited } from '../common/concurrency.js'
 import type { Logger } from '../common/log.js'
 import { netnsCookieOf, type Datapath } from '../datapath/datapath.js'
+import { netnsCookies } from '../native/index.js'
 import { podNetns } from './enroll/pod-netns.js'
 import { enrolledPods, REDIRECTION_ANNOTATION, REDIRECTION_ENABLED } from '../common/model/enrollment.js'
 import { meshResources, type MeshResources } from '../common/model/mesh-resources.js'
@@ -171,26 +172,44 @@ export class Reconciler {
     this.#record(desired, snapshot, started)
   }
 
-  /** Each desired pod's netns and cookie (cached per pod uid; looked up again when it no longer answers). */
+  /**
+   * Each desired pod's netns and cookie (the path cached per pod uid; looked up
+   * again when it no longer answers). The cookies of every pod come from one trip
+   * through their namespaces, not one per pod.
+   */
   async #locate(desired: readonly Pod[]): Promise<Map<string, Located>> {
     const desiredUids = new Set(desired.map((p) => p.uid))
     for (const uid of this.#netns.keys()) if (!desiredUids.has(uid)) this.#netns.delete(uid)
     const located = new Map<string, Located>()
+    const tries: { pod: Pod; path: string; cached: boolean }[] = []
     for (const pod of desired) {
       const cached = this.#netns.get(pod.uid)
-      // A cached path whose process is gone (a recreated sandbox) is looked up afresh once.
-      for (const netnsPath of cached === undefined ? [undefined] : [cached, undefined]) {
-        try {
-          const path = netnsPath ?? podNetns(this.#o.cgroupRoot, pod.uid).netnsPath
-          located.set(pod.uid, { netnsPath: path, cookie: await netnsCookieOf(path) })
-          this.#netns.set(pod.uid, path)
-          this.#errors.delete(pod.uid)
-          break
-        } catch (err) {
-          this.#netns.delete(pod.uid)
-          this.#errors.set(pod.uid, (err as Error).message)
-        }
+      const path = cached ?? this.#findNetns(pod)
+      if (path !== undefined) tries.push({ pod, path, cached: cached !== undefined })
+    }
+    const cookies = tries.length > 0 ? await netnsCookies(tries.map((t) => t.path)) : []
+    for (const [i, { pod, path, cached }] of tries.entries()) {
+      const cookie = cookies[i]!
+      if (typeof cookie === 'bigint') {
+        located.set(pod.uid, { netnsPath: path, cookie })
+        this.#netns.set(pod.uid, path)
+        this.#errors.delete(pod.uid)
+        continue
       }
+      this.#netns.delete(pod.uid)
+      this.#errors.set(pod.uid, cookie.message)
+      // A cached path whose process is gone (a recreated sandbox) is looked up afresh once.
+      const fresh = cached ? this.#findNetns(pod) : undefined
+      if (fresh === undefined) continue
+      try {
+        located.set(pod.uid, { netnsPath: fresh, cookie: await netnsCookieOf(fresh) })
+        this.#netns.set(pod.uid, fresh)
+        this.#errors.delete(pod.uid)
+      } catch (err) {
+        this.#errors.set(pod.uid, (err as Error).message)
+      }
+    }
+    for (const pod of desired) {
       const error = this.#errors.get(pod.uid)
       if (!located.has(pod.uid) && error !== undefined) {
         this.#o.metrics.reconcileErrors.inc({ reason: 'netns' })
@@ -200,14 +219,26 @@ export class Reconciler {
     return located
   }
 
-  /** Releases from the datapath what should no longer be captured (or is captured under another netns). */
+  /** The pod's netns path from its cgroup, or undefined with the reason recorded. */
+  #findNetns(pod: Pod): string | undefined {
+    try {
+      return podNetns(this.#o.cgroupRoot, pod.uid).netnsPath
+    } catch (err) {
+      this.#errors.set(pod.uid, (err as Error).message)
+      return undefined
+    }
+  }
+
+  /** Releases from the datapath what should no longer be captured (or is captured under another netns), many at once. */
   async #release(snapshot: Snapshot, desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<void> {
     const byIp = new Map(desired.map((p) => [p.podIP, p]))
     const local = new Map([...snapshot.pods.values()].filter((p) => p.nodeName === this.#o.node).map((p) => [p.podIP, p]))
-    for (const entry of this.#o.datapath.enrolledPods()) {
+    const stale = this.#o.datapath.enrolledPods().filter((entry) => {
       const pod = byIp.get(entry.ip)
-      if (pod !== undefined && !located.has(pod.uid)) continue // netns not found now: leave it as it is
-      if (pod !== undefined && located.get(pod.uid)!.cookie === entry.netnsCookie) continue
+      if (pod !== undefined && !located.has(pod.uid)) return false // netns not found now: leave it as it is
+      return pod === undefined || located.get(pod.uid)!.cookie !== entry.netnsCookie
+    })
+    await eachLimited(stale, ENROLL_CONCURRENCY, async (entry) => {
       const stillThere = local.get(entry.ip)
       try {
         const netnsPath = stillThere ? this.#tryNetns(stillThere.uid) : undefined
@@ -217,7 +248,7 @@ export class Reconciler {
         this.#o.metrics.reconcileErrors.inc({ reason: 'unenroll' })
         this.#log.error({ ip: entry.ip, err: (err as Error).message }, 'cannot release pod from the datapath')
       }
-    }
+    })
   }
 
   /** Tells ztunnel every workload and policy, with this node's located pods' netns. */
@@ -240,7 +271,7 @@ export class Reconciler {
     const captured = new Map(this.#o.datapath.enrolledPods().map((e) => [e.ip, e]))
     const todo = desired.filter((p) => located.has(p.uid) && captured.get(p.podIP)?.netnsCookie !== located.get(p.uid)!.cookie)
     await eachLimited(todo, ENROLL_CONCURRENCY, async (pod) => {
-      const { netnsPath } = located.get(pod.uid)!
+      const { netnsPath, cookie } = located.get(pod.uid)!
       try {
         if (!(await this.#waitForListener(pod.podIP))) {
           this.#log.warn(
@@ -248,7 +279,7 @@ export class Reconciler {
             'ztunnel has no listener in the pod yet: capturing anyway, its connections fail until ztunnel serves it',
           )
         }
-        await this.#o.datapath.enrollPod({ netnsPath, ip: pod.podIP, outboundPort: this.#o.outboundPort })
+        await this.#o.datapath.enrollPod({ netnsPath, netnsCookie: cookie, ip: pod.podIP, outboundPort: this.#o.outboundPort })
         this.#log.info({ pod: key(pod), ip: pod.podIP, netnsPath }, 'pod captured')
       } catch (err) {
         this.#errors.set(pod.uid, (err as Error).message)

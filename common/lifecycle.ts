@@ -22,13 +22,29 @@ export class StopStack {
   }
 }
 
-/** A process's main loop: start, run until SIGTERM or SIGINT, then stop (it stops itself after a failed start). */
-export async function runUntilSignal(component: { start(): Promise<void>; stop(): Promise<void> }, log: Logger, stopping = 'shutting down'): Promise<void> {
+/**
+ * A process's main loop: start, run until SIGTERM or SIGINT (or until the
+ * component says it is `finished`), then drain when it can (a second signal cuts
+ * the drain short) and stop (it stops itself after a failed start).
+ */
+export async function runUntilSignal(
+  component: { start(): Promise<void>; stop(): Promise<void>; drain?(): Promise<void>; readonly finished?: Promise<void> },
+  log: Logger,
+  stopping = 'shutting down',
+): Promise<void> {
   await component.start()
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', () => resolve())
-    process.once('SIGINT', () => resolve())
-  })
+  const signal = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const on = (): void => {
+        process.off('SIGTERM', on)
+        process.off('SIGINT', on)
+        resolve()
+      }
+      process.once('SIGTERM', on)
+      process.once('SIGINT', on)
+    })
+  await Promise.race([signal(), ...(component.finished ? [component.finished] : [])])
   log.info(stopping)
+  if (component.drain) await Promise.race([component.drain(), signal()])
   await component.stop()
 }

@@ -9,7 +9,7 @@
 //   <pinRoot>/v1/links/netns<cookie>            sk_lookup attachment of one pod
 import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, statfsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { BpfLink, BpfMap, BpfObject, netnsCookie, type NativeError } from '../native/index.js'
+import { BpfLink, BpfMap, BpfObject, netnsCookie, socketCookie, type NativeError } from '../native/index.js'
 import * as abi from './abi.js'
 import { DatapathError } from './errors.js'
 import { configurePodRouting, removePodRouting } from './pod-routing.js'
@@ -31,6 +31,8 @@ export interface PodEnrollment {
   readonly netnsPath: string
   readonly ip: string
   readonly outboundPort: number
+  /** The namespace's cookie when the caller knows it already (saves a trip into the namespace). */
+  readonly netnsCookie?: bigint
 }
 
 export interface EnrolledPod {
@@ -195,7 +197,7 @@ export class Datapath {
    * incoming connections to ztunnel's inbound listener. Idempotent.
    */
   async enrollPod(pod: PodEnrollment): Promise<EnrolledPod> {
-    const cookie = await cookieOf(pod.netnsPath)
+    const cookie = pod.netnsCookie ?? (await cookieOf(pod.netnsPath))
     const podValue = abi.encodePod({ ip: pod.ip, outboundPort: pod.outboundPort, flags: abi.POD_FLAG_OUTBOUND })
     await configurePodRouting(pod.netnsPath, this.settings.deliveryMark)
     const pin = this.netnsLinkPin(cookie)
@@ -257,19 +259,39 @@ export class Datapath {
       .map((n) => join(links, n))
   }
 
-  /** Registers ztunnel's inbound listener (a listening socket fd) for a pod. */
-  registerListener(podIp: string, fd: number): void {
+  /**
+   * Registers ztunnel's inbound listener (a listening socket fd) for a pod, replacing
+   * any other; returns the socket's cookie, which identifies this registration to
+   * unregisterListener.
+   */
+  registerListener(podIp: string, fd: number): bigint {
     const value = Buffer.alloc(abi.SIZES.listenerValue)
     value.writeBigUInt64LE(BigInt(fd))
     this.maps.listeners.update(abi.encodeIp4Key(podIp), value)
+    return socketCookie(fd)
   }
 
-  unregisterListener(podIp: string): boolean {
+  /**
+   * Removes a pod's listener entry only while it still holds the socket with this
+   * cookie: a listener registered since by someone else (a new proxy for the same
+   * pod, a successor ztunnel that took the pod over) is theirs to remove. Returns
+   * whether it removed the entry. (Closing a listening socket also drops its entry,
+   * in the kernel and only its own; this removes it before the close, for a socket
+   * that stays open while its connections drain.)
+   */
+  unregisterListener(podIp: string, cookie: bigint): boolean {
+    if (this.listenerCookie(podIp) !== cookie) return false
     return this.maps.listeners.delete(abi.encodeIp4Key(podIp))
   }
 
   hasListener(podIp: string): boolean {
-    return this.maps.listeners.lookup(abi.encodeIp4Key(podIp)) !== null
+    return this.listenerCookie(podIp) !== null
+  }
+
+  /** The cookie of the socket registered as the pod's inbound listener (a SOCKHASH lookup returns it), or null. */
+  listenerCookie(podIp: string): bigint | null {
+    const value = this.maps.listeners.lookup(abi.encodeIp4Key(podIp))
+    return value === null ? null : value.readBigUInt64LE(0)
   }
 
   /** The original destination of a redirected connection, by the 4-tuple ztunnel accepted. */

@@ -89,7 +89,8 @@ export interface RawHboneEngine {
   releaseContext(context: number): boolean
   listen(fd: number, context: number, trustDomain: string): number
   setServerContext(server: number, context: number): void
-  closeServer(server: number): void
+  /** drain: sessions get GOAWAY and finish their open streams; otherwise they are closed at once. */
+  closeServer(server: number, drain?: boolean): void
   openSession(fd: number, ip: string, port: number, context: number, expectedIdentity: string): number
   closeSession(session: number, graceful: boolean): void
   /** headers: [name, value, name, value, ...] */
@@ -166,4 +167,18 @@ export interface NativeBinding {
   configureSocket(fd: number, netnsPath: string, options: RawSocketOptions): void
   /** fcntl(F_DUPFD_CLOEXEC). */
   dupFd(fd: number): number
+  /** Per request, in one thread trip through the namespaces: its sockets and netns cookie, or the Error that failed it. */
+  podSockets(
+    requests: readonly { readonly netnsPath: string; readonly sockets: readonly RawSocketOptions[] }[],
+  ): Promise<({ cookie: bigint; fds: number[] } | Error)[]>
+  /** Adds or removes the in-pod reply route in each namespace; null or the Error per namespace. */
+  podRouting(netnsPaths: readonly string[], settings: { mark: number; table: number; priority: number }, add: boolean): Promise<(Error | null)[]>
+  /** A blocking, close-on-exec Unix stream socket connected to `path` (fdpass.cc). */
+  unixConnect(path: string): number
+  /** One frame (4-byte LE length, data) with `fds` attached (SCM_RIGHTS); EAGAIN when the socket cannot take it now. */
+  sendFrame(fd: number, data: Buffer, fds: readonly number[]): void
+  /** The next frame and the descriptors that came with it, null at end of stream; ETIMEDOUT after timeoutMs. */
+  recvFrame(fd: number, timeoutMs: number): Promise<{ data: Buffer; fds: number[] } | null>
+  /** getsockopt(SO_COOKIE): the socket's cookie, as a SOCKHASH lookup returns it. */
+  socketCookie(fd: number): bigint
 }

@@ -291,7 +291,8 @@ export class ClientSession {
 
 /** An HBONE listener: TLS handshakes and HTTP/2 on the engine, requests to `handlers`. */
 export class HboneListener {
-  private readonly done = deferred<void>()
+  private done = deferred<void>()
+  private draining = false
   private readonly sessions = new Map<number, ServerSessionInfo>()
 
   constructor(
@@ -300,14 +301,35 @@ export class HboneListener {
     private readonly handlers: ServerHandlers,
   ) {}
 
+  /** Sessions open now (a drain waits for their peers to close them). */
+  get openSessions(): number {
+    return this.sessions.size
+  }
+
   /** Uses `context` (a server context) for new handshakes; open sessions keep theirs. */
   setContext(context: number): void {
     this.engine.raw().setServerContext(this.id, context)
   }
 
-  /** Stops listening and closes every session at once; resolves when done. */
+  /** Stops listening and closes every session at once (also after drain()); resolves when done. */
   close(): Promise<void> {
-    this.engine.raw().closeServer(this.id)
+    if (this.draining) {
+      this.draining = false
+      this.done = deferred<void>()
+    }
+    this.engine.raw().closeServer(this.id, false)
+    return this.done.promise
+  }
+
+  /**
+   * Stops listening; every session gets a GOAWAY shutdown notice (its peer opens no
+   * new streams here, none in flight is refused) and keeps its open streams until
+   * they end or close() cuts them. Resolves once the listener is closed and the
+   * notices are out.
+   */
+  drain(): Promise<void> {
+    this.draining = true
+    this.engine.raw().closeServer(this.id, true)
     return this.done.promise
   }
 
@@ -350,7 +372,7 @@ export class HboneListener {
         return
       }
       case EventType.ServerClosed:
-        this.engine.unroute(this.id)
+        if (!this.draining) this.engine.unroute(this.id) // drained: close() still cuts the open sessions
         this.done.resolve()
         return
     }

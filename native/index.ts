@@ -502,6 +502,84 @@ export function socketsInNetns(netnsPath: string, family: 4 | 6, count: number):
   return callAsync(() => native().socketsInNetns(netnsPath, family, count))
 }
 
+/** The sockets to make inside one pod's network namespace. */
+export interface PodSocketsRequest {
+  readonly netnsPath: string
+  /** Up to 16, made in order; the first failing one fails the request (the others are closed). */
+  readonly sockets: readonly SocketOptions[]
+}
+
+/** A pod's sockets, in the order asked, and the cookie of the namespace they were made in. */
+export interface PodSocketsResult {
+  readonly netnsCookie: bigint
+  readonly fds: readonly number[]
+}
+
+/**
+ * Sockets for many pods in one trip: a single short-lived thread enters each
+ * pod's namespace in turn and makes its sockets there (configured, bound,
+ * listening as asked) and reads the namespace's cookie. Resolves, per request, to
+ * its result or to the NativeError that failed it (one pod's failure fails only
+ * that pod). Up to 1024 requests.
+ */
+export async function podSockets(requests: readonly PodSocketsRequest[]): Promise<(PodSocketsResult | NativeError)[]> {
+  if (!Array.isArray(requests) || requests.length < 1 || requests.length > 1024)
+    throw NativeError.invalid(`requests must hold 1-1024 entries, got ${requests?.length}`)
+  for (const [i, r] of requests.entries()) {
+    if (!isNetnsPath(r.netnsPath)) throw netnsPathError(r.netnsPath)
+    if (!Array.isArray(r.sockets) || r.sockets.length > 16) throw NativeError.invalid(`requests[${i}].sockets must be an array of 0-16 socket options`)
+    for (const o of r.sockets) {
+      const invalid = socketOptionsError(o)
+      if (invalid) throw invalid
+    }
+  }
+  const raw = await callAsync(() => native().podSockets(requests))
+  return raw.map((r) => (r instanceof Error ? NativeError.from(r) : { netnsCookie: r.cookie, fds: r.fds }))
+}
+
+/** The cookies of many network namespaces in one trip (batches of 1024): per path, the cookie or the NativeError saying why not. */
+export async function netnsCookies(netnsPaths: readonly string[]): Promise<(bigint | NativeError)[]> {
+  const out: (bigint | NativeError)[] = []
+  for (let i = 0; i < netnsPaths.length; i += 1024) {
+    const batch = netnsPaths.slice(i, i + 1024).map((netnsPath) => ({ netnsPath, sockets: [] }))
+    for (const r of await podSockets(batch)) out.push(r instanceof Error ? r : r.netnsCookie)
+  }
+  return out
+}
+
+/** The in-pod reply route: accepted connections keep their SYN's mark, and `mark` looks up `table`, whose default route is local over lo. */
+export interface PodRoutingSettings {
+  readonly mark: number
+  /** 1-252. */
+  readonly table: number
+  /** Priority of the rule. */
+  readonly priority: number
+}
+
+/**
+ * Adds (or, with `add` false, removes) the in-pod reply route in each namespace
+ * of `netnsPaths`, over rtnetlink from one short-lived thread that enters them in
+ * turn: sysctl net.ipv4.tcp_fwmark_accept=1, `ip rule add fwmark MARK lookup TABLE
+ * priority P` (kept when it is there), `ip route replace local 0.0.0.0/0 dev lo
+ * table TABLE`; removal deletes every such rule and the route, and what is absent
+ * is success. Resolves, per namespace, to null or the NativeError that failed it.
+ */
+export async function podRouting(netnsPaths: readonly string[], settings: PodRoutingSettings, add: boolean): Promise<(NativeError | null)[]> {
+  if (!Array.isArray(netnsPaths) || netnsPaths.length < 1 || netnsPaths.length > 1024)
+    throw NativeError.invalid(`netnsPaths must hold 1-1024 entries, got ${netnsPaths?.length}`)
+  for (const path of netnsPaths) if (!isNetnsPath(path)) throw netnsPathError(path)
+  for (const [name, max] of [
+    ['mark', 0xffffffff],
+    ['table', 252],
+    ['priority', 0xffffffff],
+  ] as const) {
+    const n = settings[name]
+    if (!Number.isInteger(n) || n < (name === 'table' ? 1 : 0) || n > max) throw NativeError.invalid(`${name} must be an integer 0-${max}, got ${n}`)
+  }
+  const raw = await callAsync(() => native().podRouting(netnsPaths, settings, add))
+  return raw.map((r) => (r === null ? null : NativeError.from(r)))
+}
+
 /**
  * Applies socketInNetns's options (mark, transparent, device, bind, listen) to a
  * socket from socketsInNetns, on the calling thread; `netnsPath` names it in errors.
@@ -534,8 +612,54 @@ export function takeSocketFd(socket: { readonly _handle?: { readonly fd?: number
   return copy
 }
 
+/** The socket's cookie (SO_COOKIE): stable for the socket's life, shared by every fd of it; what a SOCKHASH lookup returns. */
+export function socketCookie(fd: number): bigint {
+  if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
+  return call(() => native().socketCookie(fd))
+}
+
 /** fcntl(F_DUPFD_CLOEXEC): a duplicate the caller owns. */
 export function dupFd(fd: number): number {
   if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
   return call(() => native().dupFd(fd))
+}
+
+/** A frame read by recvFrame: its bytes and the descriptors that came with it (the caller owns them). */
+export interface Frame {
+  readonly data: Buffer
+  readonly fds: readonly number[]
+}
+
+/**
+ * Connects a Unix stream socket to `path` (blocking; a local socket answers at
+ * once or refuses): the caller owns the fd. ENOENT or ECONNREFUSED when nobody
+ * listens there.
+ */
+export function unixConnect(path: string): number {
+  if (typeof path !== 'string' || path.length < 1 || Buffer.byteLength(path) > 107)
+    throw NativeError.invalid(`path must be 1-107 bytes, got ${JSON.stringify(path)}`)
+  return call(() => native().unixConnect(path))
+}
+
+/**
+ * Sends one frame (a 4-byte little-endian length and `data`, at most 1 MiB) over a
+ * Unix stream socket with up to 253 descriptors attached (SCM_RIGHTS: the peer
+ * gets its own copies; ours stay open). EAGAIN when the socket cannot take the
+ * frame now (nothing was sent).
+ */
+export function sendFrame(fd: number, data: Buffer, fds: readonly number[] = []): void {
+  if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
+  if (fds.length > 253 || fds.some((f) => !Number.isInteger(f) || f < 0)) throw NativeError.invalid('fds must be at most 253 non-negative integers')
+  call(() => native().sendFrame(fd, data, fds))
+}
+
+/**
+ * The next frame on a Unix stream socket and the descriptors that came with it
+ * (close-on-exec, the caller's), read on a pool thread; null at end of stream;
+ * ETIMEDOUT when none arrived within timeoutMs.
+ */
+export async function recvFrame(fd: number, timeoutMs: number): Promise<Frame | null> {
+  if (!Number.isInteger(fd) || fd < 0) throw NativeError.invalid(`fd must be a non-negative integer, got ${fd}`)
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw NativeError.invalid(`timeoutMs must be a positive integer, got ${timeoutMs}`)
+  return callAsync(() => native().recvFrame(fd, timeoutMs))
 }

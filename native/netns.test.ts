@@ -3,8 +3,10 @@
 // in another namespace.
 import t from 'tap'
 import net from 'node:net'
-import { readlinkSync } from 'node:fs'
-import { closeFd, configureSocket, netnsCookie, socketInNetns, socketsInNetns } from './index.js'
+import { execFileSync } from 'node:child_process'
+import { readFileSync, readlinkSync } from 'node:fs'
+import { basename } from 'node:path'
+import { closeFd, configureSocket, netnsCookie, podRouting, podSockets, socketInNetns, socketsInNetns } from './index.js'
 import { makeNetns } from './testdata/fixtures.js'
 
 const nsA = makeNetns(t, 'a')
@@ -163,4 +165,59 @@ t.test('bad input: clear errors, no crash', async (t) => {
   const high = await socketInNetns(nsA, { family: 4, mark: 0xfffffff0 })
   closeFd(high)
   t.pass('a mark above 2^31 is accepted')
+})
+
+t.test('podSockets: every pod of a batch in one trip, its cookie, one failing pod fails alone', async (t) => {
+  const missing = `/run/netns/ambnat-${process.pid}-gone`
+  const listen = { family: 4 as const, reuseAddr: true, bindAddress: '127.0.0.1', bindPort: 0, listenBacklog: 8 }
+  const [a, gone, b] = await podSockets([
+    { netnsPath: nsA, sockets: [listen, listen, { family: 4, mark: 0x539 }] },
+    { netnsPath: missing, sockets: [listen] },
+    { netnsPath: nsB, sockets: [] },
+  ])
+  if (a instanceof Error || b instanceof Error) throw a instanceof Error ? a : b
+  t.equal(a!.netnsCookie, await netnsCookie(nsA), "the first pod's namespace cookie")
+  t.equal(b!.netnsCookie, await netnsCookie(nsB), 'a request without sockets still gets the cookie')
+  t.equal(a!.fds.length, 3)
+  t.match(gone, { code: 'ENOENT', message: `no network namespace at ${missing}: is the pod still running?` }, 'the missing pod fails alone')
+  const server = net.createServer((s) => s.end('made in a'))
+  await new Promise<void>((resolve) => server.listen({ fd: a!.fds[0]! }, resolve))
+  t.teardown(() => server.close())
+  closeFd(a!.fds[1]!)
+  const client = new net.Socket({ fd: a!.fds[2]!, readable: true, writable: true })
+  client.connect((server.address() as net.AddressInfo).port, '127.0.0.1')
+  t.equal(await readAll(client), 'made in a', 'the listener is in netns a and accepts')
+
+  const port = (server.address() as net.AddressInfo).port
+  const [clash] = await podSockets([{ netnsPath: nsA, sockets: [{ family: 4 }, { ...listen, reuseAddr: false, bindPort: port }] }])
+  t.match(clash, { code: 'EADDRINUSE', syscall: 'bind', message: new RegExp(`bind\\(127\\.0\\.0\\.1:${port}\\) in network namespace ${nsA}`) })
+  await t.rejects(podSockets([]), { code: 'EINVAL' })
+  await t.rejects(podSockets([{ netnsPath: nsA, sockets: [{ family: 5 as 4 }] }]), { code: 'EINVAL', message: /family must be 4 or 6/ })
+})
+
+t.test('podRouting: the in-pod reply route over rtnetlink, idempotent both ways', async (t) => {
+  const ns = basename(nsA)
+  const settings = { mark: 0x111, table: 133, priority: 100 }
+  const show = (): { rules: string; routes: string; sysctl: string } => ({
+    rules: execFileSync('ip', ['-n', ns, '-4', 'rule', 'show'], { encoding: 'utf8' }),
+    routes: execFileSync('ip', ['-n', ns, '-4', 'route', 'show', 'table', '133'], { encoding: 'utf8' }),
+    sysctl: execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-n', 'net.ipv4.tcp_fwmark_accept'], { encoding: 'utf8' }).trim(),
+  })
+  const hostBefore = readFileSync('/proc/sys/net/ipv4/tcp_fwmark_accept', 'utf8').trim()
+  t.same(await podRouting([nsA, nsA], settings, true), [null, null], 'added (twice in one batch)')
+  let now = show()
+  t.equal(now.rules.match(/fwmark 0x111 lookup 133/g)?.length, 1, 'one rule')
+  t.match(now.rules, /^100:\s+from all fwmark 0x111 lookup 133/m)
+  t.match(now.routes, /^local default dev lo/m)
+  t.equal(now.sysctl, '1', 'tcp_fwmark_accept set in the pod')
+  t.equal(readFileSync('/proc/sys/net/ipv4/tcp_fwmark_accept', 'utf8').trim(), hostBefore, "the machine's own sysctl untouched")
+  t.same(await podRouting([nsA], settings, false), [null], 'removed')
+  now = show()
+  t.notMatch(now.rules, /fwmark 0x111/)
+  t.equal(now.routes.trim(), '')
+  t.same(await podRouting([nsA], settings, false), [null], 'removing what is gone is success')
+  const missing = `/run/netns/ambnat-${process.pid}-gone`
+  const [gone] = await podRouting([missing], settings, true)
+  t.match(gone, { code: 'ENOENT', message: `no network namespace at ${missing}: is the pod still running?` })
+  await t.rejects(podRouting([nsA], { ...settings, table: 0 }, true), { code: 'EINVAL' })
 })

@@ -76,17 +76,20 @@ export class AgentCluster {
   private readonly manifestsDir: string
   private readonly logLevel: string
   private readonly agentFlags: readonly string[]
+  /** How long a process may take to log that it is ready (large clusters start slowly on a busy machine). */
+  private readonly readyTimeoutMs: number
 
   private constructor(
     readonly tb: Testbed,
     readonly nodes: readonly string[],
-    options: { readonly logLevel?: string; readonly agentFlags?: readonly string[] },
+    options: { readonly logLevel?: string; readonly agentFlags?: readonly string[]; readonly readyTimeoutMs?: number },
   ) {
     this.workDir = mkdtempSync(join(tmpdir(), 'ambient-agents-'))
     this.manifestsDir = join(this.workDir, 'manifests')
     mkdirSync(this.manifestsDir)
     this.logLevel = options.logLevel ?? 'info'
     this.agentFlags = options.agentFlags ?? []
+    this.readyTimeoutMs = options.readyTimeoutMs ?? 20_000
   }
 
   /**
@@ -106,6 +109,8 @@ export class AgentCluster {
     readonly logLevel?: string
     /** More flags for every agent (e.g. --bpf-stats). */
     readonly agentFlags?: readonly string[]
+    /** How long each process may take to report ready (default 20 s). */
+    readonly readyTimeoutMs?: number
   }): Promise<AgentCluster> {
     const tb = await Testbed.create({
       name: options.name,
@@ -280,7 +285,7 @@ export class AgentCluster {
       this.logLevel,
       ...extra,
     ])
-    const handle = await waitReady(child, '"waypoint ready"', `waypoint ${gateway}`)
+    const handle = await waitReady(child, '"waypoint ready"', `waypoint ${gateway}`, this.readyTimeoutMs)
     const forward = async (port: number): Promise<Endpoint> => {
       const f = await forwardToPod(pod.netnsPath, { ip: '127.0.0.1', port })
       this.forwards.push(f)
@@ -310,7 +315,7 @@ export class AgentCluster {
       '--log-level',
       this.logLevel,
     ])
-    this.ca = await waitReady(child, '"ca listening"', 'ambient ca')
+    this.ca = await waitReady(child, '"ca listening"', 'ambient ca', this.readyTimeoutMs)
     for (const node of this.nodes) {
       const issued = await this.tb.execHost(process.execPath, [
         CLI,
@@ -348,13 +353,13 @@ export class AgentCluster {
       ...this.agentFlags,
       ...extra,
     ])
-    const handle = await waitReady(child, '"agent ready"', `agent on ${node}`)
+    const handle = await waitReady(child, '"agent ready"', `agent on ${node}`, this.readyTimeoutMs)
     this.agents.set(node, handle)
     return handle
   }
 
-  /** Starts (or restarts) a node's ztunnel; it connects to the agent's socket. */
-  async startZtunnel(node: string): Promise<ProcessHandle> {
+  /** Starts (or restarts) a node's ztunnel, with `extra` flags; it connects to the agent's socket. */
+  async startZtunnel(node: string, extra: readonly string[] = []): Promise<ProcessHandle> {
     const ca = this.ca!.ready as { address: string }
     const child = this.tb.spawnInCgroup(this.tb.node(node).systemCgroup, process.execPath, [
       CLI,
@@ -377,8 +382,9 @@ export class AgentCluster {
       '127.0.0.1:0',
       '--admin-addr',
       '127.0.0.1:0',
+      ...extra,
     ])
-    const handle = await waitReady(child, '"ztunnel ready"', `ztunnel on ${node}`)
+    const handle = await waitReady(child, '"ztunnel ready"', `ztunnel on ${node}`, this.readyTimeoutMs)
     this.ztunnels.set(node, handle)
     return handle
   }
@@ -460,11 +466,11 @@ export interface AgentStatusJson {
 }
 
 /** A started process once it logged `marker`, with its logs so far and from now on. */
-async function waitReady(child: ChildProcess, marker: string, what: string): Promise<ProcessHandle> {
+async function waitReady(child: ChildProcess, marker: string, what: string, timeoutMs: number): Promise<ProcessHandle> {
   let logs = ''
   const collect = (d: Buffer): void => void (logs += d)
   child.stdout?.on('data', collect)
   child.stderr?.on('data', collect)
-  const ready = (await waitForLog(child, marker, what)) as Record<string, unknown>
+  const ready = (await waitForLog(child, marker, what, timeoutMs)) as Record<string, unknown>
   return { child, ready, logs: () => logs }
 }

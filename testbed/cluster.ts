@@ -280,9 +280,9 @@ export class MeshCluster {
 
 /**
  * Resolves with the first JSON log line containing `marker` (lines reassembled
- * across chunks); rejects, and kills the process, if it exits or stays silent 20 s.
+ * across chunks); rejects, and kills the process, if it exits or stays silent `timeoutMs` (20 s).
  */
-export function waitForLog(child: ChildProcess, marker: string, what: string): Promise<unknown> {
+export function waitForLog(child: ChildProcess, marker: string, what: string, timeoutMs = 20_000): Promise<unknown> {
   let logs = ''
   const partial = { stdout: '', stderr: '' }
   return new Promise((resolve, reject) => {
@@ -290,7 +290,7 @@ export function waitForLog(child: ChildProcess, marker: string, what: string): P
       child.kill('SIGKILL')
       reject(new Error(`${message}:\n${logs}`))
     }
-    const timer = setTimeout(() => fail(`${what} not ready within 20 s`), 20_000)
+    const timer = setTimeout(() => fail(`${what} not ready within ${timeoutMs / 1000} s`), timeoutMs)
     const onData =
       (stream: 'stdout' | 'stderr') =>
       (d: Buffer): void => {

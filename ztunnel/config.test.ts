@@ -27,3 +27,21 @@ t.test('wrong combinations name the flag', async (t) => {
   ]
   for (const [flags, message] of refused) t.throws(() => parseZtunnelConfig({ ...base, ...flags }, {}), { code: 'AMBIENT_ERR_CONFIG', message })
 })
+
+t.test('--handoff-socket and --drain-timeout', async (t) => {
+  const flags = { ...base, cacerts: '/c' }
+  const defaults = parseZtunnelConfig(flags, {})
+  t.equal(defaults.handoffSocket, null, 'no handoff unless asked')
+  t.equal(defaults.drainTimeoutMs, 20_000)
+  const set = parseZtunnelConfig({ ...flags, handoffSocket: '/var/run/ambient-ztunnel/handoff.sock', drainTimeout: '90s' }, {})
+  t.equal(set.handoffSocket, '/var/run/ambient-ztunnel/handoff.sock')
+  t.equal(set.drainTimeoutMs, 90_000)
+  t.throws(() => parseZtunnelConfig({ ...flags, handoffSocket: 'handoff.sock' }, {}), {
+    code: 'AMBIENT_ERR_CONFIG',
+    message: /--handoff-socket: "handoff.sock" is not an absolute path/,
+  })
+  t.throws(() => parseZtunnelConfig({ ...flags, handoffSocket: `/${'x'.repeat(120)}` }, {}), {
+    message: /--handoff-socket: .* longer than a Unix socket path may be/,
+  })
+  t.throws(() => parseZtunnelConfig({ ...flags, drainTimeout: 'soon' }, {}), { message: /--drain-timeout: "soon" is not a duration/ })
+})

@@ -1,6 +1,6 @@
 // ztunnel's configuration, read once from flags and named environment variables
 // into a frozen object. A bad value throws ConfigError naming the setting.
-import { ConfigError, fromEnv, parseAddress, parseInteger, requireString, type Address } from '../common/config.js'
+import { ConfigError, fromEnv, parseAddress, parseDuration, parseInteger, requireString, type Address } from '../common/config.js'
 import { CERTIFICATE_DEFAULTS, parseCertificateSource, type CertificateFlags, type CertificateSourceConfig } from '../common/identity/workload-identities.js'
 import { NODE_DEFAULTS, parseNodeSettings, type NodeFlags, type NodeSettings } from '../common/node-settings.js'
 
@@ -19,6 +19,10 @@ export interface ZtunnelConfig extends NodeSettings {
   readonly hboneEngine: HboneEngineKind
   /** I/O threads of the native engine. */
   readonly hboneThreads: number
+  /** Unix socket where a running ztunnel hands its pods' listening sockets to a new one (upgrade, restart); null: no handoff. */
+  readonly handoffSocket: string | null
+  /** How long open connections may finish after SIGTERM or a handoff before they are cut. */
+  readonly drainTimeoutMs: number
 }
 
 export type HboneEngineKind = 'native' | 'node'
@@ -31,6 +35,8 @@ export interface ZtunnelFlags extends NodeFlags, CertificateFlags {
   readonly adminAddr: string
   readonly hboneEngine?: string
   readonly hboneThreads: string
+  readonly handoffSocket?: string
+  readonly drainTimeout: string
 }
 
 export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv): ZtunnelConfig {
@@ -45,6 +51,8 @@ export function parseZtunnelConfig(flags: ZtunnelFlags, env: NodeJS.ProcessEnv):
     readiness: parseAddress('--readiness-addr', flags.readinessAddr),
     admin,
     ...hboneEngineSettings(flags, env),
+    handoffSocket: handoffSocket(flags.handoffSocket),
+    drainTimeoutMs: parseDuration('--drain-timeout', flags.drainTimeout),
   })
 }
 
@@ -56,7 +64,15 @@ export const ZTUNNEL_DEFAULTS = {
   adminAddr: '127.0.0.1:15000',
   hboneEngine: 'native',
   hboneThreads: '2',
+  drainTimeout: '20s',
 } as const
+
+function handoffSocket(path: string | undefined): string | null {
+  if (path === undefined) return null
+  if (!path.startsWith('/')) throw new ConfigError('--handoff-socket', `${JSON.stringify(path)} is not an absolute path`)
+  if (Buffer.byteLength(path) > 107) throw new ConfigError('--handoff-socket', `${path} is longer than a Unix socket path may be (107 bytes)`)
+  return path
+}
 
 function stateSource(flags: ZtunnelFlags): { localConfig: string | null; xdsAddress: string | null } {
   if (flags.localConfig !== undefined && flags.xdsAddress !== undefined)

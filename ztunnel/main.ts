@@ -1,6 +1,8 @@
 // `ambient ztunnel`: wiring only. Starts, in order: workload state (local config),
-// identities, the pinned datapath, metrics, the node proxy and the admin
-// endpoints; stops in reverse, also after a partial start.
+// identities, the pinned datapath, metrics, the node proxy (on a running
+// predecessor's sockets with --handoff-socket) and the admin endpoints; stops in
+// reverse, also after a partial start. SIGTERM, or handing over to a successor,
+// drains first (handoff.ts).
 import { watchFile, unwatchFile } from 'node:fs'
 import type { Command } from 'commander'
 import { addNodeOptions } from '../common/node-settings.js'
@@ -17,6 +19,7 @@ import { readLocalConfig } from './state/local-config.js'
 import { WorkloadStore } from '../common/model/workload-store.js'
 import { PolicyStore } from '../common/policy/policy-store.js'
 import { XdsClient, type XdsState } from './state/xds-client.js'
+import { HandoffServer, Predecessor, type HandedPod } from './handoff.js'
 
 /** Same length and the same objects in order (the xDS client keeps unchanged resources' identity). */
 function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
@@ -28,6 +31,12 @@ export class Ztunnel {
   private ready = false
   admin: AdminServers | null = null
   private xds: XdsClient | null = null
+  private proxy: NodeProxy | null = null
+  private handoff: HandoffServer | null = null
+  private draining: Promise<void> | null = null
+  private finish: () => void = () => undefined
+  /** Resolves once this ztunnel handed its pods to a successor and drained: the process is done. */
+  readonly finished = new Promise<void>((resolve) => (this.finish = resolve))
 
   constructor(
     private readonly config: ZtunnelConfig,
@@ -98,8 +107,24 @@ export class Ztunnel {
         hboneEngine: config.hboneEngine === 'native' ? { threads: config.hboneThreads } : null,
         log: log.child({ component: 'proxy' }),
       })
-      await proxy.start()
-      this.stops.push(() => proxy.stop())
+      // A running ztunnel at the handoff socket: take its sockets once our state is
+      // complete (serving its pods with an empty store would allow what policy denies).
+      const predecessor = config.handoffSocket !== null ? Predecessor.connect(config.handoffSocket) : null
+      let handed: HandedPod[] = []
+      try {
+        if (predecessor) {
+          await this.synced()
+          handed = await predecessor.takeOver()
+          log.info({ predecessor: config.handoffSocket, pods: handed.length }, 'taking over the pods of the running ztunnel')
+        }
+        await proxy.start(handed)
+        this.proxy = proxy
+        this.stops.push(() => proxy.stop())
+        // It stops accepting and frees the node ports (metrics, readiness, admin) before answering.
+        if (predecessor) await predecessor.adopted(handed.length)
+      } finally {
+        predecessor?.close()
+      }
       this.admin = new AdminServers({
         registry: metrics.registry,
         ready: () => this.ready && (this.xds === null || this.xds.status().updates > 0),
@@ -114,13 +139,54 @@ export class Ztunnel {
         }),
       })
       await this.admin.start({ metrics: config.metrics, readiness: config.readiness, admin: config.admin })
-      this.stops.push(() => this.admin!.stop())
+      this.stops.push(() => this.admin?.stop())
+      if (config.handoffSocket !== null) {
+        const handoff = new HandoffServer({
+          path: config.handoffSocket,
+          log: log.child({ component: 'handoff' }),
+          pods: () => proxy.listening(),
+          release: () => this.handOver(),
+        })
+        await handoff.start()
+        this.handoff = handoff
+        this.stops.push(() => handoff.stop())
+      }
       this.ready = true
       log.info({ node: config.node, ...this.admin.bound }, 'ztunnel ready')
     } catch (err) {
       await this.stop()
       throw err
     }
+  }
+
+  /** The first state from the agent is applied (at once with a local config file). */
+  private async synced(): Promise<void> {
+    const deadline = Date.now() + 60_000
+    while (this.xds !== null && this.xds.status().updates === 0) {
+      if (Date.now() > deadline) throw new Error('no workloads from the agent within 60 s: cannot take over the running ztunnel without them')
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+
+  /** A successor serves on our sockets: stop accepting, free the node ports, drain, then finish. */
+  private async handOver(): Promise<void> {
+    this.ready = false
+    const admin = this.admin
+    this.admin = null
+    await admin?.stop()
+    this.draining = this.proxy!.drain({ handedOver: true, drainMs: this.config.drainTimeoutMs })
+    void this.draining.then(() => this.finish())
+  }
+
+  /** SIGTERM: stop accepting, let open connections finish up to --drain-timeout (or finish the drain a handoff began). */
+  async drain(): Promise<void> {
+    this.ready = false
+    if (this.draining === null) {
+      await this.handoff?.stop()
+      this.handoff = null
+      this.draining = this.proxy?.drain({ handedOver: false, drainMs: this.config.drainTimeoutMs }) ?? Promise.resolve()
+    }
+    await this.draining
   }
 
   /** Workloads and policies from a static file, re-read when it changes; a bad file keeps the previous state. */
@@ -174,6 +240,11 @@ export function registerZtunnelCommand(program: Command): void {
       `who carries HBONE's bytes: the native addon (TLS, HTTP/2 and the relay on its own I/O threads) or Node's TLS and HTTP/2 (the reference) (default: $AMBIENT_HBONE_ENGINE, else ${ZTUNNEL_DEFAULTS.hboneEngine})`,
     )
     .option('--hbone-threads <n>', 'I/O threads of the native HBONE engine (sessions spread over them)', ZTUNNEL_DEFAULTS.hboneThreads)
+    .option(
+      '--handoff-socket <path>',
+      "upgrade without refusing or resetting a connection: a new ztunnel started with the same path takes over the running one's listening sockets; the old one drains and exits",
+    )
+    .option('--drain-timeout <duration>', 'after SIGTERM or a handoff, how long open connections may finish before they are cut', ZTUNNEL_DEFAULTS.drainTimeout)
     .action(async (flags: ZtunnelFlags) => {
       const config = parseZtunnelConfig(flags, process.env)
       const log = createLogger({ name: 'ztunnel', level: config.logLevel })

@@ -13,6 +13,7 @@ import { Inbound } from './proxy/inbound.js'
 import { LocalPods, type LocalPodStatus } from './proxy/local-pods.js'
 import { Outbound } from './proxy/outbound.js'
 import { HBONE_ENGINE_DEFAULTS, HboneEngine } from '../native/hbone.js'
+import type { HandedPod } from './handoff.js'
 
 export interface NodeProxyOptions {
   readonly node: string
@@ -54,10 +55,11 @@ export class NodeProxy {
     this.pods = new LocalPods({ node: options.node, datapath: options.datapath, store, identities, inbound: this.inbound, outbound: this.outbound, log })
   }
 
-  async start(): Promise<void> {
+  /** Serves the local pods, on the sockets a predecessor `handed` over where they fit. */
+  async start(handed: readonly HandedPod[] = []): Promise<void> {
     this.inbound.start()
     try {
-      await this.pods.start()
+      await this.pods.start(handed)
     } catch (err) {
       this.engine?.close()
       throw err
@@ -69,6 +71,16 @@ export class NodeProxy {
     await this.pods.stop()
     await this.outbound.stop()
     this.engine?.close()
+  }
+
+  /** Every local pod's listening sockets (what a successor takes over). */
+  listening(): HandedPod[] {
+    return this.pods.listening()
+  }
+
+  /** Stops accepting and lets open connections finish, up to drainMs (see LocalPods.drain). */
+  drain(options: { readonly handedOver: boolean; readonly drainMs: number }): Promise<void> {
+    return this.pods.drain(options)
   }
 
   /** Local workloads and their open connections (readiness, admin). */

@@ -123,6 +123,9 @@ export class HboneServer<T> {
   private bound: SocketAddress | null = null
   private nextId = 1
   private stopped = false
+  /** Streams open now (what a drain waits for). */
+  private active = 0
+  private draining = false
 
   constructor(private readonly options: HboneServerOptions<T>) {
     if ((options.connectUpstream === undefined) === (options.handleStream === undefined)) {
@@ -166,22 +169,32 @@ export class HboneServer<T> {
     this.tlsServer.setSecureContext(contextOptions(credentials))
   }
 
-  /** Stops accepting; open sessions get GOAWAY and `drainMs` to finish, then are destroyed. */
+  /**
+   * Stops accepting; with `drainMs`, open sessions first get a GOAWAY shutdown notice
+   * (the peer opens no new streams here) and up to drainMs for their peers to finish
+   * their streams and close them; then every session left is destroyed.
+   */
   async stop(options: { readonly drainMs?: number } = {}): Promise<void> {
     this.stopped = true
     const closing = this.detach?.()
     this.detach = null
     const drainMs = options.drainMs ?? 0
-    const sessions = [...this.sessions]
+    if (drainMs > 0) {
+      this.draining = true
+      // The highest stream id (RFC 9113 6.8): a stream the peer sent meanwhile is not refused.
+      for (const session of this.sessions) if (!session.destroyed) session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1)
+      const deadline = Date.now() + drainMs
+      while ((this.sessions.size > 0 || this.active > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+      if (this.sessions.size > 0)
+        this.log.info({ sessions: this.sessions.size, streams: this.active }, 'hbone drain deadline reached: closing the open sessions')
+    }
     await Promise.all(
-      sessions.map(
+      [...this.sessions].map(
         (session) =>
           new Promise<void>((resolve) => {
             if (session.destroyed) return resolve()
             session.once('close', () => resolve())
-            if (drainMs <= 0) return session.destroy()
-            session.close()
-            setTimeout(() => session.destroy(), drainMs).unref()
+            session.destroy()
           }),
       ),
     )
@@ -205,7 +218,7 @@ export class HboneServer<T> {
 
   private onSecureConnection(socket: tls.TLSSocket): void {
     const peer = address(socket.remoteAddress, socket.remotePort)
-    if (this.stopped) return void socket.destroy()
+    if (this.stopped && !this.draining) return void socket.destroy()
     if (socket.alpnProtocol !== HBONE_ALPN) {
       this.reject('alpn', peer)
       return void socket.destroy()
@@ -228,6 +241,8 @@ export class HboneServer<T> {
     session.setLocalWindowSize(windowSize)
     const info: SessionInfo = { peerIdentity: identity, peerAddress: peer }
     this.sessions.add(session)
+    // Handshaken while draining: told at once, like the sessions that were open then.
+    if (this.draining) session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1)
     this.notify(() => this.options.observer?.sessionOpened?.(info))
     session.on('error', (err) => this.log.debug({ err: err.message, peer: identity }, 'hbone session error'))
     session.on('close', () => {
@@ -237,6 +252,8 @@ export class HboneServer<T> {
       this.notify(() => this.options.observer?.sessionClosed?.(info))
     })
     session.on('stream', (stream, headers) => {
+      this.active += 1
+      stream.once('close', () => (this.active -= 1))
       void this.onStream(stream, headers, { identity, peer, local })
     })
   }

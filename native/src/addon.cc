@@ -14,6 +14,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMaps(env, exports);
   InitPrograms(env, exports);
   InitNetns(env, exports);
+  InitPodnet(env, exports);
+  InitFdpass(env, exports);
   InitHbone(env, exports);
   return exports;
 }

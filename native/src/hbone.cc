@@ -231,7 +231,7 @@ class HboneEngine : public Napi::ObjectWrap<HboneEngine> {
   }
 
   Napi::Value CloseServer(const Napi::CallbackInfo& info) {
-    engine(info.Env()).CloseServer(ArgId(info, 0, "server"));
+    engine(info.Env()).CloseServer(ArgId(info, 0, "server"), info[1].ToBoolean().Value());
     return info.Env().Undefined();
   }
 

@@ -17,52 +17,43 @@
 #include <vector>
 
 #include "errors.h"
+#include "netns.h"
 #include "objects.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
 #endif
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
 
 namespace ambient {
 
-namespace {
-struct SocketOptions {
-  int family = 4;
-  int64_t mark = -1;
-  bool transparent = false;
-  std::string bind_to_device;
-  bool reuse_addr = false;
-  bool reuse_port = false;
-  std::string bind_address;
-  int bind_port = 0;
-  int listen_backlog = -1;
-};
+Failure InNetns(const std::string& path, const std::function<Failure()>& work) {
+  std::vector<Failure> failures;
+  InEachNetns({path}, [&](size_t) { return work(); }, &failures);
+  return failures[0];
+}
 
-struct Failure {
-  int err = 0;
-  std::string syscall;
-};
-
-// Runs `work` on a fresh thread inside the netns at `path`; the thread then ends.
-template <typename Work>
-Failure InNetns(const std::string& path, Work work) {
-  int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (ns < 0) return {errno, "open"};
-  Failure failure;
+void InEachNetns(const std::vector<std::string>& paths, const std::function<Failure(size_t)>& work, std::vector<Failure>* failures) {
+  failures->assign(paths.size(), Failure{});
   try {
     std::thread thread([&]() {
-      if (setns(ns, CLONE_NEWNET) != 0) {
-        failure = {errno, "setns"};
-        return;
+      for (size_t i = 0; i < paths.size(); i++) {
+        int ns = open(paths[i].c_str(), O_RDONLY | O_CLOEXEC);
+        if (ns < 0) {
+          (*failures)[i] = {errno, "open"};
+          continue;
+        }
+        if (setns(ns, CLONE_NEWNET) != 0) (*failures)[i] = {errno, "setns"};
+        else (*failures)[i] = work(i);
+        close(ns);
       }
-      failure = work();
     });
     thread.join();
   } catch (const std::system_error& e) {
-    failure = {e.code().value() ? e.code().value() : EAGAIN, "pthread_create"};
+    for (auto& f : *failures) f = {e.code().value() ? e.code().value() : EAGAIN, "pthread_create"};
   }
-  close(ns);
-  return failure;
 }
 
 Failure CreateSocket(int family, int* out) {
@@ -158,6 +149,32 @@ std::string FailureMessage(const Failure& f, const std::string& path, const Sock
   return message;
 }
 
+
+static bool Flag(const Napi::Object& o, const char* name) { return o.Has(name) && o.Get(name).ToBoolean().Value(); }
+
+SocketOptions ParseSocketOptions(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsObject()) ThrowInvalid(env, "options must be an object");
+  Napi::Object o = value.As<Napi::Object>();
+  SocketOptions options;
+  Napi::Value family = o.Get("family");
+  options.family = family.IsNumber() ? family.As<Napi::Number>().Int32Value() : 0;
+  if (options.family != 4 && options.family != 6) ThrowInvalid(env, "family must be 4 or 6");
+  Napi::Value v = o.Get("mark");
+  if (v.IsNumber()) options.mark = v.As<Napi::Number>().Int64Value();
+  if (options.mark > 0xffffffffLL) ThrowInvalid(env, "mark must be a 32-bit unsigned integer");
+  options.transparent = Flag(o, "transparent");
+  options.reuse_addr = Flag(o, "reuseAddr");
+  options.reuse_port = Flag(o, "reusePort");
+  if ((v = o.Get("bindToDevice")).IsString()) options.bind_to_device = v.As<Napi::String>().Utf8Value();
+  if ((v = o.Get("bindAddress")).IsString()) options.bind_address = v.As<Napi::String>().Utf8Value();
+  if ((v = o.Get("bindPort")).IsNumber()) options.bind_port = v.As<Napi::Number>().Int32Value();
+  if (options.bind_port < 0 || options.bind_port > 65535) ThrowInvalid(env, "bindPort must be 0-65535");
+  if ((v = o.Get("listenBacklog")).IsNumber()) options.listen_backlog = v.As<Napi::Number>().Int32Value();
+  return options;
+}
+
+
+namespace {
 class NetnsWorker : public Napi::AsyncWorker {
  public:
   // count 0: one configured socket (or the cookie); count > 0: that many plain sockets.
@@ -221,34 +238,11 @@ class NetnsWorker : public Napi::AsyncWorker {
   uint64_t cookie_ = 0;
 };
 
-bool Flag(const Napi::Object& o, const char* name) { return o.Has(name) && o.Get(name).ToBoolean().Value(); }
-
 Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
   auto* worker = new NetnsWorker(info.Env(), ArgString(info, 0, "netnsPath"), true, SocketOptions{});
   auto promise = worker->Promise();
   worker->Queue();
   return promise;
-}
-
-SocketOptions ParseSocketOptions(Napi::Env env, const Napi::Value& value) {
-  if (!value.IsObject()) ThrowInvalid(env, "options must be an object");
-  Napi::Object o = value.As<Napi::Object>();
-  SocketOptions options;
-  Napi::Value family = o.Get("family");
-  options.family = family.IsNumber() ? family.As<Napi::Number>().Int32Value() : 0;
-  if (options.family != 4 && options.family != 6) ThrowInvalid(env, "family must be 4 or 6");
-  Napi::Value v = o.Get("mark");
-  if (v.IsNumber()) options.mark = v.As<Napi::Number>().Int64Value();
-  if (options.mark > 0xffffffffLL) ThrowInvalid(env, "mark must be a 32-bit unsigned integer");
-  options.transparent = Flag(o, "transparent");
-  options.reuse_addr = Flag(o, "reuseAddr");
-  options.reuse_port = Flag(o, "reusePort");
-  if ((v = o.Get("bindToDevice")).IsString()) options.bind_to_device = v.As<Napi::String>().Utf8Value();
-  if ((v = o.Get("bindAddress")).IsString()) options.bind_address = v.As<Napi::String>().Utf8Value();
-  if ((v = o.Get("bindPort")).IsNumber()) options.bind_port = v.As<Napi::Number>().Int32Value();
-  if (options.bind_port < 0 || options.bind_port > 65535) ThrowInvalid(env, "bindPort must be 0-65535");
-  if ((v = o.Get("listenBacklog")).IsNumber()) options.listen_backlog = v.As<Napi::Number>().Int32Value();
-  return options;
 }
 
 Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
@@ -299,6 +293,18 @@ Napi::Value DupFd(const Napi::CallbackInfo& info) {
   if (copy < 0) ThrowCall(env, errno, "fcntl(F_DUPFD_CLOEXEC)", std::to_string(fd));
   return Napi::Number::New(env, copy);
 }
+
+// socketCookie(fd): the socket's cookie (SO_COOKIE), what a SOCKHASH lookup from
+// user space returns for the socket it holds.
+Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) ThrowInvalid(env, "fd must be a number");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len)) ThrowCall(env, errno, "getsockopt(SO_COOKIE)", std::to_string(fd));
+  return Napi::BigInt::New(env, cookie);
+}
 }  // namespace
 
 void InitNetns(Napi::Env env, Napi::Object exports) {
@@ -307,6 +313,7 @@ void InitNetns(Napi::Env env, Napi::Object exports) {
   exports.Set("socketsInNetns", Napi::Function::New(env, SocketsInNetns));
   exports.Set("configureSocket", Napi::Function::New(env, ConfigureSocketSync));
   exports.Set("dupFd", Napi::Function::New(env, DupFd));
+  exports.Set("socketCookie", Napi::Function::New(env, SocketCookie));
 }
 
 }  // namespace ambient

@@ -31,6 +31,8 @@ void InitLinks(Napi::Env env, Napi::Object exports);
 void InitMaps(Napi::Env env, Napi::Object exports);
 void InitPrograms(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);
+void InitPodnet(Napi::Env env, Napi::Object exports);
+void InitFdpass(Napi::Env env, Napi::Object exports);
 void InitHbone(Napi::Env env, Napi::Object exports);
 
 }  // namespace ambient

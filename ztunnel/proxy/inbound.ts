@@ -37,7 +37,8 @@ export interface InboundOptions {
 /** What a pod's HBONE listener needs to offer, on either engine. */
 export interface PodHboneServer {
   start(listen: { readonly kind: 'fd'; readonly fd: number }): Promise<unknown>
-  stop(): Promise<void>
+  /** With drainMs: GOAWAY shutdown notice to every session, and their open streams up to drainMs to end. */
+  stop(options?: { readonly drainMs?: number }): Promise<void>
   updateCredentials(credentials: IdentityCredentials): void
 }
 

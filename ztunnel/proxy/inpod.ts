@@ -95,6 +95,11 @@ export class PodSockets {
   }
 }
 
+/** The options of a listening socket of ztunnel's in a pod's netns. */
+export function listenerOptions(address: { readonly host: string; readonly port: number }): SocketOptions {
+  return { family: 4, reuseAddr: true, bindAddress: address.host, bindPort: address.port, listenBacklog: 1024 }
+}
+
 /** A listening socket inside the pod's netns, adopted by a net.Server. */
 export async function listenInPod(
   pod: PodNetns,
@@ -103,23 +108,27 @@ export async function listenInPod(
   /** Accepted sockets are not read until resumed (their fd may go to the native HBONE engine). */
   pauseOnConnect = false,
 ): Promise<{ server: net.Server; fd: number }> {
-  const fd = await socketInNetns(pod.netnsPath, {
-    family: 4,
-    reuseAddr: true,
-    bindAddress: address.host,
-    bindPort: address.port,
-    listenBacklog: 1024,
-  })
+  const fd = await socketInNetns(pod.netnsPath, listenerOptions(address))
+  return { server: await serveOn(fd, onConnection, pauseOnConnect), fd }
+}
+
+/** A net.Server on a listening fd made in a pod's netns; the fd is the server's (closed with it, or here when adopting fails). */
+export async function serveOn(fd: number, onConnection: (socket: net.Socket) => void, pauseOnConnect = false): Promise<net.Server> {
   // Nagle off: ztunnel relays what it reads at once; coalescing small writes only adds latency.
   const server = net.createServer({ pauseOnConnect, noDelay: true }, onConnection)
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen({ fd }, () => {
-      server.off('error', reject)
-      resolve()
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen({ fd }, () => {
+        server.off('error', reject)
+        resolve()
+      })
     })
-  })
-  return { server, fd }
+  } catch (err) {
+    closeFd(fd)
+    throw err
+  }
+  return server
 }
 
 export interface DialOptions {

@@ -6,16 +6,15 @@
 // fails closed meanwhile.
 import type { Logger } from 'pino'
 import type { Datapath } from '../../datapath/datapath.js'
-import { netnsCookieOf } from '../../datapath/datapath.js'
-import { socketInNetns } from '../../native/index.js'
-import { eachLimited } from '../../common/concurrency.js'
+import { closeFd, podSockets, type PodSocketsResult } from '../../native/index.js'
 import type { IdentityCredentials } from '../../common/hbone/tls.js'
 import type { IdentityManager, ManagedCertificate, RotationReason } from '../../common/identity/manager.js'
 import { identityOf, type Workload, type WorkloadStore } from '../../common/model/workload-store.js'
+import type { HandedPod } from '../handoff.js'
 import type { Inbound, PodHboneServer } from './inbound.js'
-import { PodSockets, type PodNetns } from './inpod.js'
+import { listenerOptions, PodSockets, type PodNetns } from './inpod.js'
 import type { Outbound } from './outbound.js'
-import { PodProxy } from './pod-proxy.js'
+import { INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, PodProxy } from './pod-proxy.js'
 
 export interface LocalPodsOptions {
   readonly node: string
@@ -34,6 +33,8 @@ interface PodRuntime {
   readonly proxy: PodProxy
   readonly hbone: PodHboneServer
   readonly sockets: PodSockets
+  /** Its listening sockets (what a successor ztunnel takes over) and their netns cookie. */
+  readonly listening: PodSocketsResult
 }
 
 export interface LocalPodStatus {
@@ -45,8 +46,8 @@ export interface LocalPodStatus {
   readonly connections: number
 }
 
-/** Pods whose in-pod listeners are opened at once (each opens three sockets inside the pod's netns). */
-const POD_START_CONCURRENCY = 4
+/** Pods whose in-pod listeners are made in one trip through their namespaces (a thread per batch, not per socket). */
+const POD_START_BATCH = 64
 const POD_START_RETRY_MS = 1000
 
 export class LocalPods {
@@ -54,22 +55,74 @@ export class LocalPods {
   private unsubscribe: (() => void) | null = null
   private retry: NodeJS.Timeout | null = null
   private reconciling: Promise<void> = Promise.resolve()
+  /** Sockets a predecessor ztunnel handed over, by pod uid, until the first reconcile serves (or closes) them. */
+  private handed = new Map<string, HandedPod>()
 
   constructor(private readonly options: LocalPodsOptions) {}
 
-  async start(): Promise<void> {
+  /** Starts serving the store's local pods; on the sockets `handed` over by a predecessor where they fit (the rest are closed). */
+  async start(handed: readonly HandedPod[] = []): Promise<void> {
+    this.handed = new Map(handed.map((p) => [p.uid, p]))
     this.unsubscribe = this.options.store.onChange(() => void this.reconcile())
     this.options.identities.on('certificate', this.onCertificate)
     await this.reconcile()
+    for (const p of this.handed.values()) for (const fd of Object.values(p.fds)) closeFd(fd) // not a local pod of ours (any more)
+    this.handed.clear()
   }
 
   async stop(): Promise<void> {
+    this.quiesce()
+    await this.reconciling
+    for (const uid of [...this.pods.keys()]) await this.removePod(uid)
+  }
+
+  /** Every running pod's listening sockets (for a successor: ours stay open). */
+  listening(): HandedPod[] {
+    return [...this.pods.values()].map((p) => {
+      const [outbound, inbound, hbone] = p.listening.fds as [number, number, number]
+      return {
+        uid: p.workload.uid,
+        ip: p.workload.ips[0]!,
+        netnsPath: p.workload.netnsPath!,
+        netnsCookie: p.listening.netnsCookie,
+        fds: { outbound, inbound, hbone },
+      }
+    })
+  }
+
+  /**
+   * Stops accepting in every pod and lets open connections finish: HBONE sessions
+   * get a GOAWAY shutdown notice. `handedOver`: a successor serves on the same
+   * sockets now, so the listener registrations are left to it. Resolves when every
+   * connection ended or `drainMs` passed (stop() then cuts what is left). The store
+   * no longer moves pods from here on.
+   */
+  async drain(options: { readonly handedOver: boolean; readonly drainMs: number }): Promise<void> {
+    this.quiesce()
+    await this.reconciling
+    const deadline = Date.now() + options.drainMs
+    const ended = Promise.all(
+      [...this.pods.values()].map((p) =>
+        Promise.all([options.handedOver ? p.proxy.handOver() : p.proxy.stop({ drain: true }), p.hbone.stop({ drainMs: options.drainMs })]),
+      ),
+    )
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))))
+    await Promise.race([ended, late])
+    clearTimeout(timer)
+    // Connections the native engine carries left Node's servers when it took their fd: counted apart.
+    const open = (): number => this.status().reduce((n, p) => n + p.connections, 0)
+    while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+    if (open() === 0) this.options.log.info('drained: every connection ended')
+    else this.options.log.info({ open: open() }, 'drain deadline reached: the open connections are cut')
+  }
+
+  private quiesce(): void {
     if (this.retry !== null) clearTimeout(this.retry)
     this.retry = null
     this.unsubscribe?.()
+    this.unsubscribe = null
     this.options.identities.off('certificate', this.onCertificate)
-    await this.reconciling
-    for (const uid of [...this.pods.keys()]) await this.removePod(uid)
   }
 
   /** The latest workload of a running local pod. */
@@ -123,19 +176,9 @@ export class LocalPods {
     }
     // A workload's attached policies (or labels) may have changed: open connections are checked again.
     if (updated) this.options.inbound.reevaluate()
-    let failed = 0
     const added = [...wanted.values()].filter((w) => !this.pods.has(w.uid))
-    await eachLimited(added, POD_START_CONCURRENCY, async (w) => {
-      try {
-        await this.addPod(w)
-      } catch (err) {
-        failed += 1
-        this.options.log.error(
-          { err: (err as Error).message, workload: `${w.namespace}/${w.name}` },
-          'cannot start the in-pod listeners; the pod fails closed until this succeeds (retried)',
-        )
-      }
-    })
+    let failed = 0
+    for (let i = 0; i < added.length; i += POD_START_BATCH) failed += await this.addPods(added.slice(i, i + POD_START_BATCH))
     if (failed > 0 && this.retry === null) {
       this.retry = setTimeout(() => {
         this.retry = null
@@ -145,53 +188,107 @@ export class LocalPods {
     }
   }
 
-  private async addPod(w: Workload): Promise<void> {
+  /** Starts a batch of pods: their listening sockets in one trip, then each pod's servers; returns how many failed. */
+  private async addPods(all: readonly Workload[]): Promise<number> {
+    const { hbonePort } = this.options.datapath.settings
+    // A predecessor's sockets serve the same pod in the same sandbox; others are made here.
+    const handed: { w: Workload; sockets: PodSocketsResult }[] = []
+    const batch: Workload[] = []
+    for (const w of all) {
+      const h = this.handed.get(w.uid)
+      if (h !== undefined && h.ip === w.ips[0] && h.netnsPath === w.netnsPath) {
+        this.handed.delete(w.uid)
+        handed.push({ w, sockets: { netnsCookie: h.netnsCookie, fds: [h.fds.outbound, h.fds.inbound, h.fds.hbone] } })
+      } else batch.push(w)
+    }
+    let made: (PodSocketsResult | Error)[] = []
+    if (batch.length > 0) {
+      try {
+        made = await podSockets(
+          batch.map((w) => ({
+            netnsPath: w.netnsPath!,
+            sockets: [
+              listenerOptions({ host: w.ips[0]!, port: OUTBOUND_PORT }),
+              listenerOptions({ host: '127.0.0.1', port: INBOUND_PLAINTEXT_PORT }),
+              listenerOptions({ host: w.ips[0]!, port: hbonePort }),
+            ],
+          })),
+        )
+      } catch (err) {
+        made = batch.map(() => err as Error)
+      }
+    }
+    let failed = 0
+    const starts = [...handed, ...batch.map((w, i) => ({ w, sockets: made[i]! }))]
+    await Promise.all(
+      starts.map(async ({ w, sockets }) => {
+        try {
+          if (sockets instanceof Error) throw sockets
+          await this.addPod(w, sockets)
+        } catch (err) {
+          failed += 1
+          this.options.log.error(
+            { err: (err as Error).message, workload: `${w.namespace}/${w.name}` },
+            'cannot start the in-pod listeners; the pod fails closed until this succeeds (retried)',
+          )
+        }
+      }),
+    )
+    return failed
+  }
+
+  /** Serves one pod on its sockets from podSockets ([outbound, inbound, hbone]; each is closed if the pod cannot start). */
+  private async addPod(w: Workload, made: PodSocketsResult): Promise<void> {
     const ip = w.ips[0]!
     const netnsPath = w.netnsPath!
-    const netnsCookie = await netnsCookieOf(netnsPath)
+    const { netnsCookie } = made
+    const [outboundFd, inboundFd, hboneFd] = made.fds as [number, number, number]
     const { proxyMark, deliveryMark, hbonePort } = this.options.datapath.settings
     const log = this.options.log.child({ workload: `${w.namespace}/${w.name}` })
     const current = (): Workload => this.pods.get(w.uid)?.workload ?? w
     const sockets = new PodSockets(netnsPath, (err) => log.debug({ err: err.message }, 'cannot make spare sockets in the pod; dials make their own'))
     const pod = { netnsPath, ip, sockets }
-    const proxy = new PodProxy({
-      pod: { ...pod, netnsCookie },
-      proxyMark,
-      deliveryMark,
-      hbonePort,
-      origins: {
-        originalDestination: (p, source, redirectedTo) =>
-          this.options.datapath.originalDestination({
-            netnsCookie: p.netnsCookie,
-            srcIp: source.ip,
-            srcPort: source.port,
-            dstIp: redirectedTo.ip,
-            dstPort: redirectedTo.port,
-          }),
-      },
-      listeners: this.options.datapath,
-      log,
-      outbound: this.options.outbound.handler(current),
-      inbound: this.options.inbound.plaintext(current),
-      pauseOutbound: this.options.outbound.takesSockets,
-    })
-    const credentials = credentialsOf(await this.options.identities.getCertificate(identityOf(w)))
-    const hbone = this.options.inbound.hboneServer(pod, current, credentials, log)
+    let owned = [outboundFd, inboundFd, hboneFd] // closed here if starting fails before a server took them
     try {
-      const fd = await socketInNetns(netnsPath, { family: 4, reuseAddr: true, bindAddress: ip, bindPort: hbonePort, listenBacklog: 1024 })
-      await hbone.start({ kind: 'fd', fd })
+      const proxy = new PodProxy({
+        pod: { ...pod, netnsCookie },
+        proxyMark,
+        deliveryMark,
+        hbonePort,
+        origins: {
+          originalDestination: (p, source, redirectedTo) =>
+            this.options.datapath.originalDestination({
+              netnsCookie: p.netnsCookie,
+              srcIp: source.ip,
+              srcPort: source.port,
+              dstIp: redirectedTo.ip,
+              dstPort: redirectedTo.port,
+            }),
+        },
+        listeners: this.options.datapath,
+        log,
+        outbound: this.options.outbound.handler(current),
+        inbound: this.options.inbound.plaintext(current),
+        pauseOutbound: this.options.outbound.takesSockets,
+      })
+      const credentials = credentialsOf(await this.options.identities.getCertificate(identityOf(w)))
+      const hbone = this.options.inbound.hboneServer(pod, current, credentials, log)
+      owned = [outboundFd, inboundFd]
+      await hbone.start({ kind: 'fd', fd: hboneFd })
       try {
-        await proxy.start()
+        owned = []
+        await proxy.start({ outbound: outboundFd, inbound: inboundFd })
       } catch (err) {
         await hbone.stop()
         throw err
       }
+      this.pods.set(w.uid, { workload: w, proxy, hbone, sockets, listening: made })
+      log.info({ ip }, 'workload captured')
     } catch (err) {
+      for (const fd of owned) closeFd(fd)
       sockets.close()
       throw err
     }
-    this.pods.set(w.uid, { workload: w, proxy, hbone, sockets })
-    log.info({ ip }, 'workload captured')
   }
 
   private async removePod(uid: string): Promise<void> {

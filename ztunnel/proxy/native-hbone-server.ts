@@ -31,6 +31,8 @@ export class NativeHboneServer<T> {
   private context: number
   private nextId = 1
   private stopped = false
+  /** Streams accepted and not yet closed (what a drain waits for). */
+  private active = 0
 
   constructor(private readonly options: NativeHboneServerOptions<T>) {
     this.log = (options.log ?? silentLogger()).child({ component: 'hbone-server', engine: 'native' })
@@ -60,10 +62,23 @@ export class NativeHboneServer<T> {
     this.context = next
   }
 
-  /** Stops listening and closes every session at once. */
-  async stop(): Promise<void> {
+  /**
+   * Stops listening and closes every session; with `drainMs`, sessions first get a
+   * GOAWAY shutdown notice, and up to drainMs for their peers to finish their streams
+   * and close them (an HBONE client retires a session on GOAWAY and closes it once idle).
+   */
+  async stop(options: { readonly drainMs?: number } = {}): Promise<void> {
     if (this.stopped) return
     this.stopped = true
+    const drainMs = options.drainMs ?? 0
+    if (drainMs > 0 && this.listener) {
+      await this.listener.drain()
+      const deadline = Date.now() + drainMs
+      const listener = this.listener
+      while ((listener.openSessions > 0 || this.active > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+      if (listener.openSessions > 0)
+        this.log.info({ sessions: listener.openSessions, streams: this.active }, 'hbone drain deadline reached: closing the open sessions')
+    }
     await this.listener?.close()
     this.listener = null
     this.options.engine.releaseContext(this.context)
@@ -79,6 +94,15 @@ export class NativeHboneServer<T> {
   }
 
   private async onRequest(tunnel: ServerTunnel, request: HboneRequest, session: ServerSessionInfo): Promise<void> {
+    this.active += 1
+    try {
+      await this.serve(tunnel, request, session)
+    } finally {
+      this.active -= 1
+    }
+  }
+
+  private async serve(tunnel: ServerTunnel, request: HboneRequest, session: ServerSessionInfo): Promise<void> {
     const id = this.nextId++
     const started = Date.now()
     const { authority } = request

@@ -14,15 +14,18 @@ import { dialDelivery, OUTBOUND_PORT, PodProxy } from './pod-proxy.js'
 const netnsPath = makeNetns(t, 'podproxy')
 
 t.test('stop() closes a held connection instead of waiting for the client to end it', async (t) => {
-  const registered = new Map<string, number>()
+  const registered = new Map<string, bigint>()
   const proxy = new PodProxy({
     pod: { netnsPath, ip: '127.0.0.1', netnsCookie: await netnsCookie(netnsPath) },
     proxyMark: 0x539,
     deliveryMark: 0x53a,
     origins: { originalDestination: () => ({ ip: '127.0.0.1', port: 9 }) },
     listeners: {
-      registerListener: (ip, fd) => void registered.set(ip, fd),
-      unregisterListener: (ip) => registered.delete(ip),
+      registerListener: (ip, fd) => {
+        registered.set(ip, BigInt(fd))
+        return BigInt(fd)
+      },
+      unregisterListener: (ip, cookie) => registered.get(ip) === cookie && registered.delete(ip),
     },
     log: silentLogger(),
     // A connection that stays open until someone closes it (an upstream that never answers).

@@ -4,8 +4,9 @@
 // the datapath by pod IP). What happens to a captured connection is up to the
 // handlers: plain passthrough by default, HBONE when ztunnel plugs it in.
 import type net from 'node:net'
+import { closeFd } from '../../native/index.js'
 import type { Logger } from 'pino'
-import { dialFromPod, listenInPod, socketFromPod, type PodNetns } from './inpod.js'
+import { dialFromPod, listenInPod, serveOn, socketFromPod, type PodNetns } from './inpod.js'
 import { abortSocket, relay, type RelayResult } from '../../common/net/relay.js'
 import { ADMIN_PORT, DEFAULT_HBONE_PORT, INBOUND_PLAINTEXT_PORT, METRICS_PORT, OUTBOUND_PORT, READINESS_PORT } from '../../common/ports.js'
 
@@ -36,9 +37,12 @@ export interface OriginalDestinationSource {
   originalDestination(pod: PodNetns & { readonly netnsCookie: bigint }, source: Endpoint, redirectedTo: Endpoint): Endpoint | null
 }
 
+/** Where the inbound listener is registered for sk_lookup (the datapath's SOCKHASH). */
 export interface ListenerRegistry {
-  registerListener(podIp: string, fd: number): void
-  unregisterListener(podIp: string): boolean
+  /** Returns the registration's cookie (the socket's). */
+  registerListener(podIp: string, fd: number): bigint
+  /** Removes the entry only if it still holds the socket of `cookie`. */
+  unregisterListener(podIp: string, cookie: bigint): boolean
 }
 
 export interface PodProxyOptions {
@@ -147,6 +151,8 @@ export function deliverToPod(mark: number): ConnectionHandler {
 export class PodProxy {
   private outboundServer: net.Server | null = null
   private inboundServer: net.Server | null = null
+  /** The cookie of the listener this proxy registered: it removes that entry and no other. */
+  private registered: bigint | null = null
   private readonly open = new Set<net.Socket>()
   private readonly log: Logger
   private readonly ownPorts: ReadonlySet<number>
@@ -156,14 +162,35 @@ export class PodProxy {
     this.ownPorts = ownPorts(options.hbonePort ?? DEFAULT_HBONE_PORT)
   }
 
-  async start(): Promise<void> {
+  /**
+   * Opens the outbound listener (pod IP:15001) and the inbound one (127.0.0.1:15006,
+   * registered for sk_lookup), or serves on `fds` made for them in the pod's netns
+   * already (they are the proxy's from now on, also when starting fails).
+   */
+  async start(fds?: { readonly outbound: number; readonly inbound: number }): Promise<void> {
     const { pod } = this.options
     try {
-      const outbound = await listenInPod(pod, { host: pod.ip, port: OUTBOUND_PORT }, (s) => this.onOutbound(s), this.options.pauseOutbound)
-      this.outboundServer = outbound.server
-      const inbound = await listenInPod(pod, { host: '127.0.0.1', port: INBOUND_PLAINTEXT_PORT }, (s) => this.onInbound(s))
-      this.inboundServer = inbound.server
-      this.options.listeners.registerListener(pod.ip, inbound.fd)
+      const outbound = (s: net.Socket): void => this.onOutbound(s)
+      const inbound = (s: net.Socket): void => this.onInbound(s)
+      let inboundFd: number
+      if (fds) {
+        const pending = [fds.inbound]
+        try {
+          this.outboundServer = await serveOn(fds.outbound, outbound, this.options.pauseOutbound)
+          pending.pop()
+          this.inboundServer = await serveOn(fds.inbound, inbound)
+        } catch (err) {
+          for (const fd of pending) closeFd(fd)
+          throw err
+        }
+        inboundFd = fds.inbound
+      } else {
+        this.outboundServer = (await listenInPod(pod, { host: pod.ip, port: OUTBOUND_PORT }, outbound, this.options.pauseOutbound)).server
+        const listening = await listenInPod(pod, { host: '127.0.0.1', port: INBOUND_PLAINTEXT_PORT }, inbound)
+        this.inboundServer = listening.server
+        inboundFd = listening.fd
+      }
+      this.registered = this.options.listeners.registerListener(pod.ip, inboundFd)
     } catch (err) {
       await this.stop()
       throw err
@@ -172,7 +199,9 @@ export class PodProxy {
 
   /** Stops accepting; with `drain` false (default) also closes open connections. */
   async stop(options: { readonly drain?: boolean } = {}): Promise<void> {
-    this.options.listeners.unregisterListener(this.options.pod.ip)
+    // Only our own entry: another proxy (or a successor ztunnel) may have registered one for this pod since.
+    if (this.registered !== null) this.options.listeners.unregisterListener(this.options.pod.ip, this.registered)
+    this.registered = null
     const servers = [this.inboundServer, this.outboundServer].filter((s): s is net.Server => s !== null)
     this.inboundServer = this.outboundServer = null
     // A server's close callback waits for every connection it accepted to end: open
@@ -182,6 +211,19 @@ export class PodProxy {
     const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
     if (!options.drain) for (const socket of this.open) abortSocket(socket)
     await closed
+  }
+
+  /**
+   * A successor ztunnel serves on these same listening sockets now: stops accepting
+   * here (our descriptors close, the sockets stay open through the successor's) and
+   * leaves the listener registration, which is the successor's too, in place.
+   * Resolves when the connections accepted here have ended; stop() cuts them.
+   */
+  handOver(): Promise<void> {
+    this.registered = null
+    const servers = [this.inboundServer, this.outboundServer].filter((s): s is net.Server => s !== null)
+    this.inboundServer = this.outboundServer = null
+    return Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined)
   }
 
   get connections(): number {

@@ -245,20 +245,23 @@ bool Engine::SetServerContext(uint64_t server, uint64_t context, std::string* er
   return true;
 }
 
-void Engine::CloseServer(uint64_t server) {
+void Engine::CloseServer(uint64_t server, bool drain) {
   LoopState* home = LoopOf(server);
   auto remaining = std::make_shared<std::atomic<int>>(static_cast<int>(loops_.size()));
-  home->loop().Post([this, home, server, remaining]() {
+  home->loop().Post([this, home, server, remaining, drain]() {
     auto it = home->listeners.find(server);
     if (it != home->listeners.end()) it->second->Close();
     // Then every loop closes this server's sessions; the last one reports.
     for (auto& l : loops_) {
       LoopState* state = l.get();
-      state->loop().Post([this, state, server, remaining]() {
+      state->loop().Post([this, state, server, remaining, drain]() {
         std::vector<Session*> mine;
         for (auto& entry : state->sessions)
           if (entry.second->owner() == server) mine.push_back(entry.second);
-        for (Session* s : mine) s->Close(false, "server stopped");
+        for (Session* s : mine) {
+          if (drain) s->Drain();
+          else s->Close(false, "server stopped");
+        }
         if (remaining->fetch_sub(1) == 1) {
           Event ev{EventType::kServerClosed};
           ev.id = server;

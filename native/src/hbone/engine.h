@@ -72,7 +72,8 @@ class Engine {
   bool ReleaseContext(uint64_t id);
   uint64_t Listen(int fd, uint64_t context, const std::string& trust_domain, std::string* error);
   bool SetServerContext(uint64_t server, uint64_t context, std::string* error);
-  void CloseServer(uint64_t server);
+  /** Stops listening; its sessions are closed at once, or with `drain` told GOAWAY and left to finish. */
+  void CloseServer(uint64_t server, bool drain);
   uint64_t OpenSession(int fd, const sockaddr_storage& addr, socklen_t len, uint64_t context, const std::string& expected,
                        std::string* error);
   void CloseSession(uint64_t session, bool graceful);

@@ -345,6 +345,7 @@ bool Session::StartHttp2() {
   else settings[n++] = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, config_.max_concurrent_streams};
   nghttp2_submit_settings(h2_, NGHTTP2_FLAG_NONE, settings, n);
   nghttp2_session_set_local_window_size(h2_, NGHTTP2_FLAG_NONE, 0, static_cast<int32_t>(config_.connection_window));
+  if (drain_pending_) nghttp2_submit_shutdown_notice(h2_);  // its server began draining during the handshake
   Pump();
   return !closed_;
 }
@@ -546,6 +547,18 @@ void Session::Close(bool graceful, const std::string& why) {
   host_->Emit(std::move(ev));
   host_->SessionRemoved(this);
   if (loop_ != nullptr) loop_->Retire(this);
+}
+
+void Session::Drain() {
+  if (closed_ || closing_ || role_ != Role::kServer) return;
+  if (h2_ == nullptr) {
+    drain_pending_ = true;  // still in the TLS handshake: the notice goes with its first frames
+    return;
+  }
+  // GOAWAY with the highest stream id (RFC 9113 6.8 "graceful shutdown"): the peer
+  // opens no new streams here, and none in flight is refused; the open ones go on.
+  nghttp2_submit_shutdown_notice(h2_);
+  Pump();
 }
 
 void Session::Fail(const std::string& why, int err) {

@@ -82,6 +82,9 @@ class Session : public Pollable {
   int Respond(Tunnel* tunnel, int status, bool with_data);
   /** Graceful: GOAWAY, then close once the peer is done; otherwise at once, resetting every tunnel. */
   void Close(bool graceful, const std::string& why);
+  /** Server drain: a GOAWAY shutdown notice, so the peer opens no new streams here (none in flight is
+   *  refused); the open ones go on until they end or Close(false) cuts them. */
+  void Drain();
 
   /** Sends what HTTP/2 has queued (frames, window updates, data the tunnels have). */
   void Pump();
@@ -143,6 +146,7 @@ class Session : public Pollable {
   bool handshaking_ = false;
   bool ready_ = false;
   bool closing_ = false;
+  bool drain_pending_ = false;
   bool closed_ = false;
   bool pumping_ = false;
   bool blocked_ = false;  // a send callback found the wire full
