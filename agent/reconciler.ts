@@ -85,6 +85,29 @@ interface Located {
 
 const key = (p: Pick<Pod, 'namespace' | 'name'>): string => `${p.namespace}/${p.name}`
 
+/** What a pass changed and how long each of its phases took (ms), for its log line. */
+interface PassWork {
+  readonly captured: number
+  readonly released: number
+  readonly phasesMs: Readonly<Record<string, number>>
+}
+
+/** Milliseconds between successive marks, by the name of the phase each ends. */
+class PhaseTimer {
+  readonly ms: Record<string, number> = {}
+  #last: bigint
+
+  constructor(start: bigint) {
+    this.#last = start
+  }
+
+  end(phase: string): void {
+    const now = process.hrtime.bigint()
+    this.ms[phase] = Math.round(Number(now - this.#last) / 1e5) / 10
+    this.#last = now
+  }
+}
+
 /** Pods captured at once: each waits for ztunnel's listener and configures its netns (one process). */
 const ENROLL_CONCURRENCY = 32
 
@@ -159,17 +182,24 @@ export class Reconciler {
 
   async #pass(): Promise<void> {
     const started = process.hrtime.bigint()
+    const phases = new PhaseTimer(started)
     const snapshot = this.#o.source.snapshot()
     const desired = enrolledPods(snapshot, this.#o.node)
     this.#errors.clear()
+    phases.end('select')
     const located = await this.#locate(desired)
-    await this.#release(snapshot, desired, located)
+    phases.end('locate')
+    const released = await this.#release(snapshot, desired, located)
+    phases.end('release')
     const resources = this.#publish(snapshot, desired, located)
-    await this.#capture(desired, located)
+    phases.end('publish')
+    const captured = await this.#capture(desired, located)
+    phases.end('capture')
     this.#removeStaleLinks()
     await this.#writePolicyStatus(snapshot, resources) // off the capture path
     await this.#annotate(snapshot, new Set(desired.filter((p) => located.has(p.uid) && !this.#errors.has(p.uid)).map((p) => p.uid)))
-    this.#record(desired, snapshot, started)
+    phases.end('annotate')
+    this.#record(desired, snapshot, started, { captured, released, phasesMs: phases.ms })
   }
 
   /**
@@ -230,7 +260,7 @@ export class Reconciler {
   }
 
   /** Releases from the datapath what should no longer be captured (or is captured under another netns), many at once. */
-  async #release(snapshot: Snapshot, desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<void> {
+  async #release(snapshot: Snapshot, desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<number> {
     const byIp = new Map(desired.map((p) => [p.podIP, p]))
     const local = new Map([...snapshot.pods.values()].filter((p) => p.nodeName === this.#o.node).map((p) => [p.podIP, p]))
     const stale = this.#o.datapath.enrolledPods().filter((entry) => {
@@ -249,6 +279,7 @@ export class Reconciler {
         this.#log.error({ ip: entry.ip, err: (err as Error).message }, 'cannot release pod from the datapath')
       }
     })
+    return stale.length
   }
 
   /** Tells ztunnel every workload and policy, with this node's located pods' netns. */
@@ -267,7 +298,7 @@ export class Reconciler {
   }
 
   /** Captures each located pod not captured yet, once ztunnel listens in it (or the wait ran out: fail closed). */
-  async #capture(desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<void> {
+  async #capture(desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<number> {
     const captured = new Map(this.#o.datapath.enrolledPods().map((e) => [e.ip, e]))
     const todo = desired.filter((p) => located.has(p.uid) && captured.get(p.podIP)?.netnsCookie !== located.get(p.uid)!.cookie)
     await eachLimited(todo, ENROLL_CONCURRENCY, async (pod) => {
@@ -288,6 +319,7 @@ export class Reconciler {
         this.#log.error({ pod: key(pod), err: (err as Error).message }, 'cannot capture pod')
       }
     })
+    return todo.length
   }
 
   #removeStaleLinks(): void {
@@ -295,7 +327,7 @@ export class Reconciler {
   }
 
   /** What `ambient status` shows and the metrics; retries pending pods later. */
-  #record(desired: readonly Pod[], snapshot: Snapshot, started: bigint): void {
+  #record(desired: readonly Pod[], snapshot: Snapshot, started: bigint, work: PassWork): void {
     const now = new Map(this.#o.datapath.enrolledPods().map((e) => [e.ip, e]))
     this.#pods = desired.map((pod) => {
       const entry = now.get(pod.podIP)
@@ -317,7 +349,10 @@ export class Reconciler {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
     const pending = this.#pods.filter((p) => p.state === 'pending').length
     this.#o.metrics.recordPass({ seconds, enrolled: this.#pods.length - pending, pending, occupancy: this.#o.datapath.occupancy() })
-    this.#log.debug({ version: snapshot.version, desired: desired.length, pending, seconds }, 'reconciled')
+    // A pass that captured or released pods says where its time went; an idle one only at debug.
+    const fields = { version: snapshot.version, desired: desired.length, pending, seconds, ...work }
+    if (work.captured > 0 || work.released > 0) this.#log.info(fields, 'reconciled')
+    else this.#log.debug(fields, 'reconciled')
     if (pending > 0) this.#retryLater()
   }
 
