@@ -8,7 +8,7 @@
 //   <pinRoot>/v1/links/cg<cgroup id>-<program>  cgroup attachments
 //   <pinRoot>/v1/links/netns<cookie>            sk_lookup attachment of one pod
 import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, statfsSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { BpfLink, BpfMap, BpfObject, netnsCookie, socketCookie, type NativeError } from '../native/index.js'
 import * as abi from './abi.js'
 import { DatapathError } from './errors.js'
@@ -229,6 +229,10 @@ export class Datapath {
 
   enrolledPods(): EnrolledPod[] {
     const pods: EnrolledPod[] = []
+    // Read whole (a map walk each, one listing of the pins), not looked up per pod.
+    const inbound = new Set([...this.maps.inbound.keys()].map((k) => k.toString('hex')))
+    const links = join(this.dir, 'links')
+    const pinned = new Set(existsSync(links) ? readdirSync(links) : [])
     for (const [key, value] of this.maps.pods.entries()) {
       const cookie = key.readBigUInt64LE(0)
       const pod = abi.decodePod(value)
@@ -236,8 +240,8 @@ export class Datapath {
         netnsCookie: cookie,
         ip: pod.ip,
         outboundPort: pod.outboundPort,
-        inbound: this.maps.inbound.lookup(abi.encodeIp4Key(pod.ip)) !== null,
-        linkPinned: existsSync(this.netnsLinkPin(cookie)),
+        inbound: inbound.has(abi.encodeIp4Key(pod.ip).toString('hex')),
+        linkPinned: pinned.has(basename(this.netnsLinkPin(cookie))),
       })
     }
     return pods
@@ -319,9 +323,7 @@ export class Datapath {
     const result: MapOccupancy[] = []
     for (const key of ['pods', 'inbound', 'origByCookie', 'origByTuple', 'listeners'] as const) {
       const map = this.maps[key]
-      let entries = 0
-      for (const _ of map.keys()) entries++
-      result.push({ name: abi.MAP_NAMES[key], entries, capacity: map.info.maxEntries })
+      result.push({ name: abi.MAP_NAMES[key], entries: map.count(), capacity: map.info.maxEntries })
     }
     return result
   }
