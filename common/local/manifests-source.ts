@@ -5,7 +5,7 @@
 // file or object is reported (file, object, field) and skipped; an object that
 // was good before keeps its last good version.
 import { watch, type FSWatcher } from 'node:fs'
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
 import type { Logger } from '../log.js'
@@ -27,9 +27,25 @@ export interface ManifestsSourceOptions {
 export interface ManifestsSourceStats {
   readonly scans: number
   readonly files: number
+  /** Files the last scan read and parsed; the others were unchanged since the scan before. */
+  readonly parsedFiles: number
   readonly objects: number
   readonly rejectedObjects: number
 }
+
+/** One object of a file: converted, or why not (with its key when it could be named: its last good version stays). */
+type ParsedEntry =
+  | { readonly kind: 'resource'; readonly key: string; readonly resource: Resource }
+  | { readonly kind: 'error'; readonly error: InvalidObjectError; readonly rejectedKey: string | null }
+
+/** A file's objects as last read; `stamp` (inode, size, mtime, ctime) says when they may be reused, null: never. */
+interface ParsedFile {
+  readonly stamp: string | null
+  readonly entries: readonly ParsedEntry[]
+}
+
+/** A file changed this recently before it was read is read again on the next scan (file timestamps are coarse). */
+const STAMP_MARGIN_MS = 1000
 
 interface Scanned {
   readonly resources: Map<string, Resource>
@@ -56,6 +72,9 @@ export class ManifestsSource {
   #stopped = false
   #scans = 0
   #files = 0
+  /** Each file's objects as last read, by file name. */
+  #parsed = new Map<string, ParsedFile>()
+  #parsedFiles = 0
 
   constructor(options: ManifestsSourceOptions) {
     this.#o = options
@@ -114,7 +133,7 @@ export class ManifestsSource {
   }
 
   stats(): ManifestsSourceStats {
-    return { scans: this.#scans, files: this.#files, objects: this.#desired.size, rejectedObjects: this.#rejected.size }
+    return { scans: this.#scans, files: this.#files, parsedFiles: this.#parsedFiles, objects: this.#desired.size, rejectedObjects: this.#rejected.size }
   }
 
   /** The annotations recorded by annotatePod, per `namespace/name`. */
@@ -180,47 +199,69 @@ export class ManifestsSource {
   async #read(): Promise<Scanned> {
     const names = (await readdir(this.#o.dir)).filter((n) => /\.ya?ml$/i.test(n) && !n.startsWith('.')).sort()
     const out: Scanned = { resources: new Map(), rejectedKeys: new Set(), errors: [], files: names.length }
+    const parsed = new Map<string, ParsedFile>()
+    let parsedFiles = 0
     for (const file of names) {
-      let text: string
-      try {
-        text = await readFile(join(this.#o.dir, file), 'utf8')
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // removed while reading
-        out.errors.push(fileError(file, '(read)', errorMessage(err), 'AMBIENT_ERR_SOURCE_READ'))
-        continue
-      }
-      parseAllDocuments(text).forEach((doc, document) => {
-        if (doc.errors.length > 0) {
-          out.errors.push(
-            fileError(file, `(yaml document ${document + 1})`, doc.errors[0]?.message.split('\n')[0] ?? 'is not valid yaml', 'AMBIENT_ERR_SOURCE_BAD_YAML'),
-          )
-          return
+      const entries = await this.#parseFile(file)
+      if (entries === null) continue // removed while reading
+      parsed.set(file, entries)
+      if (entries !== this.#parsed.get(file)) parsedFiles++
+      for (const entry of entries.entries) {
+        if (entry.kind === 'error') {
+          out.errors.push(entry.error)
+          if (entry.rejectedKey !== null) out.rejectedKeys.add(entry.rejectedKey)
+          continue
         }
-        const value: unknown = doc.toJS()
-        if (value === null || value === undefined) return // empty document
-        const list = value as { kind?: unknown; items?: unknown }
-        const objects = list.kind === 'List' && Array.isArray(list.items) ? list.items : [value]
-        for (const object of objects) this.#accept(out, object, { file, document })
-      })
+        if (out.resources.has(entry.key)) this.#log.warn({ object: entry.key, file }, 'object defined twice; the later file wins')
+        out.resources.set(entry.key, entry.resource)
+      }
     }
+    this.#parsed = parsed
+    this.#parsedFiles = parsedFiles
     return out
   }
 
-  #accept(out: Scanned, object: unknown, origin: { file: string; document: number }): void {
-    const options = { origin, defaultNamespace: 'default' }
-    const result = convertObject(object, options)
-    if (result.ok) {
-      const key = refToString(refOf(result.resource))
-      if (out.resources.has(key)) this.#log.warn({ object: key, file: origin.file }, 'object defined twice; the later file wins')
-      out.resources.set(key, result.resource)
-      return
-    }
-    out.errors.push(result.error)
+  /**
+   * A file's objects, converted: from the last read while the file is unchanged
+   * (same inode, size, mtime and ctime; the testbed and most tools replace a file
+   * by renaming, which changes the inode), else read and parsed again. A file
+   * written within STAMP_MARGIN_MS before it was read is read again next time: a
+   * second write within the clock's granularity may leave its stamp as it was.
+   */
+  async #parseFile(file: string): Promise<ParsedFile | null> {
+    const path = join(this.#o.dir, file)
+    let stamp: string | null = null
     try {
-      out.rejectedKeys.add(refToString(identify(object, options).ref))
-    } catch {
-      // cannot even be named: nothing to keep
+      const st = await stat(path, { bigint: true })
+      const cached = this.#parsed.get(file)
+      const current = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`
+      if (cached !== undefined && cached.stamp === current) return cached
+      // (A write moves mtime; ctime and the inode tell a rename or a chmod.)
+      if (Number(st.mtimeNs / 1_000_000n) < Date.now() - STAMP_MARGIN_MS) stamp = current
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
     }
+    let text: string
+    try {
+      text = await readFile(path, 'utf8')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+      return { stamp: null, entries: [{ kind: 'error', error: fileError(file, '(read)', errorMessage(err), 'AMBIENT_ERR_SOURCE_READ'), rejectedKey: null }] }
+    }
+    const entries: ParsedEntry[] = []
+    parseAllDocuments(text).forEach((doc, document) => {
+      if (doc.errors.length > 0) {
+        const problem = doc.errors[0]?.message.split('\n')[0] ?? 'is not valid yaml'
+        entries.push({ kind: 'error', error: fileError(file, `(yaml document ${document + 1})`, problem, 'AMBIENT_ERR_SOURCE_BAD_YAML'), rejectedKey: null })
+        return
+      }
+      const value: unknown = doc.toJS()
+      if (value === null || value === undefined) return // empty document
+      const list = value as { kind?: unknown; items?: unknown }
+      const objects = list.kind === 'List' && Array.isArray(list.items) ? list.items : [value]
+      for (const object of objects) entries.push(convert(object, { file, document }))
+    })
+    return { stamp, entries }
   }
 
   #publish(): void {
@@ -261,4 +302,17 @@ export class ManifestsSource {
 
 function fileError(file: string, field: string, problem: string, code: 'AMBIENT_ERR_SOURCE_BAD_YAML' | 'AMBIENT_ERR_SOURCE_READ'): InvalidObjectError {
   return new InvalidObjectError({ kind: 'file', namespace: '', name: file, field, problem, file }, code)
+}
+
+function convert(object: unknown, origin: { file: string; document: number }): ParsedEntry {
+  const options = { origin, defaultNamespace: 'default' }
+  const result = convertObject(object, options)
+  if (result.ok) return { kind: 'resource', key: refToString(refOf(result.resource)), resource: result.resource }
+  let rejectedKey: string | null = null
+  try {
+    rejectedKey = refToString(identify(object, options).ref)
+  } catch {
+    // cannot even be named: nothing to keep
+  }
+  return { kind: 'error', error: result.error, rejectedKey }
 }
