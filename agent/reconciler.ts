@@ -53,7 +53,7 @@ export interface ReconcilerOptions {
   readonly clusterDomain: string
   /** Port of ztunnel's in-pod outbound listener. */
   readonly outboundPort: number
-  /** How long to wait for ztunnel's in-pod listener before capturing a pod anyway (fail closed). */
+  /** How long to wait for ztunnel's in-pod listener before capturing a pod anyway (fail closed), from its last new listener of the pass. */
   readonly listenerWaitMs: number
   /** Pods whose netns could not be found are retried after this long. */
   readonly retryMs: number
@@ -108,7 +108,7 @@ class PhaseTimer {
   }
 }
 
-/** Pods captured at once: each waits for ztunnel's listener and configures its netns (one process). */
+/** Stale pods released at once (each leaves its netns: a thread trip). */
 const ENROLL_CONCURRENCY = 32
 
 export class Reconciler {
@@ -297,29 +297,59 @@ export class Reconciler {
     return resources
   }
 
-  /** Captures each located pod not captured yet, once ztunnel listens in it (or the wait ran out: fail closed). */
+  /**
+   * Captures each located pod not captured yet, once ztunnel listens in it: every
+   * 10 ms the pods whose listener appeared are captured together (their in-pod
+   * routing in one trip through their namespaces). A pod whose listener has not
+   * appeared listenerWaitMs after ztunnel last opened one for this pass is
+   * captured anyway (fail closed): a stuck ztunnel does not hold pods open, a busy
+   * one opening many pods' listeners is waited for.
+   */
   async #capture(desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<number> {
     const captured = new Map(this.#o.datapath.enrolledPods().map((e) => [e.ip, e]))
     const todo = desired.filter((p) => located.has(p.uid) && captured.get(p.podIP)?.netnsCookie !== located.get(p.uid)!.cookie)
-    await eachLimited(todo, ENROLL_CONCURRENCY, async (pod) => {
-      const { netnsPath, cookie } = located.get(pod.uid)!
-      try {
-        if (!(await this.#waitForListener(pod.podIP))) {
-          this.#log.warn(
-            { pod: key(pod), waitedMs: this.#o.listenerWaitMs },
-            'ztunnel has no listener in the pod yet: capturing anyway, its connections fail until ztunnel serves it',
-          )
-        }
-        await this.#o.datapath.enrollPod({ netnsPath, netnsCookie: cookie, ip: pod.podIP, outboundPort: this.#o.outboundPort })
-        this.#log.info({ pod: key(pod), ip: pod.podIP, netnsPath }, 'pod captured')
-      } catch (err) {
-        this.#errors.set(pod.uid, (err as Error).message)
-        this.#netns.delete(pod.uid) // look it up again next time: the pod may have been recreated
-        this.#o.metrics.reconcileErrors.inc({ reason: 'enroll' })
-        this.#log.error({ pod: key(pod), err: (err as Error).message }, 'cannot capture pod')
+    const waiting = new Map(todo.map((p) => [p.podIP, p]))
+    let progress = Date.now()
+    while (waiting.size > 0) {
+      const listening = this.#o.datapath.listenerIps()
+      const ready = [...waiting.values()].filter((p) => listening.has(p.podIP))
+      if (ready.length > 0) progress = Date.now()
+      const late = this.#stopped || Date.now() - progress >= this.#o.listenerWaitMs ? [...waiting.values()].filter((p) => !listening.has(p.podIP)) : []
+      for (const pod of late) {
+        this.#log.warn(
+          { pod: key(pod), waitedMs: this.#o.listenerWaitMs },
+          'ztunnel has no listener in the pod yet: capturing anyway, its connections fail until ztunnel serves it',
+        )
       }
-    })
+      const batch = [...ready, ...late]
+      for (const pod of batch) waiting.delete(pod.podIP)
+      if (batch.length > 0) await this.#enroll(batch, located)
+      if (waiting.size > 0) await new Promise((r) => setTimeout(r, 10))
+    }
     return todo.length
+  }
+
+  /** Puts pods in the datapath together; a pod that fails is recorded and retried on a later pass. */
+  async #enroll(pods: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<void> {
+    const results = await this.#o.datapath
+      .enrollPods(
+        pods.map((pod) => {
+          const { netnsPath, cookie } = located.get(pod.uid)!
+          return { netnsPath, netnsCookie: cookie, ip: pod.podIP, outboundPort: this.#o.outboundPort }
+        }),
+      )
+      .catch((err: Error) => pods.map(() => err))
+    for (const [i, pod] of pods.entries()) {
+      const result = results[i]!
+      if (!(result instanceof Error)) {
+        this.#log.info({ pod: key(pod), ip: pod.podIP, netnsPath: located.get(pod.uid)!.netnsPath }, 'pod captured')
+        continue
+      }
+      this.#errors.set(pod.uid, result.message)
+      this.#netns.delete(pod.uid) // look it up again next time: the pod may have been recreated
+      this.#o.metrics.reconcileErrors.inc({ reason: 'enroll' })
+      this.#log.error({ pod: key(pod), err: result.message }, 'cannot capture pod')
+    }
   }
 
   #removeStaleLinks(): void {
@@ -370,15 +400,6 @@ export class Reconciler {
     } catch {
       return undefined
     }
-  }
-
-  async #waitForListener(ip: string): Promise<boolean> {
-    const deadline = Date.now() + this.#o.listenerWaitMs
-    while (!this.#o.datapath.hasListener(ip)) {
-      if (Date.now() >= deadline || this.#stopped) return false
-      await new Promise((r) => setTimeout(r, 10))
-    }
-    return true
   }
 
   /** Sets the redirection annotation on captured pods and removes it from this node's other pods. */
