@@ -178,6 +178,23 @@ t.test('annotating a pod locally records it in the snapshot', async (t) => {
   await t.rejects(source.annotatePod('shop', 'nope', { a: 'b' }), { code: 'AMBIENT_ERR_SOURCE_NOT_FOUND' })
 })
 
+t.test('annotations made in the same tick reach listeners as one snapshot; a rescan keeps the annotated pods as they are', async (t) => {
+  const { source } = await setup(t)
+  await source.ready()
+  const seen: Snapshot[] = []
+  source.onChange((s) => seen.push(s))
+  await Promise.all(['web', 'api'].map((name) => source.annotatePod('shop', name, { [REDIRECTION_ANNOTATION]: 'enabled' })))
+  t.equal(seen.length, 1, 'one update for both')
+  t.same(
+    ['shop/web', 'shop/api'].map((k) => seen[0]!.pods.get(k)?.annotations[REDIRECTION_ANNOTATION]),
+    ['enabled', 'enabled'],
+  )
+  const annotated = source.snapshot().pods.get('shop/web')
+  await source.rescan()
+  t.equal(seen.length, 1, 'nothing changed: no update')
+  t.equal(source.snapshot().pods.get('shop/web'), annotated)
+})
+
 t.test('a missing folder fails start with a read error naming it', async (t) => {
   const source = new ManifestsSource({ dir: '/nonexistent/ambient-manifests', logger: silentLogger(), rescanIntervalMs: 0 })
   await t.rejects(source.start(), { code: 'AMBIENT_ERR_SOURCE_READ', message: /nonexistent/ })

@@ -72,6 +72,11 @@ export class ManifestsSource {
   #stopped = false
   #scans = 0
   #files = 0
+  /** Pods annotated since the last update, and that update (applied once the current tick's calls are in). */
+  readonly #annotated = new Set<string>()
+  #annotating: Promise<void> | null = null
+  /** The annotated version of each pod object, while its annotations stay the same object. */
+  readonly #withExtra = new WeakMap<Pod, { readonly extra: Record<string, string>; readonly resource: Resource }>()
   /** Each file's objects as last read, by file name. */
   #parsed = new Map<string, ParsedFile>()
   #parsedFiles = 0
@@ -152,10 +157,21 @@ export class ManifestsSource {
       else current[k] = v
     }
     this.#annotations.set(`${namespace}/${name}`, current)
-    // Only this pod changes: a targeted update, not a full republish (the agent
-    // annotates every pod it enrolls, and a full diff per pod is quadratic).
-    const resource = this.#desired.get(refToString({ kind: 'Pod', namespace, name }))
-    if (resource !== undefined) this.#apply([{ type: 'upsert', resource: this.#withAnnotations(resource) }])
+    // Only the annotated pods change: a targeted update, not a full republish (the
+    // agent annotates every pod it enrolls, and a full diff per pod is quadratic);
+    // the calls of one tick (the agent makes several at once) share one update.
+    this.#annotated.add(refToString({ kind: 'Pod', namespace, name }))
+    this.#annotating ??= Promise.resolve().then(() => {
+      const changes: Change[] = []
+      for (const key of this.#annotated) {
+        const resource = this.#desired.get(key)
+        if (resource !== undefined) changes.push({ type: 'upsert', resource: this.#withAnnotations(resource) })
+      }
+      this.#annotated.clear()
+      this.#annotating = null
+      this.#apply(changes)
+    })
+    return this.#annotating
   }
 
   /** Reads the folder now (also what the timer and fs.watch do). */
@@ -271,7 +287,7 @@ export class ManifestsSource {
     const current = new Map(resourcesOf(this.#snapshot).map((r) => [refToString(refOf(r)), r]))
     for (const resource of target.values()) {
       const existing = lookup(this.#snapshot, refOf(resource))
-      if (existing === undefined || JSON.stringify(existing) !== JSON.stringify(resource)) changes.push({ type: 'upsert', resource })
+      if (existing === undefined || !sameResource(existing, resource)) changes.push({ type: 'upsert', resource })
     }
     for (const [key, resource] of current) if (!target.has(key)) changes.push({ type: 'delete', ref: refOf(resource) })
     this.#apply(changes)
@@ -295,8 +311,13 @@ export class ManifestsSource {
     if (resource.kind !== 'Pod') return resource
     const extra = this.#annotations.get(`${resource.value.namespace}/${resource.value.name}`)
     if (extra === undefined) return resource
+    // The same object while neither changes: #publish then sees an unchanged pod without comparing its JSON.
+    const known = this.#withExtra.get(resource.value)
+    if (known?.extra === extra) return known.resource
     const value: Pod = Object.freeze({ ...resource.value, annotations: Object.freeze({ ...resource.value.annotations, ...extra }) })
-    return { kind: 'Pod', value }
+    const annotated: Resource = { kind: 'Pod', value }
+    this.#withExtra.set(resource.value, { extra, resource: annotated })
+    return annotated
   }
 }
 
@@ -315,4 +336,11 @@ function convert(object: unknown, origin: { file: string; document: number }): P
     // cannot even be named: nothing to keep
   }
   return { kind: 'error', error: result.error, rejectedKey }
+}
+
+/** Whether two versions of an object are equal: the same object (a file not read again), else the same JSON. */
+function sameResource(a: Resource, b: Resource): boolean {
+  if ('value' in a && 'value' in b && a.value === b.value) return true
+  if ('object' in a && 'object' in b && a.object === b.object) return true
+  return JSON.stringify(a) === JSON.stringify(b)
 }
