@@ -8,6 +8,7 @@ import { watch, type FSWatcher } from 'node:fs'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
+import { eachLimited } from '../concurrency.js'
 import type { Logger } from '../log.js'
 import { convertObject, identify } from '../kube/convert.js'
 import { errorMessage, InvalidObjectError, SourceError } from '../kube/errors.js'
@@ -46,6 +47,8 @@ interface ParsedFile {
 
 /** A file changed this recently before it was read is read again on the next scan (file timestamps are coarse). */
 const STAMP_MARGIN_MS = 1000
+/** Files stat'ed or read at once in a scan. */
+const FILES_IN_FLIGHT = 32
 
 interface Scanned {
   readonly resources: Map<string, Resource>
@@ -217,8 +220,15 @@ export class ManifestsSource {
     const out: Scanned = { resources: new Map(), rejectedKeys: new Set(), errors: [], files: names.length }
     const parsed = new Map<string, ParsedFile>()
     let parsedFiles = 0
-    for (const file of names) {
-      const entries = await this.#parseFile(file)
+    // Many files' stat (and read, when changed) in flight at once: a thread-pool trip each, not one after another
+    // (bounded: each read holds a descriptor).
+    const files: (ParsedFile | null)[] = new Array<ParsedFile | null>(names.length).fill(null)
+    const order = new Map(names.map((file, i) => [file, i]))
+    await eachLimited(names, FILES_IN_FLIGHT, async (file) => {
+      files[order.get(file)!] = await this.#parseFile(file)
+    })
+    for (const [i, file] of names.entries()) {
+      const entries = files[i]!
       if (entries === null) continue // removed while reading
       parsed.set(file, entries)
       if (entries !== this.#parsed.get(file)) parsedFiles++
