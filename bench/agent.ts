@@ -10,7 +10,8 @@
 // 2. reconcile for N pods on one node (--pods 100,1000, or none): the namespace of N
 //    running pods is labelled; the time until the agent reports all N captured, when
 //    ztunnel had listeners in the first and last pod and the agent captured them
-//    (from their logs), the reconcile passes (the agent's histogram), the CPU
+//    (from their logs), when ztunnel applied workloads from the agent, the phases of
+//    the agent's passes that captured pods, the reconcile passes (the agent's histogram), the CPU
 //    seconds the agent and ztunnel used meanwhile; then unlabelled until ztunnel
 //    released every pod. --repeat cycles on one testbed (building 1,000 pods takes
 //    minutes). Then the agent is killed and restarted (adoption: a pass with
