@@ -75,16 +75,18 @@ export class AgentCluster {
   private readonly objects = new Map<string, { kind: FakeKind; object: KubeObject }>()
   private readonly manifestsDir: string
   private readonly logLevel: string
+  private readonly ztunnelArgs: readonly string[]
 
   private constructor(
     readonly tb: Testbed,
     readonly nodes: readonly string[],
-    options: { readonly logLevel?: string },
+    options: { readonly logLevel?: string; readonly ztunnelArgs?: readonly string[] },
   ) {
     this.workDir = mkdtempSync(join(tmpdir(), 'ambient-agents-'))
     this.manifestsDir = join(this.workDir, 'manifests')
     mkdirSync(this.manifestsDir)
     this.logLevel = options.logLevel ?? 'info'
+    this.ztunnelArgs = options.ztunnelArgs ?? []
   }
 
   /**
@@ -102,6 +104,8 @@ export class AgentCluster {
     readonly services?: readonly ServiceSpec[]
     readonly kube?: boolean
     readonly logLevel?: string
+    /** More flags for every ztunnel (e.g. a short --cert-ttl). */
+    readonly ztunnelArgs?: readonly string[]
   }): Promise<AgentCluster> {
     const tb = await Testbed.create({
       name: options.name,
@@ -372,6 +376,7 @@ export class AgentCluster {
       '127.0.0.1:0',
       '--admin-addr',
       '127.0.0.1:0',
+      ...this.ztunnelArgs,
     ])
     const handle = await waitReady(child, '"ztunnel ready"', `ztunnel on ${node}`)
     this.ztunnels.set(node, handle)
