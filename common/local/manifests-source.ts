@@ -196,7 +196,15 @@ export class ManifestsSource {
           )
           return
         }
-        const value: unknown = doc.toJS()
+        // toJS throws on what parsing lets through (an alias to no anchor, an alias
+        // bomb): that document alone is bad, not the folder.
+        let value: unknown
+        try {
+          value = doc.toJS()
+        } catch (err) {
+          out.errors.push(fileError(file, `(yaml document ${document + 1})`, errorMessage(err), 'AMBIENT_ERR_SOURCE_BAD_YAML'))
+          return
+        }
         if (value === null || value === undefined) return // empty document
         const list = value as { kind?: unknown; items?: unknown }
         const objects = list.kind === 'List' && Array.isArray(list.items) ? list.items : [value]
