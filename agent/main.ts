@@ -214,7 +214,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--waypoint-ca-address <host:port>', 'where rendered waypoints reach ambient ca', AGENT_DEFAULTS.waypointCaAddress)
     .option(
       '--listener-wait <duration>',
-      "how long to wait for ztunnel's in-pod listener before capturing a pod anyway (its connections then fail closed)",
+      "how long to wait for ztunnel's in-pod listener before capturing a pod anyway (its connections then fail closed), counted from the last pod of the pass ztunnel began listening in",
       AGENT_DEFAULTS.listenerWait,
     )
     .option(

@@ -53,7 +53,7 @@ export interface ReconcilerOptions {
   readonly clusterDomain: string
   /** Port of ztunnel's in-pod outbound listener. */
   readonly outboundPort: number
-  /** How long to wait for ztunnel's in-pod listener before capturing a pod anyway (fail closed). */
+  /** How long to wait for ztunnel's in-pod listener before capturing a pod anyway (fail closed), from its last new listener of the pass. */
   readonly listenerWaitMs: number
   /** Pods whose netns could not be found are retried after this long. */
   readonly retryMs: number
@@ -85,8 +85,33 @@ interface Located {
 
 const key = (p: Pick<Pod, 'namespace' | 'name'>): string => `${p.namespace}/${p.name}`
 
-/** Pods captured at once: each waits for ztunnel's listener and configures its netns (one process). */
+/** What a pass changed and how long each of its phases took (ms), for its log line. */
+interface PassWork {
+  readonly captured: number
+  readonly released: number
+  readonly phasesMs: Readonly<Record<string, number>>
+}
+
+/** Milliseconds between successive marks, by the name of the phase each ends. */
+class PhaseTimer {
+  readonly ms: Record<string, number> = {}
+  #last: bigint
+
+  constructor(start: bigint) {
+    this.#last = start
+  }
+
+  end(phase: string): void {
+    const now = process.hrtime.bigint()
+    this.ms[phase] = Math.round(Number(now - this.#last) / 1e5) / 10
+    this.#last = now
+  }
+}
+
+/** Stale pods released at once (each leaves its netns: a thread trip). */
 const ENROLL_CONCURRENCY = 32
+/** Pod annotations written at once. */
+const ANNOTATE_CONCURRENCY = 16
 
 export class Reconciler {
   readonly #o: ReconcilerOptions
@@ -159,17 +184,25 @@ export class Reconciler {
 
   async #pass(): Promise<void> {
     const started = process.hrtime.bigint()
+    const phases = new PhaseTimer(started)
     const snapshot = this.#o.source.snapshot()
     const desired = enrolledPods(snapshot, this.#o.node)
     this.#errors.clear()
+    phases.end('select')
     const located = await this.#locate(desired)
-    await this.#release(snapshot, desired, located)
+    phases.end('locate')
+    const released = await this.#release(snapshot, desired, located)
+    phases.end('release')
     const resources = this.#publish(snapshot, desired, located)
-    await this.#capture(desired, located)
+    phases.end('publish')
+    const captured = await this.#capture(desired, located)
+    phases.end('capture')
     this.#removeStaleLinks()
+    this.#showStatus(desired) // what `ambient status` shows, before the writes to the source below
     await this.#writePolicyStatus(snapshot, resources) // off the capture path
     await this.#annotate(snapshot, new Set(desired.filter((p) => located.has(p.uid) && !this.#errors.has(p.uid)).map((p) => p.uid)))
-    this.#record(desired, snapshot, started)
+    phases.end('annotate')
+    this.#record(snapshot, started, { captured, released, phasesMs: phases.ms })
   }
 
   /**
@@ -230,7 +263,7 @@ export class Reconciler {
   }
 
   /** Releases from the datapath what should no longer be captured (or is captured under another netns), many at once. */
-  async #release(snapshot: Snapshot, desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<void> {
+  async #release(snapshot: Snapshot, desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<number> {
     const byIp = new Map(desired.map((p) => [p.podIP, p]))
     const local = new Map([...snapshot.pods.values()].filter((p) => p.nodeName === this.#o.node).map((p) => [p.podIP, p]))
     const stale = this.#o.datapath.enrolledPods().filter((entry) => {
@@ -249,6 +282,7 @@ export class Reconciler {
         this.#log.error({ ip: entry.ip, err: (err as Error).message }, 'cannot release pod from the datapath')
       }
     })
+    return stale.length
   }
 
   /** Tells ztunnel every workload and policy, with this node's located pods' netns. */
@@ -266,36 +300,67 @@ export class Reconciler {
     return resources
   }
 
-  /** Captures each located pod not captured yet, once ztunnel listens in it (or the wait ran out: fail closed). */
-  async #capture(desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<void> {
+  /**
+   * Captures each located pod not captured yet, once ztunnel listens in it: every
+   * 10 ms the pods whose listener appeared are captured together (their in-pod
+   * routing in one trip through their namespaces). A pod whose listener has not
+   * appeared listenerWaitMs after ztunnel last opened one for this pass is
+   * captured anyway (fail closed): a stuck ztunnel does not hold pods open, a busy
+   * one opening many pods' listeners is waited for.
+   */
+  async #capture(desired: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<number> {
     const captured = new Map(this.#o.datapath.enrolledPods().map((e) => [e.ip, e]))
     const todo = desired.filter((p) => located.has(p.uid) && captured.get(p.podIP)?.netnsCookie !== located.get(p.uid)!.cookie)
-    await eachLimited(todo, ENROLL_CONCURRENCY, async (pod) => {
-      const { netnsPath, cookie } = located.get(pod.uid)!
-      try {
-        if (!(await this.#waitForListener(pod.podIP))) {
-          this.#log.warn(
-            { pod: key(pod), waitedMs: this.#o.listenerWaitMs },
-            'ztunnel has no listener in the pod yet: capturing anyway, its connections fail until ztunnel serves it',
-          )
-        }
-        await this.#o.datapath.enrollPod({ netnsPath, netnsCookie: cookie, ip: pod.podIP, outboundPort: this.#o.outboundPort })
-        this.#log.info({ pod: key(pod), ip: pod.podIP, netnsPath }, 'pod captured')
-      } catch (err) {
-        this.#errors.set(pod.uid, (err as Error).message)
-        this.#netns.delete(pod.uid) // look it up again next time: the pod may have been recreated
-        this.#o.metrics.reconcileErrors.inc({ reason: 'enroll' })
-        this.#log.error({ pod: key(pod), err: (err as Error).message }, 'cannot capture pod')
+    const waiting = new Map(todo.map((p) => [p.podIP, p]))
+    let progress = Date.now()
+    while (waiting.size > 0) {
+      const listening = this.#o.datapath.listenerIps()
+      const ready = [...waiting.values()].filter((p) => listening.has(p.podIP))
+      if (ready.length > 0) progress = Date.now()
+      const late = this.#stopped || Date.now() - progress >= this.#o.listenerWaitMs ? [...waiting.values()].filter((p) => !listening.has(p.podIP)) : []
+      for (const pod of late) {
+        this.#log.warn(
+          { pod: key(pod), waitedMs: this.#o.listenerWaitMs },
+          'ztunnel has no listener in the pod yet: capturing anyway, its connections fail until ztunnel serves it',
+        )
       }
-    })
+      const batch = [...ready, ...late]
+      for (const pod of batch) waiting.delete(pod.podIP)
+      if (batch.length > 0) await this.#enroll(batch, located)
+      if (waiting.size > 0) await new Promise((r) => setTimeout(r, 10))
+    }
+    return todo.length
+  }
+
+  /** Puts pods in the datapath together; a pod that fails is recorded and retried on a later pass. */
+  async #enroll(pods: readonly Pod[], located: ReadonlyMap<string, Located>): Promise<void> {
+    const results = await this.#o.datapath
+      .enrollPods(
+        pods.map((pod) => {
+          const { netnsPath, cookie } = located.get(pod.uid)!
+          return { netnsPath, netnsCookie: cookie, ip: pod.podIP, outboundPort: this.#o.outboundPort }
+        }),
+      )
+      .catch((err: Error) => pods.map(() => err))
+    for (const [i, pod] of pods.entries()) {
+      const result = results[i]!
+      if (!(result instanceof Error)) {
+        this.#log.info({ pod: key(pod), ip: pod.podIP, netnsPath: located.get(pod.uid)!.netnsPath }, 'pod captured')
+        continue
+      }
+      this.#errors.set(pod.uid, result.message)
+      this.#netns.delete(pod.uid) // look it up again next time: the pod may have been recreated
+      this.#o.metrics.reconcileErrors.inc({ reason: 'enroll' })
+      this.#log.error({ pod: key(pod), err: result.message }, 'cannot capture pod')
+    }
   }
 
   #removeStaleLinks(): void {
     for (const link of this.#o.datapath.removeStaleNetnsLinks()) this.#log.info({ link }, 'removed the sk_lookup link of a pod that is gone')
   }
 
-  /** What `ambient status` shows and the metrics; retries pending pods later. */
-  #record(desired: readonly Pod[], snapshot: Snapshot, started: bigint): void {
+  /** What `ambient status` shows: each desired pod, captured or pending (and why). */
+  #showStatus(desired: readonly Pod[]): void {
     const now = new Map(this.#o.datapath.enrolledPods().map((e) => [e.ip, e]))
     this.#pods = desired.map((pod) => {
       const entry = now.get(pod.podIP)
@@ -312,12 +377,20 @@ export class Reconciler {
         error: this.#errors.get(pod.uid) ?? null,
       }
     })
+  }
+
+  /** The pass's metrics and log line; retries pending pods later. */
+  #record(snapshot: Snapshot, started: bigint, work: PassWork): void {
+    const desired = this.#pods.length
     this.#passes += 1
     this.#lastSnapshotVersion = snapshot.version
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
     const pending = this.#pods.filter((p) => p.state === 'pending').length
-    this.#o.metrics.recordPass({ seconds, enrolled: this.#pods.length - pending, pending, occupancy: this.#o.datapath.occupancy() })
-    this.#log.debug({ version: snapshot.version, desired: desired.length, pending, seconds }, 'reconciled')
+    this.#o.metrics.recordPass({ seconds, enrolled: desired - pending, pending, occupancy: this.#o.datapath.occupancy() })
+    // A pass that captured or released pods says where its time went; an idle one only at debug.
+    const fields = { version: snapshot.version, desired, pending, seconds, ...work }
+    if (work.captured > 0 || work.released > 0) this.#log.info(fields, 'reconciled')
+    else this.#log.debug(fields, 'reconciled')
     if (pending > 0) this.#retryLater()
   }
 
@@ -337,29 +410,21 @@ export class Reconciler {
     }
   }
 
-  async #waitForListener(ip: string): Promise<boolean> {
-    const deadline = Date.now() + this.#o.listenerWaitMs
-    while (!this.#o.datapath.hasListener(ip)) {
-      if (Date.now() >= deadline || this.#stopped) return false
-      await new Promise((r) => setTimeout(r, 10))
-    }
-    return true
-  }
-
   /** Sets the redirection annotation on captured pods and removes it from this node's other pods. */
   async #annotate(snapshot: Snapshot, captured: ReadonlySet<string>): Promise<void> {
-    for (const pod of snapshot.pods.values()) {
-      if (pod.nodeName !== this.#o.node) continue
-      const has = pod.annotations[REDIRECTION_ANNOTATION] === REDIRECTION_ENABLED
+    const changes = [...snapshot.pods.values()].filter(
+      (pod) => pod.nodeName === this.#o.node && (pod.annotations[REDIRECTION_ANNOTATION] === REDIRECTION_ENABLED) !== captured.has(pod.uid),
+    )
+    // Several at once: a PATCH each in a cluster (one at a time paced 1,000 pods by the API server's round trip).
+    await eachLimited(changes, ANNOTATE_CONCURRENCY, async (pod) => {
       const want = captured.has(pod.uid)
-      if (has === want) continue
       try {
         await this.#o.source.annotatePod(pod.namespace, pod.name, { [REDIRECTION_ANNOTATION]: want ? REDIRECTION_ENABLED : null })
       } catch (err) {
         this.#o.metrics.reconcileErrors.inc({ reason: 'annotate' })
         this.#log.warn({ pod: key(pod), err: (err as Error).message }, 'cannot update the redirection annotation')
       }
-    }
+    })
   }
 
   #reportedPolicies = ''

@@ -16,7 +16,7 @@
 //    minutes). Then the agent is killed and restarted (adoption: a pass with
 //    nothing to change).
 //   node --import tsx bench/agent.ts [--rounds 5] [--pods 100,1000] [--repeat 3] [--cpu-prof DIR]
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { parseArgs } from 'node:util'
 import { join } from 'node:path'
@@ -193,11 +193,35 @@ function logTimes(handle: ProcessHandle, msg: string, since: number): number[] {
   return times
 }
 
+/** The log lines of `handle` with this msg since `since`, parsed. */
+function logLines(handle: ProcessHandle, msg: string, since: number): Record<string, unknown>[] {
+  return handle
+    .logs()
+    .split('\n')
+    .filter((line) => line.includes(`"msg":"${msg}"`))
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .filter((line) => (line['time'] as number) >= since)
+}
+
+/** Has the process write its CPU profile so far (bench/tools/cpu-profile.mjs on SIGUSR2) and waits for the file. */
+async function profileSoFar(handle: ProcessHandle, dir: string): Promise<void> {
+  const pid = handle.child.pid!
+  const written = (): boolean => readdirSync(dir).some((f) => f.endsWith(`-${pid}-1.cpuprofile`))
+  handle.child.kill('SIGUSR2')
+  const deadline = Date.now() + 30_000
+  while (!written() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+  await new Promise((r) => setTimeout(r, 500)) // the write may still be under way
+}
+
 interface Cycle {
   readonly labelToAllCapturedMs: number
   /** When ztunnel had opened the first and last pod's listeners, and the agent captured the first and last pod. */
   readonly ztunnelListeningMs: readonly [number, number]
   readonly agentCapturedMs: readonly [number, number]
+  /** When ztunnel applied workloads from the agent (ms since the label). */
+  readonly ztunnelWorkloadsAppliedMs: readonly number[]
+  /** The agent's passes that captured or released pods: when they ended and their phases (ms). */
+  readonly agentPassPhases: readonly Record<string, unknown>[]
   readonly passes: number
   readonly passMs: number
   readonly agentCpuS: number
@@ -234,6 +258,10 @@ async function reconcile(n: number): Promise<Record<string, unknown>> {
         labelToAllCapturedMs: enrollMs,
         ztunnelListeningMs: [Math.min(...listening), Math.max(...listening)],
         agentCapturedMs: [Math.min(...capturedAt), Math.max(...capturedAt)],
+        ztunnelWorkloadsAppliedMs: logTimes(ztunnel(), 'workloads from the agent applied', t0),
+        agentPassPhases: logLines(agent(), 'reconciled', t0)
+          .filter((l) => (l['time'] as number) <= t0 + enrollMs)
+          .map((l) => ({ atMs: (l['time'] as number) - t0, captured: l['captured'], ...(l['phasesMs'] as object) })),
         passes: h1.count - h0.count,
         passMs: Math.round((h1.sum - h0.sum) * 1000),
         agentCpuS: Number((cpu1[0]! - cpu0[0]!).toFixed(2)),
@@ -246,6 +274,7 @@ async function reconcile(n: number): Promise<Record<string, unknown>> {
     // An agent restart with every pod captured: the adoption pass has nothing to change.
     cluster.setNamespaceLabel('bulk', LABEL, 'ambient')
     await cluster.until(`${n} pods captured`, async () => (await captured()) === n, 600_000)
+    if (values['cpu-prof']) await profileSoFar(agent(), values['cpu-prof']) // SIGKILL writes no profile
     await cluster.kill(agent())
     const t2 = Date.now()
     await cluster.startAgent('n1')

@@ -8,11 +8,11 @@
 //   <pinRoot>/v1/links/cg<cgroup id>-<program>  cgroup attachments
 //   <pinRoot>/v1/links/netns<cookie>            sk_lookup attachment of one pod
 import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, statfsSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { BpfLink, BpfMap, BpfObject, netnsCookie, socketCookie, type NativeError } from '../native/index.js'
 import * as abi from './abi.js'
 import { DatapathError } from './errors.js'
-import { configurePodRouting, removePodRouting } from './pod-routing.js'
+import { configurePodsRouting, removePodRouting } from './pod-routing.js'
 import { ProgramStatsReader, type ProgramStats } from './program-stats.js'
 
 export interface DatapathSettings {
@@ -60,6 +60,8 @@ export function versionDir(pinRoot: string): string {
 }
 
 const BPF_FS_MAGIC = 0xcafe4a11
+/** Pods whose namespaces one native trip enters (the addon's limit). */
+const POD_BATCH = 1024
 
 /** The pin root must live on a bpf filesystem; says how to mount one when it does not. */
 function checkBpffs(pinRoot: string): void {
@@ -197,9 +199,55 @@ export class Datapath {
    * incoming connections to ztunnel's inbound listener. Idempotent.
    */
   async enrollPod(pod: PodEnrollment): Promise<EnrolledPod> {
-    const cookie = pod.netnsCookie ?? (await cookieOf(pod.netnsPath))
-    const podValue = abi.encodePod({ ip: pod.ip, outboundPort: pod.outboundPort, flags: abi.POD_FLAG_OUTBOUND })
-    await configurePodRouting(pod.netnsPath, this.settings.deliveryMark)
+    const [result] = await this.enrollPods([pod])
+    if (result instanceof Error) throw result
+    return result!
+  }
+
+  /**
+   * Enrolls many pods: their in-pod routing in one trip through their namespaces,
+   * then each one's sk_lookup link and map entries. Per pod, in order: what was
+   * enrolled, or the error that left that pod out (the others go on).
+   */
+  async enrollPods(pods: readonly PodEnrollment[]): Promise<(EnrolledPod | Error)[]> {
+    if (pods.length === 0) return []
+    // A pod the maps cannot hold (its IP, its port) is refused before anything is done for it.
+    const values = pods.map((p) => {
+      try {
+        return abi.encodePod({ ip: p.ip, outboundPort: p.outboundPort, flags: abi.POD_FLAG_OUTBOUND })
+      } catch (err) {
+        return err as Error
+      }
+    })
+    const cookies = await Promise.all(
+      pods.map((p, i) =>
+        values[i] instanceof Error ? values[i] : p.netnsCookie !== undefined ? p.netnsCookie : cookieOf(p.netnsPath).catch((err: Error) => err),
+      ),
+    )
+    const routed: (Error | null)[] = new Array<Error | null>(pods.length).fill(null)
+    const toRoute = pods.flatMap((_, i) => (cookies[i] instanceof Error ? [] : [i]))
+    for (let at = 0; at < toRoute.length; at += POD_BATCH) {
+      const batch = toRoute.slice(at, at + POD_BATCH)
+      const errors = await configurePodsRouting(
+        batch.map((i) => pods[i]!.netnsPath),
+        this.settings.deliveryMark,
+      )
+      for (const [k, i] of batch.entries()) routed[i] = errors[k]!
+    }
+    return pods.map((pod, i) => {
+      const cookie = cookies[i]!
+      if (cookie instanceof Error) return cookie
+      if (routed[i] !== null) return routed[i]!
+      try {
+        return this.capturePod(pod, cookie, values[i] as Buffer)
+      } catch (err) {
+        return err as Error
+      }
+    })
+  }
+
+  /** A routed pod's sk_lookup link (one loaded program for all) and its map entries. */
+  private capturePod(pod: PodEnrollment, cookie: bigint, podValue: Buffer): EnrolledPod {
     const pin = this.netnsLinkPin(cookie)
     if (!existsSync(pin)) {
       // One loaded sk_lookup program serves every pod's netns: loading (and
@@ -229,6 +277,10 @@ export class Datapath {
 
   enrolledPods(): EnrolledPod[] {
     const pods: EnrolledPod[] = []
+    // Read whole (a map walk each, one listing of the pins), not looked up per pod.
+    const inbound = new Set([...this.maps.inbound.keys()].map((k) => k.toString('hex')))
+    const links = join(this.dir, 'links')
+    const pinned = new Set(existsSync(links) ? readdirSync(links) : [])
     for (const [key, value] of this.maps.pods.entries()) {
       const cookie = key.readBigUInt64LE(0)
       const pod = abi.decodePod(value)
@@ -236,8 +288,8 @@ export class Datapath {
         netnsCookie: cookie,
         ip: pod.ip,
         outboundPort: pod.outboundPort,
-        inbound: this.maps.inbound.lookup(abi.encodeIp4Key(pod.ip)) !== null,
-        linkPinned: existsSync(this.netnsLinkPin(cookie)),
+        inbound: inbound.has(abi.encodeIp4Key(pod.ip).toString('hex')),
+        linkPinned: pinned.has(basename(this.netnsLinkPin(cookie))),
       })
     }
     return pods
@@ -284,6 +336,11 @@ export class Datapath {
     return this.maps.listeners.delete(abi.encodeIp4Key(podIp))
   }
 
+  /** The IPs of the pods with a registered inbound listener (one walk of the map). */
+  listenerIps(): Set<string> {
+    return new Set([...this.maps.listeners.keys()].map((k) => abi.readIp4(k, 0)))
+  }
+
   hasListener(podIp: string): boolean {
     return this.listenerCookie(podIp) !== null
   }
@@ -319,9 +376,7 @@ export class Datapath {
     const result: MapOccupancy[] = []
     for (const key of ['pods', 'inbound', 'origByCookie', 'origByTuple', 'listeners'] as const) {
       const map = this.maps[key]
-      let entries = 0
-      for (const _ of map.keys()) entries++
-      result.push({ name: abi.MAP_NAMES[key], entries, capacity: map.info.maxEntries })
+      result.push({ name: abi.MAP_NAMES[key], entries: map.count(), capacity: map.info.maxEntries })
     }
     return result
   }

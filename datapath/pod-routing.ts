@@ -22,6 +22,12 @@ export async function configurePodRouting(netnsPath: string, mark: number): Prom
   if (err) throw failure(netnsPath, 'configuring', err)
 }
 
+/** configurePodRouting for many pods in one trip through their namespaces: per path, null or the error. */
+export async function configurePodsRouting(netnsPaths: readonly string[], mark: number): Promise<(DatapathError | null)[]> {
+  const errors = await podRouting(netnsPaths, { mark, table: POD_ROUTE_TABLE, priority: POD_RULE_PRIORITY }, true)
+  return errors.map((err, i) => (err ? failure(netnsPaths[i]!, 'configuring', err) : null))
+}
+
 /** Removes what configurePodRouting added; absent pieces (or a gone netns) are success. */
 export async function removePodRouting(netnsPath: string, mark: number): Promise<void> {
   const [err] = await podRouting([netnsPath], { mark, table: POD_ROUTE_TABLE, priority: POD_RULE_PRIORITY }, false)

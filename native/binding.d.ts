@@ -145,6 +145,10 @@ export interface NativeBinding {
   mapDelete(fd: number, key: Buffer): boolean
   /** Next key after `key` (first key when null); null at the end. */
   mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null
+  /** Up to maxKeys keys, concatenated. */
+  mapKeys(fd: number, keySize: number, maxKeys: number): Buffer
+  /** Up to maxKeys keys and their values (valueSize bytes each, per-CPU maps included), concatenated; keys deleted meanwhile are left out. */
+  mapEntries(fd: number, keySize: number, maxKeys: number, valueSize: number): { keys: Buffer; values: Buffer }
   closeFd(fd: number): void
   /** Info of a link fd (e.g. pinnedOpen of a pinned link); EINVAL for a map or program fd. */
   linkInfo(fd: number): RawLinkInfo

@@ -387,6 +387,9 @@ export class HboneEngine {
   private readonly engine: RawHboneEngine
   private readonly routes = new Map<number, Routed>()
   private readonly tunnels = new Map<number, Tracked>()
+  /** Contexts by role and credentials, with how many holders each has; and the reverse. */
+  private readonly contexts = new Map<string, { readonly id: number; refs: number }>()
+  private readonly contextKeys = new Map<number, string>()
   private closedEngine = false
 
   constructor(
@@ -416,18 +419,38 @@ export class HboneEngine {
     return this.engine
   }
 
-  /** A TLS context (TLS 1.3, ALPN h2, the bundle as the only roots) for one identity; release it when replaced. */
+  /**
+   * A TLS context (TLS 1.3, ALPN h2, the bundle as the only roots) for one identity;
+   * release it when replaced. The same credentials share one context (building one
+   * parses the key, chain and bundle: milliseconds, paid once per identity rather
+   * than once per pod), counted: each createContext needs its releaseContext.
+   */
   createContext(role: 'client' | 'server', credentials: Credentials): number {
     const chain = credentials.chainPem ? `${credentials.certPem.trim()}\n${credentials.chainPem.trim()}\n` : credentials.certPem
+    const key = `${role}\0${credentials.keyPem}\0${chain}\0${credentials.trustBundlePem}`
+    const shared = this.contexts.get(key)
+    if (shared !== undefined) {
+      shared.refs += 1
+      return shared.id
+    }
+    let id: number
     try {
-      return this.raw().createContext(role, credentials.keyPem, chain, credentials.trustBundlePem)
+      id = this.raw().createContext(role, credentials.keyPem, chain, credentials.trustBundlePem)
     } catch (err) {
       throw NativeError.from(err)
     }
+    this.contexts.set(key, { id, refs: 1 })
+    this.contextKeys.set(id, key)
+    return id
   }
 
-  /** Drops the engine's reference; sessions that handshook with it keep theirs. */
+  /** Drops one reference; the last drops the engine's, and sessions that handshook with it keep theirs. */
   releaseContext(context: number): void {
+    const key = this.contextKeys.get(context)
+    const shared = key === undefined ? undefined : this.contexts.get(key)
+    if (shared !== undefined && --shared.refs > 0) return
+    this.contextKeys.delete(context)
+    if (key !== undefined) this.contexts.delete(key)
     if (!this.closedEngine) this.engine.releaseContext(context)
   }
 

@@ -205,23 +205,35 @@ export class BpfMap {
     }
   }
 
+  /** Every key, read in one native call (a syscall per key, not a trip through JS per key). */
   *keys(): Generator<Buffer> {
     this.live()
-    let key: Buffer | null = null
     // Bounded: a map never has more than maxEntries keys (plus churn while iterating).
-    for (let i = 0; i <= this.info.maxEntries * 2; i++) {
-      const next: Buffer | null = call(() => native().mapNextKey(this.fd, key, this.info.keySize), this.context())
-      if (next === null) return
-      yield next
-      key = next
-    }
+    const size = this.info.keySize
+    const keys: Buffer = call(() => native().mapKeys(this.fd, size, this.info.maxEntries * 2 + 1), this.context())
+    for (let at = 0; at < keys.length; at += size) yield keys.subarray(at, at + size)
   }
 
+  /** How many keys the map holds now. */
+  count(): number {
+    this.live()
+    return call(() => native().mapKeys(this.fd, this.info.keySize, this.info.maxEntries * 2 + 1), this.context()).length / this.info.keySize
+  }
+
+  /** Every key and its value, read in one native call (a key deleted meanwhile is left out). */
   *entries(): Generator<[Buffer, Buffer]> {
-    for (const key of this.keys()) {
-      const value = this.lookup(key)
-      if (value !== null) yield [key, value]
+    this.live()
+    if (this.info.type === MapType.SOCKMAP || this.info.type === MapType.SOCKHASH) {
+      for (const key of this.keys()) {
+        const value = this.lookup(key)
+        if (value !== null) yield [key, value]
+      }
+      return
     }
+    const { keySize } = this.info
+    const valueSize = this.valueBytes
+    const { keys, values } = call(() => native().mapEntries(this.fd, keySize, this.info.maxEntries * 2 + 1, valueSize), this.context())
+    for (let i = 0; i * keySize < keys.length; i++) yield [keys.subarray(i * keySize, (i + 1) * keySize), values.subarray(i * valueSize, (i + 1) * valueSize)]
   }
 
   get isClosed(): boolean {

@@ -69,6 +69,12 @@ t.test('hash map: update, lookup, flags, delete, iterate', async (t) => {
   )
   for (let i = 100; i < 114; i++) hash.update(u32(i), u64(BigInt(i)))
   t.equal([...hash.keys()].length, 15)
+  t.equal(hash.count(), 15, 'count() walks the same keys')
+  t.same(
+    [...hash.entries()].map(([k, v]) => [k.readUInt32LE(), v.readBigUInt64LE()]).sort((a, b) => Number(a[0]) - Number(b[0])),
+    [[2, 22n], ...Array.from({ length: 14 }, (_, i) => [100 + i, BigInt(100 + i)])],
+    'entries() reads every key with its value in one call',
+  )
   hash.update(u32(200), u64(1n))
   t.throws(() => hash.update(u32(201), u64(1n)), { code: 'E2BIG', message: /map probe_hash: .*max_entries/ }, 'a full map says so')
 })
@@ -88,6 +94,9 @@ t.test('per-CPU array: one 8-byte slot per possible CPU', async (t) => {
   t.same(percpu.lookup(u32(1)), value, 'each CPU keeps its own value')
   t.throws(() => percpu.update(u32(1), u64(1n)), { code: 'EINVAL', message: new RegExp(`map probe_percpu: value must be ${8 * cpus} bytes, got 8`) })
   t.equal(percpu.lookup(u32(2)), null, 'an index past max_entries of an array reads as absent')
+  const entries = [...percpu.entries()]
+  t.equal(entries.length, percpu.info.maxEntries, 'an array has every index as a key')
+  t.same(entries.find(([k]) => k.readUInt32LE() === 1)?.[1], value, 'entries() reads whole per-CPU values')
 })
 
 t.test('a const volatile global set before load is what the object holds', async (t) => {

@@ -62,6 +62,13 @@ function startTime(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
 }
 
+/** The inode of this process's network namespace (the node's), read once: the agent's main thread never changes namespace. */
+let ownNetnsInode: bigint | undefined
+function nodeNetnsInode(): bigint {
+  ownNetnsInode ??= statSync('/proc/self/ns/net', { bigint: true }).ino
+  return ownNetnsInode
+}
+
 export function podNetns(root: string, uid: string): PodNetns {
   const cgroup = findPodCgroup(root, uid)
   if (cgroup === null)
@@ -82,7 +89,7 @@ export function podNetns(root: string, uid: string): PodNetns {
   const netnsPath = `/proc/${oldest.pid}/ns/net`
   const netnsInode = statSync(netnsPath, { bigint: true }).ino
   // The agent runs with hostNetwork: its own namespace is the node's.
-  if (netnsInode === statSync('/proc/self/ns/net', { bigint: true }).ino) {
+  if (netnsInode === nodeNetnsInode()) {
     throw new PodNetnsError('AMBIENT_ERR_ENROLL_HOST_NETWORK', `pod ${uid} runs in the node's network namespace (hostNetwork): it is never enrolled`)
   }
   return { cgroup, pid: oldest.pid, netnsPath, netnsInode }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises'
+import { mkdtemp, rename, rm, unlink, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -90,7 +90,7 @@ t.test('reads every kind from the folder into one snapshot', async (t) => {
   t.match(snap.authorizationPolicies, [{ kind: 'AuthorizationPolicy', metadata: { name: 'allow-web' } }])
   t.match(snap.peerAuthentications, [{ spec: { mtls: { mode: 'STRICT' } } }])
   t.same(source.errors(), [])
-  t.match(source.stats(), { scans: 1, files: 3, objects: 9 })
+  t.match(source.stats(), { scans: 1, files: 3, parsedFiles: 3, objects: 9 })
 })
 
 t.test('file changes label, opt out, and delete pods (fs.watch)', async (t) => {
@@ -198,8 +198,55 @@ t.test('annotating a pod locally records it in the snapshot', async (t) => {
   await t.rejects(source.annotatePod('shop', 'nope', { a: 'b' }), { code: 'AMBIENT_ERR_SOURCE_NOT_FOUND' })
 })
 
+t.test('annotations made in the same tick reach listeners as one snapshot; a rescan keeps the annotated pods as they are', async (t) => {
+  const { source } = await setup(t)
+  await source.ready()
+  const seen: Snapshot[] = []
+  source.onChange((s) => seen.push(s))
+  await Promise.all(['web', 'api'].map((name) => source.annotatePod('shop', name, { [REDIRECTION_ANNOTATION]: 'enabled' })))
+  t.equal(seen.length, 1, 'one update for both')
+  t.same(
+    ['shop/web', 'shop/api'].map((k) => seen[0]!.pods.get(k)?.annotations[REDIRECTION_ANNOTATION]),
+    ['enabled', 'enabled'],
+  )
+  const annotated = source.snapshot().pods.get('shop/web')
+  await source.rescan()
+  t.equal(seen.length, 1, 'nothing changed: no update')
+  t.equal(source.snapshot().pods.get('shop/web'), annotated)
+})
+
 t.test('a missing folder fails start with a read error naming it', async (t) => {
   const source = new ManifestsSource({ dir: '/nonexistent/ambient-manifests', logger: silentLogger(), rescanIntervalMs: 0 })
   await t.rejects(source.start(), { code: 'AMBIENT_ERR_SOURCE_READ', message: /nonexistent/ })
   await source.stop()
+})
+
+t.test('a file rewritten in place at once, at the same size, is read again (its timestamps may not have moved)', async (t) => {
+  const { dir, source } = await setup(t)
+  await source.ready()
+  await writeFile(join(dir, 'pods.yml'), pod('web', '198.18.1.10'))
+  await source.rescan()
+  t.ok(source.snapshot().pods.has('shop/web'))
+  // Same length, written within the same clock tick as likely as not.
+  await writeFile(join(dir, 'pods.yml'), pod('wex', '198.18.1.10'))
+  await source.rescan()
+  t.same(names([...source.snapshot().pods.values()]), ['shop/wex'])
+})
+
+t.test('files unchanged since a scan are not parsed again; a replaced one is', async (t) => {
+  const { dir, source } = await setup(t)
+  await source.ready()
+  // Old enough that their stamps are trusted (file timestamps move by clock ticks).
+  const old = new Date(Date.now() - 60_000)
+  for (const file of ['namespaces.yaml', 'pods.yml', 'policies.yaml']) await utimes(join(dir, file), old, old)
+  await source.rescan()
+  t.match(source.stats(), { files: 3, parsedFiles: 3 }, 'stamps changed: read again')
+  await source.rescan()
+  t.match(source.stats(), { files: 3, parsedFiles: 0, objects: 9 }, 'nothing changed: nothing parsed')
+  await writeFile(join(dir, 'pods.yml.tmp'), pod('web', '198.18.1.12'))
+  await rename(join(dir, 'pods.yml.tmp'), join(dir, 'pods.yml'))
+  await source.rescan()
+  t.match(source.stats(), { files: 3, parsedFiles: 1, objects: 8 })
+  t.equal(source.snapshot().pods.get('shop/web')?.podIP, '198.18.1.12')
+  t.notOk(source.snapshot().pods.has('shop/api'))
 })

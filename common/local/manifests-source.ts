@@ -5,9 +5,10 @@
 // file or object is reported (file, object, field) and skipped; an object that
 // was good before keeps its last good version.
 import { watch, type FSWatcher } from 'node:fs'
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
+import { eachLimited } from '../concurrency.js'
 import type { Logger } from '../log.js'
 import { convertObject, identify } from '../kube/convert.js'
 import { errorMessage, InvalidObjectError, SourceError } from '../kube/errors.js'
@@ -27,9 +28,27 @@ export interface ManifestsSourceOptions {
 export interface ManifestsSourceStats {
   readonly scans: number
   readonly files: number
+  /** Files the last scan read and parsed; the others were unchanged since the scan before. */
+  readonly parsedFiles: number
   readonly objects: number
   readonly rejectedObjects: number
 }
+
+/** One object of a file: converted, or why not (with its key when it could be named: its last good version stays). */
+type ParsedEntry =
+  | { readonly kind: 'resource'; readonly key: string; readonly resource: Resource }
+  | { readonly kind: 'error'; readonly error: InvalidObjectError; readonly rejectedKey: string | null }
+
+/** A file's objects as last read; `stamp` (inode, size, mtime, ctime) says when they may be reused, null: never. */
+interface ParsedFile {
+  readonly stamp: string | null
+  readonly entries: readonly ParsedEntry[]
+}
+
+/** A file changed this recently before it was read is read again on the next scan (file timestamps are coarse). */
+const STAMP_MARGIN_MS = 1000
+/** Files stat'ed or read at once in a scan. */
+const FILES_IN_FLIGHT = 32
 
 interface Scanned {
   readonly resources: Map<string, Resource>
@@ -56,6 +75,14 @@ export class ManifestsSource {
   #stopped = false
   #scans = 0
   #files = 0
+  /** Pods annotated since the last update, and that update (applied once the current tick's calls are in). */
+  readonly #annotated = new Set<string>()
+  #annotating: Promise<void> | null = null
+  /** The annotated version of each pod object, while its annotations stay the same object. */
+  readonly #withExtra = new WeakMap<Pod, { readonly extra: Record<string, string>; readonly resource: Resource }>()
+  /** Each file's objects as last read, by file name. */
+  #parsed = new Map<string, ParsedFile>()
+  #parsedFiles = 0
 
   constructor(options: ManifestsSourceOptions) {
     this.#o = options
@@ -114,7 +141,7 @@ export class ManifestsSource {
   }
 
   stats(): ManifestsSourceStats {
-    return { scans: this.#scans, files: this.#files, objects: this.#desired.size, rejectedObjects: this.#rejected.size }
+    return { scans: this.#scans, files: this.#files, parsedFiles: this.#parsedFiles, objects: this.#desired.size, rejectedObjects: this.#rejected.size }
   }
 
   /** The annotations recorded by annotatePod, per `namespace/name`. */
@@ -133,10 +160,21 @@ export class ManifestsSource {
       else current[k] = v
     }
     this.#annotations.set(`${namespace}/${name}`, current)
-    // Only this pod changes: a targeted update, not a full republish (the agent
-    // annotates every pod it enrolls, and a full diff per pod is quadratic).
-    const resource = this.#desired.get(refToString({ kind: 'Pod', namespace, name }))
-    if (resource !== undefined) this.#apply([{ type: 'upsert', resource: this.#withAnnotations(resource) }])
+    // Only the annotated pods change: a targeted update, not a full republish (the
+    // agent annotates every pod it enrolls, and a full diff per pod is quadratic);
+    // the calls of one tick (the agent makes several at once) share one update.
+    this.#annotated.add(refToString({ kind: 'Pod', namespace, name }))
+    this.#annotating ??= Promise.resolve().then(() => {
+      const changes: Change[] = []
+      for (const key of this.#annotated) {
+        const resource = this.#desired.get(key)
+        if (resource !== undefined) changes.push({ type: 'upsert', resource: this.#withAnnotations(resource) })
+      }
+      this.#annotated.clear()
+      this.#annotating = null
+      this.#apply(changes)
+    })
+    return this.#annotating
   }
 
   /** Reads the folder now (also what the timer and fs.watch do). */
@@ -180,55 +218,88 @@ export class ManifestsSource {
   async #read(): Promise<Scanned> {
     const names = (await readdir(this.#o.dir)).filter((n) => /\.ya?ml$/i.test(n) && !n.startsWith('.')).sort()
     const out: Scanned = { resources: new Map(), rejectedKeys: new Set(), errors: [], files: names.length }
-    for (const file of names) {
-      let text: string
-      try {
-        text = await readFile(join(this.#o.dir, file), 'utf8')
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // removed while reading
-        out.errors.push(fileError(file, '(read)', errorMessage(err), 'AMBIENT_ERR_SOURCE_READ'))
-        continue
+    const parsed = new Map<string, ParsedFile>()
+    let parsedFiles = 0
+    // Many files' stat (and read, when changed) in flight at once: a thread-pool trip each, not one after another
+    // (bounded: each read holds a descriptor).
+    const files: (ParsedFile | null)[] = new Array<ParsedFile | null>(names.length).fill(null)
+    const order = new Map(names.map((file, i) => [file, i]))
+    await eachLimited(names, FILES_IN_FLIGHT, async (file) => {
+      files[order.get(file)!] = await this.#parseFile(file)
+    })
+    for (const [i, file] of names.entries()) {
+      const entries = files[i]!
+      if (entries === null) continue // removed while reading
+      parsed.set(file, entries)
+      if (entries !== this.#parsed.get(file)) parsedFiles++
+      for (const entry of entries.entries) {
+        if (entry.kind === 'error') {
+          out.errors.push(entry.error)
+          if (entry.rejectedKey !== null) out.rejectedKeys.add(entry.rejectedKey)
+          continue
+        }
+        if (out.resources.has(entry.key)) this.#log.warn({ object: entry.key, file }, 'object defined twice; the later file wins')
+        out.resources.set(entry.key, entry.resource)
       }
-      parseAllDocuments(text).forEach((doc, document) => {
-        if (doc.errors.length > 0) {
-          out.errors.push(
-            fileError(file, `(yaml document ${document + 1})`, doc.errors[0]?.message.split('\n')[0] ?? 'is not valid yaml', 'AMBIENT_ERR_SOURCE_BAD_YAML'),
-          )
-          return
-        }
-        // toJS throws on what parsing lets through (an alias to no anchor, an alias
-        // bomb): that document alone is bad, not the folder.
-        let value: unknown
-        try {
-          value = doc.toJS()
-        } catch (err) {
-          out.errors.push(fileError(file, `(yaml document ${document + 1})`, errorMessage(err), 'AMBIENT_ERR_SOURCE_BAD_YAML'))
-          return
-        }
-        if (value === null || value === undefined) return // empty document
-        const list = value as { kind?: unknown; items?: unknown }
-        const objects = list.kind === 'List' && Array.isArray(list.items) ? list.items : [value]
-        for (const object of objects) this.#accept(out, object, { file, document })
-      })
     }
+    this.#parsed = parsed
+    this.#parsedFiles = parsedFiles
     return out
   }
 
-  #accept(out: Scanned, object: unknown, origin: { file: string; document: number }): void {
-    const options = { origin, defaultNamespace: 'default' }
-    const result = convertObject(object, options)
-    if (result.ok) {
-      const key = refToString(refOf(result.resource))
-      if (out.resources.has(key)) this.#log.warn({ object: key, file: origin.file }, 'object defined twice; the later file wins')
-      out.resources.set(key, result.resource)
-      return
-    }
-    out.errors.push(result.error)
+  /**
+   * A file's objects, converted: from the last read while the file is unchanged
+   * (same inode, size, mtime and ctime; the testbed and most tools replace a file
+   * by renaming, which changes the inode), else read and parsed again. A file
+   * written within STAMP_MARGIN_MS before it was read is read again next time: a
+   * second write within the clock's granularity may leave its stamp as it was.
+   */
+  async #parseFile(file: string): Promise<ParsedFile | null> {
+    const path = join(this.#o.dir, file)
+    let stamp: string | null = null
     try {
-      out.rejectedKeys.add(refToString(identify(object, options).ref))
-    } catch {
-      // cannot even be named: nothing to keep
+      const st = await stat(path, { bigint: true })
+      const cached = this.#parsed.get(file)
+      const current = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`
+      if (cached !== undefined && cached.stamp === current) return cached
+      // (A write moves mtime; ctime and the inode tell a rename or a chmod.)
+      if (Number(st.mtimeNs / 1_000_000n) < Date.now() - STAMP_MARGIN_MS) stamp = current
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
     }
+    let text: string
+    try {
+      text = await readFile(path, 'utf8')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+      return { stamp: null, entries: [{ kind: 'error', error: fileError(file, '(read)', errorMessage(err), 'AMBIENT_ERR_SOURCE_READ'), rejectedKey: null }] }
+    }
+    const entries: ParsedEntry[] = []
+    parseAllDocuments(text).forEach((doc, document) => {
+      if (doc.errors.length > 0) {
+        const problem = doc.errors[0]?.message.split('\n')[0] ?? 'is not valid yaml'
+        entries.push({ kind: 'error', error: fileError(file, `(yaml document ${document + 1})`, problem, 'AMBIENT_ERR_SOURCE_BAD_YAML'), rejectedKey: null })
+        return
+      }
+      // toJS throws on what parsing lets through (an alias to no anchor, an alias
+      // bomb): that document alone is bad, not the folder.
+      let value: unknown
+      try {
+        value = doc.toJS()
+      } catch (err) {
+        entries.push({
+          kind: 'error',
+          error: fileError(file, `(yaml document ${document + 1})`, errorMessage(err), 'AMBIENT_ERR_SOURCE_BAD_YAML'),
+          rejectedKey: null,
+        })
+        return
+      }
+      if (value === null || value === undefined) return // empty document
+      const list = value as { kind?: unknown; items?: unknown }
+      const objects = list.kind === 'List' && Array.isArray(list.items) ? list.items : [value]
+      for (const object of objects) entries.push(convert(object, { file, document }))
+    })
+    return { stamp, entries }
   }
 
   #publish(): void {
@@ -238,7 +309,7 @@ export class ManifestsSource {
     const current = new Map(resourcesOf(this.#snapshot).map((r) => [refToString(refOf(r)), r]))
     for (const resource of target.values()) {
       const existing = lookup(this.#snapshot, refOf(resource))
-      if (existing === undefined || JSON.stringify(existing) !== JSON.stringify(resource)) changes.push({ type: 'upsert', resource })
+      if (existing === undefined || !sameResource(existing, resource)) changes.push({ type: 'upsert', resource })
     }
     for (const [key, resource] of current) if (!target.has(key)) changes.push({ type: 'delete', ref: refOf(resource) })
     this.#apply(changes)
@@ -262,11 +333,36 @@ export class ManifestsSource {
     if (resource.kind !== 'Pod') return resource
     const extra = this.#annotations.get(`${resource.value.namespace}/${resource.value.name}`)
     if (extra === undefined) return resource
+    // The same object while neither changes: #publish then sees an unchanged pod without comparing its JSON.
+    const known = this.#withExtra.get(resource.value)
+    if (known?.extra === extra) return known.resource
     const value: Pod = Object.freeze({ ...resource.value, annotations: Object.freeze({ ...resource.value.annotations, ...extra }) })
-    return { kind: 'Pod', value }
+    const annotated: Resource = { kind: 'Pod', value }
+    this.#withExtra.set(resource.value, { extra, resource: annotated })
+    return annotated
   }
 }
 
 function fileError(file: string, field: string, problem: string, code: 'AMBIENT_ERR_SOURCE_BAD_YAML' | 'AMBIENT_ERR_SOURCE_READ'): InvalidObjectError {
   return new InvalidObjectError({ kind: 'file', namespace: '', name: file, field, problem, file }, code)
+}
+
+function convert(object: unknown, origin: { file: string; document: number }): ParsedEntry {
+  const options = { origin, defaultNamespace: 'default' }
+  const result = convertObject(object, options)
+  if (result.ok) return { kind: 'resource', key: refToString(refOf(result.resource)), resource: result.resource }
+  let rejectedKey: string | null = null
+  try {
+    rejectedKey = refToString(identify(object, options).ref)
+  } catch {
+    // cannot even be named: nothing to keep
+  }
+  return { kind: 'error', error: result.error, rejectedKey }
+}
+
+/** Whether two versions of an object are equal: the same object (a file not read again), else the same JSON. */
+function sameResource(a: Resource, b: Resource): boolean {
+  if ('value' in a && 'value' in b && a.value === b.value) return true
+  if ('object' in a && 'object' in b && a.object === b.object) return true
+  return JSON.stringify(a) === JSON.stringify(b)
 }

@@ -100,6 +100,46 @@ Napi::Value MapNextKey(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Up to maxKeys keys (and, with valueSize > 0, their values) in one call: the walk
+// costs a syscall per key either way, but not a trip through JS per key.
+Napi::Value MapWalk(const Napi::CallbackInfo& info, bool values) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  int32_t key_size = ArgInt(info, 1, "keySize");
+  int32_t max_keys = ArgInt(info, 2, "maxKeys");
+  int32_t value_size = values ? ArgInt(info, 3, "valueSize") : 0;
+  if (key_size <= 0) ThrowInvalid(env, "keySize must be positive, got " + std::to_string(key_size));
+  if (max_keys < 0) ThrowInvalid(env, "maxKeys must not be negative, got " + std::to_string(max_keys));
+  if (values && value_size <= 0) ThrowInvalid(env, "valueSize must be positive, got " + std::to_string(value_size));
+  std::string keys;
+  std::string vals;
+  std::string prev;
+  std::string key(static_cast<size_t>(key_size), '\0');
+  std::string value(static_cast<size_t>(value_size), '\0');
+  for (int32_t i = 0; i < max_keys; i++) {
+    if (bpf_map_get_next_key(fd, prev.empty() ? nullptr : prev.data(), key.data())) {
+      if (errno == ENOENT) break;
+      ThrowCall(env, errno, "bpf_map_get_next_key", MapTarget(fd));
+    }
+    prev = key;
+    if (values && bpf_map_lookup_elem(fd, key.data(), value.data())) {
+      if (errno == ENOENT) continue;  // deleted meanwhile: left out
+      ThrowCall(env, errno, "bpf_map_lookup_elem", MapTarget(fd));
+    }
+    keys.append(key);
+    if (values) vals.append(value);
+  }
+  auto k = Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(keys.data()), keys.size());
+  if (!values) return k;
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("keys", k);
+  out.Set("values", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(vals.data()), vals.size()));
+  return out;
+}
+
+Napi::Value MapKeys(const Napi::CallbackInfo& info) { return MapWalk(info, false); }
+Napi::Value MapEntries(const Napi::CallbackInfo& info) { return MapWalk(info, true); }
+
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   close(ArgInt(info, 0, "fd"));
   return info.Env().Undefined();
@@ -135,6 +175,8 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapLookup", Napi::Function::New(env, MapLookup));
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete));
   exports.Set("mapNextKey", Napi::Function::New(env, MapNextKey));
+  exports.Set("mapKeys", Napi::Function::New(env, MapKeys));
+  exports.Set("mapEntries", Napi::Function::New(env, MapEntries));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
 }

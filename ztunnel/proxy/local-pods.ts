@@ -37,6 +37,12 @@ interface PodRuntime {
   readonly listening: PodSocketsResult
 }
 
+/** A pod to start and its listening sockets (or why it has none). */
+interface PodStart {
+  readonly w: Workload
+  readonly sockets: PodSocketsResult | Error
+}
+
 export interface LocalPodStatus {
   readonly uid: string
   readonly name: string
@@ -177,8 +183,17 @@ export class LocalPods {
     // A workload's attached policies (or labels) may have changed: open connections are checked again.
     if (updated) this.options.inbound.reevaluate()
     const added = [...wanted.values()].filter((w) => !this.pods.has(w.uid))
+    const started = Date.now()
     let failed = 0
-    for (let i = 0; i < added.length; i += POD_START_BATCH) failed += await this.addPods(added.slice(i, i + POD_START_BATCH))
+    // The next batch's sockets are made (a thread trip through their namespaces) while this batch's pods start serving.
+    const batches = Array.from({ length: Math.ceil(added.length / POD_START_BATCH) }, (_, i) => added.slice(i * POD_START_BATCH, (i + 1) * POD_START_BATCH))
+    let next = batches.length > 0 ? this.podSocketsFor(batches[0]!) : null
+    for (let i = 0; i < batches.length; i++) {
+      const starts = await next!
+      next = i + 1 < batches.length ? this.podSocketsFor(batches[i + 1]!) : null
+      failed += await this.addPods(starts)
+    }
+    if (added.length > 0) this.options.log.info({ added: added.length, failed, ms: Date.now() - started }, 'local pods started')
     if (failed > 0 && this.retry === null) {
       this.retry = setTimeout(() => {
         this.retry = null
@@ -188,11 +203,11 @@ export class LocalPods {
     }
   }
 
-  /** Starts a batch of pods: their listening sockets in one trip, then each pod's servers; returns how many failed. */
-  private async addPods(all: readonly Workload[]): Promise<number> {
+  /** A batch of pods' listening sockets: a predecessor's where they fit, the others made in one trip (per pod: its sockets or why not). */
+  private async podSocketsFor(all: readonly Workload[]): Promise<PodStart[]> {
     const { hbonePort } = this.options.datapath.settings
     // A predecessor's sockets serve the same pod in the same sandbox; others are made here.
-    const handed: { w: Workload; sockets: PodSocketsResult }[] = []
+    const handed: PodStart[] = []
     const batch: Workload[] = []
     for (const w of all) {
       const h = this.handed.get(w.uid)
@@ -218,8 +233,12 @@ export class LocalPods {
         made = batch.map(() => err as Error)
       }
     }
+    return [...handed, ...batch.map((w, i) => ({ w, sockets: made[i]! }))]
+  }
+
+  /** Serves a batch of pods on their sockets; returns how many failed. */
+  private async addPods(starts: readonly PodStart[]): Promise<number> {
     let failed = 0
-    const starts = [...handed, ...batch.map((w, i) => ({ w, sockets: made[i]! }))]
     await Promise.all(
       starts.map(async ({ w, sockets }) => {
         try {

@@ -51,7 +51,7 @@ export class NativeHboneServer<T> {
       },
       onRequest: (tunnel, request, session) => void this.onRequest(tunnel, request, session),
     })
-    this.log.info('hbone server listening')
+    this.log.debug('hbone server listening') // one per pod: 'workload captured' says it at info
   }
 
   /** Rotation: new handshakes use these credentials; open sessions keep theirs. */
@@ -82,7 +82,7 @@ export class NativeHboneServer<T> {
     await this.listener?.close()
     this.listener = null
     this.options.engine.releaseContext(this.context)
-    this.log.info('hbone server stopped')
+    this.log.debug('hbone server stopped') // one per pod: 'workload released' says it at info
   }
 
   private notify(call: () => void): void {
