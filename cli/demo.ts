@@ -302,11 +302,19 @@ export function registerDemoCommand(program: Command): void {
         while (!stopping && Date.now() < deadline) {
           if (!checked && Date.now() + 4000 < deadline) {
             checked = true
-            const pcap = await captureBetweenNodes(
-              cluster.tb.node(server.node).netnsPath,
-              join(cluster.workDir, 'demo.pcap'),
-              () => new Promise((r) => setTimeout(r, 2000)),
-            )
+            // The clients may still be starting on a busy machine: capture again (2 s each, up to 5 times) until tunnel traffic shows.
+            let pcap: Buffer = Buffer.alloc(0)
+            for (
+              let attempt = 0;
+              attempt < 5 && !stopping && pcap.indexOf(TLS_APPLICATION_DATA) < 0 && (attempt === 0 || Date.now() + 2500 < deadline);
+              attempt++
+            ) {
+              pcap = await captureBetweenNodes(
+                cluster.tb.node(server.node).netnsPath,
+                join(cluster.workDir, 'demo.pcap'),
+                () => new Promise((r) => setTimeout(r, 2000)),
+              )
+            }
             console.log(
               `\nbetween the nodes (2 s capture on ${server.node}'s uplink): ${pcap.length} bytes, TLS 1.3 records: ${pcap.indexOf(TLS_APPLICATION_DATA) >= 0 ? 'yes' : 'no'}, ` +
                 `plaintext payload: ${pcap.indexOf('ping-') >= 0 ? 'yes (legacy / opted-out pods, outside the mesh)' : 'none'}`,

@@ -286,7 +286,10 @@ t.test('the CA Deployment starts in-cluster, publishes the roots and is ready', 
 t.test('the node DaemonSet: agent and ztunnel start, enroll, get certificates with the token, carry mTLS', async (t) => {
   const bpffs = join(testbed.pinRoot, 'n1')
   mkdirSync(bpffs, { recursive: true })
-  const volumes = materialize(nodePod, 'node', { '/sys/fs/bpf': bpffs, '/sys/fs/cgroup': node.cgroup })
+  // The handoff socket's folder on the host (daemonset/install/30-node.yaml): one per test run.
+  const handoff = join(work, 'ztunnel-handoff')
+  mkdirSync(handoff, { recursive: true })
+  const volumes = materialize(nodePod, 'node', { '/sys/fs/bpf': bpffs, '/sys/fs/cgroup': node.cgroup, '/var/run/ambient-ztunnel': handoff })
   const hosts = join(work, 'hosts')
   writeFileSync(hosts, `127.0.0.1 localhost\n${caPod.ip} ambient-ca.ambient-system.svc ambient-ca.ambient-system.svc.cluster.local\n`)
   start('agent', nodePod, 'agent', volumes)

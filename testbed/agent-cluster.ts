@@ -78,11 +78,17 @@ export class AgentCluster {
   private readonly agentFlags: readonly string[]
   /** How long a process may take to log that it is ready (large clusters start slowly on a busy machine). */
   private readonly readyTimeoutMs: number
+  private readonly ztunnelArgs: readonly string[]
 
   private constructor(
     readonly tb: Testbed,
     readonly nodes: readonly string[],
-    options: { readonly logLevel?: string; readonly agentFlags?: readonly string[]; readonly readyTimeoutMs?: number },
+    options: {
+      readonly logLevel?: string
+      readonly agentFlags?: readonly string[]
+      readonly readyTimeoutMs?: number
+      readonly ztunnelArgs?: readonly string[]
+    },
   ) {
     this.workDir = mkdtempSync(join(tmpdir(), 'ambient-agents-'))
     this.manifestsDir = join(this.workDir, 'manifests')
@@ -90,6 +96,7 @@ export class AgentCluster {
     this.logLevel = options.logLevel ?? 'info'
     this.agentFlags = options.agentFlags ?? []
     this.readyTimeoutMs = options.readyTimeoutMs ?? 20_000
+    this.ztunnelArgs = options.ztunnelArgs ?? []
   }
 
   /**
@@ -111,6 +118,8 @@ export class AgentCluster {
     readonly agentFlags?: readonly string[]
     /** How long each process may take to report ready (default 20 s). */
     readonly readyTimeoutMs?: number
+    /** More flags for every ztunnel (e.g. a short --cert-ttl). */
+    readonly ztunnelArgs?: readonly string[]
   }): Promise<AgentCluster> {
     const tb = await Testbed.create({
       name: options.name,
@@ -382,6 +391,7 @@ export class AgentCluster {
       '127.0.0.1:0',
       '--admin-addr',
       '127.0.0.1:0',
+      ...this.ztunnelArgs,
       ...extra,
     ])
     const handle = await waitReady(child, '"ztunnel ready"', `ztunnel on ${node}`, this.readyTimeoutMs)

@@ -86,6 +86,8 @@ export class Ztunnel {
       await workloadIdentities.start()
       this.stops.push(() => workloadIdentities.stop())
       const { identities } = workloadIdentities
+      // Declared with the other metrics but never set before: each held certificate's expiry, as issued or renewed.
+      identities.on('certificate', (c) => metrics.certificateExpiry.set({ identity: c.identity }, Math.floor(c.notAfter.getTime() / 1000)))
       const datapath = Datapath.open({
         pinRoot: config.pinRoot,
         objectsDir: BPF_OBJECTS_DIR,

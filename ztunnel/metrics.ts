@@ -13,6 +13,7 @@ export class ZtunnelMetrics {
   readonly received: Counter<TcpLabel>
   readonly activeConnections: Gauge<'direction'>
   readonly hboneSessions: Gauge
+  readonly hboneRefused: Counter<'reason'>
   readonly certificateExpiry: Gauge<'identity'>
   readonly policyProblems: Gauge<'policy' | 'kind' | 'field' | 'code'>
 
@@ -40,6 +41,12 @@ export class ZtunnelMetrics {
       registers,
     })
     this.hboneSessions = new Gauge({ name: 'ambient_ztunnel_hbone_pool_sessions', help: 'Pooled outbound HBONE HTTP/2 sessions', registers })
+    this.hboneRefused = new Counter({
+      name: 'ambient_ztunnel_hbone_refused_total',
+      help: 'Inbound HBONE input refused: connections (reason tls, alpn, identity, trust_domain) and CONNECT streams (bad_request, not_local, unknown_destination, denied, upstream_failure, internal)',
+      labelNames: ['reason'],
+      registers,
+    })
     this.certificateExpiry = new Gauge({
       name: 'ambient_ztunnel_certificate_expiry_seconds',
       help: 'Unix time at which a workload certificate expires',

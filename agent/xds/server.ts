@@ -15,6 +15,7 @@ import type { MeshService, Workload } from '../../common/model/workload.js'
 import type { Logger } from '../../common/log.js'
 import {
   DELTA_ADS_SERVICE,
+  decodeRequest,
   type DeltaAdsImplementation,
   type DeltaDiscoveryRequest,
   type DeltaDiscoveryResponse,
@@ -66,6 +67,8 @@ export interface XdsServerStats {
   readonly pushes: number
   readonly nacks: number
   readonly encodeErrors: number
+  /** Requests that did not decode (AMBIENT_ERR_XDS_MESSAGE): each ended its stream. */
+  readonly badRequests: number
 }
 
 interface Served {
@@ -110,7 +113,7 @@ export class XdsServer {
   private snapshot: Snapshot | null = null
   private generation = 0
   private nonce = 0
-  private counters = { connectionsTotal: 0, pushes: 0, nacks: 0, encodeErrors: 0 }
+  private counters = { connectionsTotal: 0, pushes: 0, nacks: 0, encodeErrors: 0, badRequests: 0 }
 
   constructor(options: { readonly socketPath: string; readonly log: Logger }) {
     this.socketPath = options.socketPath
@@ -122,7 +125,19 @@ export class XdsServer {
     await removeStaleSocket(this.socketPath)
     const server = new grpc.Server()
     const implementation: DeltaAdsImplementation = { DeltaAggregatedResources: (call) => this.onStream(call) }
-    server.addService(DELTA_ADS_SERVICE, implementation)
+    // grpc-js ends a stream whose request does not decode (INTERNAL) without telling
+    // the handler: the decoder is wrapped so that the agent names and counts it.
+    const method = DELTA_ADS_SERVICE.DeltaAggregatedResources
+    const requestDeserialize = (bytes: Buffer): DeltaDiscoveryRequest => {
+      try {
+        return decodeRequest(bytes)
+      } catch (err) {
+        this.counters.badRequests++
+        this.log.warn({ code: (err as { code?: string }).code, err: (err as Error).message }, 'xds request rejected; its stream ends')
+        throw err
+      }
+    }
+    server.addService({ DeltaAggregatedResources: { ...method, requestDeserialize } }, implementation)
     try {
       await new Promise<void>((resolve, reject) =>
         server.bindAsync(`unix:${this.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),

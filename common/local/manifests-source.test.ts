@@ -165,6 +165,26 @@ t.test('malformed files and objects are reported by file, name and field; the re
   await until(() => source.errors().length === 1, 'errors of removed files forgotten')
 })
 
+t.test('a YAML document that parses but cannot be built (alias to nothing, alias bomb) is named; other files keep working', async (t) => {
+  // Found by test/fuzz/manifests.test.ts: yaml's toJS() threw, and the whole folder read failed.
+  const { dir, source, until } = await setup(t)
+  await source.ready()
+  await writeFile(join(dir, 'alias.yaml'), `${pod('fine', '198.18.1.40')}---\nkind: Pod\nmetadata: *nowhere\n`)
+  const bomb = ['a: &a [x,x,x,x,x,x,x,x,x]', 'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]', 'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]', 'd: [*c,*c,*c,*c,*c,*c,*c,*c,*c]']
+  await writeFile(join(dir, 'bomb.yaml'), bomb.join('\n') + '\n')
+  await writeFile(join(dir, 'more.yaml'), pod('later', '198.18.1.41'))
+  await until((s) => s.pods.has('shop/later') && s.pods.has('shop/fine'), 'the good objects of every file')
+  const errors = source
+    .errors()
+    .map((e) => [e.code, e.file, e.field])
+    .sort()
+  t.same(errors, [
+    ['AMBIENT_ERR_SOURCE_BAD_YAML', 'alias.yaml', '(yaml document 2)'],
+    ['AMBIENT_ERR_SOURCE_BAD_YAML', 'bomb.yaml', '(yaml document 1)'],
+  ])
+  t.match(source.errors().find((e) => e.file === 'alias.yaml')?.message, /nowhere/)
+})
+
 t.test('annotating a pod locally records it in the snapshot', async (t) => {
   const { source, until } = await setup(t)
   await source.ready()

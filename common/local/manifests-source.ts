@@ -281,7 +281,19 @@ export class ManifestsSource {
         entries.push({ kind: 'error', error: fileError(file, `(yaml document ${document + 1})`, problem, 'AMBIENT_ERR_SOURCE_BAD_YAML'), rejectedKey: null })
         return
       }
-      const value: unknown = doc.toJS()
+      // toJS throws on what parsing lets through (an alias to no anchor, an alias
+      // bomb): that document alone is bad, not the folder.
+      let value: unknown
+      try {
+        value = doc.toJS()
+      } catch (err) {
+        entries.push({
+          kind: 'error',
+          error: fileError(file, `(yaml document ${document + 1})`, errorMessage(err), 'AMBIENT_ERR_SOURCE_BAD_YAML'),
+          rejectedKey: null,
+        })
+        return
+      }
       if (value === null || value === undefined) return // empty document
       const list = value as { kind?: unknown; items?: unknown }
       const objects = list.kind === 'List' && Array.isArray(list.items) ? list.items : [value]

@@ -3,6 +3,7 @@
 // server and ztunnel's client use. Serialization goes through protobufjs with the
 // schema in proto/.
 import type * as grpc from '@grpc/grpc-js'
+import { AmbientError } from '../errors.js'
 import { decodeMessage, encodeMessage, messageType } from './proto.js'
 
 export const DELTA_ADS_PATH = '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources'
@@ -52,6 +53,25 @@ export interface DeltaDiscoveryResponse {
 /** google.rpc.Code INVALID_ARGUMENT, what a client NACKs a resource it cannot use with. */
 export const RPC_INVALID_ARGUMENT = 3
 
+/**
+ * A stream message that is not a valid DeltaDiscoveryRequest/Response (truncated,
+ * mistyped fields, garbage): the peer is broken, so its stream ends (grpc-js ends
+ * it with INTERNAL) and it reconnects; other streams are not affected.
+ */
+export class XdsMessageError extends AmbientError<'AMBIENT_ERR_XDS_MESSAGE'> {
+  constructor(message: string, bytes: Uint8Array, cause: unknown) {
+    super('AMBIENT_ERR_XDS_MESSAGE', `${message} of ${bytes.length} bytes is not valid: ${(cause as Error).message}; the peer's stream is ended`, { cause })
+  }
+}
+
+function decodeOrThrow<T>(type: ReturnType<typeof messageType>, bytes: Uint8Array): T {
+  try {
+    return decodeMessage<T>(type, bytes)
+  } catch (err) {
+    throw new XdsMessageError(type.fullName.slice(1), bytes, err)
+  }
+}
+
 const requestType = () => messageType('envoy.service.discovery.v3.DeltaDiscoveryRequest')
 const responseType = () => messageType('envoy.service.discovery.v3.DeltaDiscoveryResponse')
 
@@ -60,7 +80,7 @@ export function encodeRequest(r: Partial<DeltaDiscoveryRequest> & { readonly typ
 }
 
 export function decodeRequest(bytes: Buffer): DeltaDiscoveryRequest {
-  return decodeMessage<DeltaDiscoveryRequest>(requestType(), bytes)
+  return decodeOrThrow<DeltaDiscoveryRequest>(requestType(), bytes)
 }
 
 // protobufjs keeps its bundled google.protobuf.Any as written (`type_url`), while
@@ -77,7 +97,7 @@ export function encodeResponse(r: DeltaDiscoveryResponse): Buffer {
 }
 
 export function decodeResponse(bytes: Buffer): DeltaDiscoveryResponse {
-  const r = decodeMessage<WireResponse>(responseType(), bytes)
+  const r = decodeOrThrow<WireResponse>(responseType(), bytes)
   return { ...r, resources: r.resources.map((x) => ({ ...x, resource: x.resource && { typeUrl: x.resource.type_url, value: x.resource.value } })) }
 }
 

@@ -16,6 +16,7 @@ import {
   encodeServiceAddress,
   encodeWorkloadAddress,
 } from './codec.js'
+import { decodeRequest, decodeResponse } from './ads.js'
 import { bytesToIp, ipToBytes } from './ip.js'
 import { encodeMessage, messageType } from './proto.js'
 
@@ -312,4 +313,15 @@ t.test('type URLs', async (t) => {
     [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, LOCAL_WORKLOAD_TYPE_URL],
     ['type.googleapis.com/istio.workload.Address', 'type.googleapis.com/istio.security.Authorization', 'type.googleapis.com/ambient.zds.v1.LocalWorkload'],
   )
+})
+
+t.test('a stream message that does not decode throws the named AMBIENT_ERR_XDS_MESSAGE', async (t) => {
+  // Found by test/fuzz/xds.test.ts: protobufjs's own errors (RangeError, Error) reached grpc-js unnamed.
+  for (const bytes of [Buffer.from([0xff]), Buffer.from([0x0f]), Buffer.from([0x07])]) {
+    t.throws(() => decodeRequest(bytes), {
+      code: 'AMBIENT_ERR_XDS_MESSAGE',
+      message: /^envoy\.service\.discovery\.v3\.DeltaDiscoveryRequest of \d+ bytes is not valid: /,
+    })
+    t.throws(() => decodeResponse(bytes), { code: 'AMBIENT_ERR_XDS_MESSAGE', message: /^envoy\.service\.discovery\.v3\.DeltaDiscoveryResponse of \d+ bytes/ })
+  }
 })

@@ -51,6 +51,9 @@ t.test('a long-lived connection survives renewals and the expiry of its first ce
   t.equal(fresh.ok, 5, `new connections work with renewed certificates (${JSON.stringify(fresh.errors)})`)
   const result = await held.stop()
   t.ok(result.sent > 20 && result.sent === result.echoed, `the old connection kept flowing (${result.echoed} lines echoed)`)
+  const metrics = await (await fetch(`http://127.0.0.1:${cluster.ztunnels.get('n2')!.metrics.port}/metrics`)).text()
+  const expiry = new RegExp(`^ambient_ztunnel_certificate_expiry_seconds\\{identity="${cluster.identity('b')}"\\} (\\d+)`, 'm').exec(metrics)
+  t.ok(expiry && Number(expiry[1]) >= Math.floor(new Date(renewed!.notAfter).getTime() / 1000) - 6, `the expiry metric follows the renewal (${expiry?.[1]})`)
   t.match(
     cluster.ztunnels.get('n2')!.logs(),
     /"identity":"spiffe:\/\/cluster.local\/ns\/shop\/sa\/web".*"reason":"renewed".*"msg":"workload certificate rotated"/,

@@ -342,7 +342,7 @@ t.test('a resource that does not decode is NACKed by name and the rest apply', a
   const nack = requests.find((r) => r.typeUrl === ADDRESS_TYPE_URL && r.responseNonce !== '')
   t.equal(nack?.errorDetail?.code, 3)
   t.match(nack?.errorDetail?.message, /^garbage: .*not a valid istio\.workload\.Address/)
-  t.match(nack?.errorDetail?.message, /Kubernetes\/\/Pod\/shop\/other: its content names it "Kubernetes\/\/Pod\/shop\/w1"/)
+  t.match(nack?.errorDetail?.message, /Kubernetes\/\/Pod\/shop\/other: name: its content names it "Kubernetes\/\/Pod\/shop\/w1"/)
   t.equal(client.status().nacks, 1)
   t.strictSame(
     requests.filter((r) => r.typeUrl !== ADDRESS_TYPE_URL && r.responseNonce !== '').map((r) => r.errorDetail),

@@ -118,8 +118,10 @@ export class Inbound {
   private hboneObserver(current: () => Workload): HboneServerObserver<Workload> {
     const { metrics } = this.options
     return {
+      connectionRejected: (event) => metrics.hboneRefused.inc({ reason: event.reason }),
       streamOpened: (info) => metrics.connectionOpened(this.labels(current(), info.peerIdentity, 'mutual_tls', info.sourceIp), 'inbound'),
       streamClosed: (record) => {
+        if (record.status !== 200) metrics.hboneRefused.inc({ reason: record.outcome })
         if (record.status === 401) {
           const labels = tcpLabels({ ...this.labels(current(), record.peerIdentity, 'mutual_tls', record.info?.sourceIp), response_flags: 'DENY' })
           metrics.connectionOpened(labels, 'inbound')

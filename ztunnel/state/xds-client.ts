@@ -24,6 +24,7 @@ import {
   AUTHORIZATION_TYPE_URL,
   LOCAL_WORKLOAD_TYPE_URL,
   TYPE_URLS,
+  XdsResourceError,
   type DecodedAddress,
   type LocalWorkload,
   type TypeUrl,
@@ -253,14 +254,16 @@ export class XdsClient {
     const good: [string, Entry<V>][] = []
     for (const r of res.resources) {
       try {
-        if (!r.resource) throw new Error('no resource')
-        if (r.resource.typeUrl !== type) throw new Error(`resource of type ${r.resource.typeUrl} in a ${type} response`)
+        if (!r.resource) throw new XdsResourceError(r.name, 'resource', 'is not set')
+        if (r.resource.typeUrl !== type) throw new XdsResourceError(r.name, 'resource.type_url', `${r.resource.typeUrl} in a ${type} response`)
         const value = t.decode(r.resource.value)
         const implied = t.nameOf(value)
-        if (implied !== r.name) throw new Error(`its content names it ${JSON.stringify(implied)}`)
+        if (implied !== r.name) throw new XdsResourceError(r.name, 'name', `its content names it ${JSON.stringify(implied)}`)
         good.push([r.name, { version: r.version, value }])
       } catch (err) {
-        errors.push(`${r.name}: ${(err as Error).message}`)
+        // Each rejection starts with the resource's xDS name (a decoder names what it read, and the field).
+        const named = err instanceof XdsResourceError && err.resource === r.name
+        errors.push(named ? err.message : `${r.name}: ${(err as Error).message}`)
       }
     }
     for (const name of res.removedResources) t.entries.delete(name)

@@ -176,7 +176,7 @@ t.test('not enforced at L4', async (t) => {
 
 t.test('malformed policies are reported by name and field', async (t) => {
   const cases: ReadonlyArray<readonly [string, unknown, string]> = [
-    ['not an object', 'nope', ''],
+    ['not an object', 'nope', '(object)'],
     ['no name', { kind: 'AuthorizationPolicy', metadata: {}, spec: {} }, 'metadata.name'],
     ['bad action', ap({ action: 'MAYBE' }), 'spec.action'],
     ['DENY without rules', ap({ action: 'DENY' }), 'spec.rules'],
@@ -203,7 +203,18 @@ t.test('malformed policies are reported by name and field', async (t) => {
   for (const [name, obj, field] of cases) {
     const r = convert(obj)
     t.same(r.kind === 'invalid' ? [r.error.field, r.error.code.startsWith('AMBIENT_ERR_POLICY_')] : r.kind, [field, true], name)
-    if (r.kind === 'invalid' && field !== '' && name !== 'no name')
+    if (r.kind === 'invalid' && name !== 'not an object' && name !== 'no name')
       t.match(r.error.message, /^AuthorizationPolicy app\/p: /, `${name}: message names the policy`)
+  }
+})
+
+t.test('a value that is not an object is rejected naming (object) as the field, the value cut short', async (t) => {
+  // Found by test/fuzz/manifests.test.ts: the field was empty and a huge string was echoed whole.
+  for (const value of ['x'.repeat(10_000), [], 7, null]) {
+    const r = convert(value)
+    if (r.kind !== 'invalid') return t.fail(`expected invalid, got ${r.kind}`)
+    t.equal(r.error.code, 'AMBIENT_ERR_POLICY_NOT_AN_OBJECT')
+    t.equal(r.error.field, '(object)')
+    t.ok(r.error.message.length < 200, `message is short (${r.error.message.length})`)
   }
 })

@@ -399,7 +399,7 @@ t.test('malformed routes are rejected naming the field and the value', async (t)
   const rule = (r: Obj): Obj => withRules([r])
   const filter = (f: Obj, r: Obj = {}): Obj => rule({ filters: [f], ...r })
   const cases: ReadonlyArray<readonly [string, unknown, string, RegExp]> = [
-    ['not an object', 'nope', '', /expected a HTTPRoute object/],
+    ['not an object', 'nope', '(object)', /expected a HTTPRoute object/],
     ['no name', { kind: 'HTTPRoute', metadata: {}, spec: {} }, 'metadata.name', /is required/],
     ['wrong apiVersion', { ...withRules([{}]), apiVersion: 'gateway.networking.k8s.io/v1alpha1' }, 'apiVersion', /"gateway.networking.k8s.io\/v1alpha1"/],
     ['bad creationTimestamp', route({ parentRefs: [SVC] }, { creationTimestamp: 'yesterday' }), 'metadata.creationTimestamp', /"yesterday"/],

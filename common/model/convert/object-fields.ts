@@ -118,7 +118,14 @@ export function readMeta(
   const ns = namespace ?? (typeof metadata['namespace'] === 'string' && metadata['namespace'] !== '' ? metadata['namespace'] : 'default')
   const ref: PolicyRef = { kind, namespace: ns, name }
   if (root === undefined) {
-    throw new PolicyError('AMBIENT_ERR_POLICY_NOT_AN_OBJECT', ref, '', `expected a ${kind} object, got ${JSON.stringify(object)}`)
+    // The whole object is the bad field, named as the sources name it; the value is cut (it may be a huge string).
+    const got = JSON.stringify(object) ?? String(object)
+    throw new PolicyError(
+      'AMBIENT_ERR_POLICY_NOT_AN_OBJECT',
+      ref,
+      '(object)',
+      `expected a ${kind} object, got ${got.length > 80 ? `${got.slice(0, 80)}...` : got}`,
+    )
   }
   if (name === '(unnamed)') throw badField(ref, 'metadata.name', 'is required')
   const annotations = labelMap(ref, metadata['annotations'], 'metadata.annotations')
