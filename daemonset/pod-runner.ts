@@ -123,6 +123,9 @@ if [ "$RO" = 1 ]; then mount -o remount,ro "$R/run"; mount -o remount,ro "$R"; f
 exec chroot "$R" "$@"
 `
 
+/** Where the image installs the project (daemonset/Containerfile). */
+const IMAGE_APP_DIR = '/opt/ambient'
+
 /** Starts the container; its stdout/stderr are the child's. `root` is the (empty, once it exits) folder its root was mounted on. */
 export function runContainer(o: RunOptions): { readonly child: ChildProcess; readonly root: string } {
   const c = o.pod.containers.find((x) => x.name === o.container)
@@ -137,6 +140,9 @@ export function runContainer(o: RunOptions): { readonly child: ChildProcess; rea
     mounts.push(src, m.mountPath, m.readOnly ? '1' : '0')
   }
   if (o.hostsFile !== undefined) mounts.push(o.hostsFile, '/etc/hosts', '1')
+  // The checkout stands in for the image's /opt/ambient (daemonset/Containerfile), read-only: the container sees
+  // it where the image has it, wherever (and however privately) the repository was cloned.
+  mounts.push(REPO_ROOT, IMAGE_APP_DIR, '1')
   const sc = c.securityContext ?? {}
   const user = sc.runAsUser ?? o.pod.securityContext?.runAsUser
   const group = sc.runAsGroup ?? o.pod.securityContext?.runAsGroup ?? user
@@ -157,7 +163,7 @@ export function runContainer(o: RunOptions): { readonly child: ChildProcess; rea
     '--',
   ]
   const envv = Object.entries({ PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/', ...env }).map(([k, v]) => `${k}=${v}`)
-  const argv = [...setpriv, 'env', '-i', ...envv, process.execPath, join(REPO_ROOT, 'bin', 'ambient.js'), ...command.slice(1)]
+  const argv = [...setpriv, 'env', '-i', ...envv, process.execPath, join(IMAGE_APP_DIR, 'bin', 'ambient.js'), ...command.slice(1)]
   const root = mkdtempSync(join(tmpdir(), 'ambient-ctr-'))
   const child = o.tb.spawnInCgroup(
     o.cgroup,
