@@ -81,8 +81,12 @@ export function pinDir(t: Teardown, sub = ''): string {
   const root = `/sys/fs/bpf/ambient-test-${process.pid}`
   const dir = sub ? join(root, sub) : root
   mkdirSync(dir, { recursive: true })
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  if (sub) t.teardown(() => rmdirSafe(root))
+  // One teardown, in this order: teardowns run last-registered first, so a separate
+  // one for the root ran before the sub folder was gone and left the root behind.
+  t.teardown(() => {
+    rmSync(dir, { recursive: true, force: true })
+    if (sub) rmdirSafe(root)
+  })
   return dir
 }
 
