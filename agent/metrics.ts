@@ -109,9 +109,8 @@ export class AgentMetrics {
       labelNames: ['program', 'id'],
       registers,
       collect() {
-        const figures = datapath.#datapath
-        if (!figures) return
-        const programs = figures.programStats()
+        const programs = datapath.#programStats()
+        if (!programs) return
         this.reset()
         for (const p of programs) this.inc({ program: p.program, id: String(p.id) }, Number(p.runs))
       },
@@ -122,9 +121,8 @@ export class AgentMetrics {
       labelNames: ['program', 'id'],
       registers,
       collect() {
-        const figures = datapath.#datapath
-        if (!figures) return
-        const programs = figures.programStats()
+        const programs = datapath.#programStats()
+        if (!programs) return
         this.reset()
         for (const p of programs) this.inc({ program: p.program, id: String(p.id) }, Number(p.runTimeNs) / 1e9)
       },
@@ -139,6 +137,23 @@ export class AgentMetrics {
       },
     })
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+  }
+
+  #scrapeStats: readonly ProgramStats[] | null = null
+
+  /**
+   * The programs' kernel statistics, read once per scrape: the registry collects
+   * every metric in one synchronous pass (before any microtask), so both program
+   * counters share one read.
+   */
+  #programStats(): readonly ProgramStats[] | null {
+    const figures = this.#datapath
+    if (!figures) return null
+    if (this.#scrapeStats === null) {
+      this.#scrapeStats = figures.programStats()
+      queueMicrotask(() => (this.#scrapeStats = null))
+    }
+    return this.#scrapeStats
   }
 
   /** Where the datapath figures come from at each scrape; null when the datapath is closed. */
