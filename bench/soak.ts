@@ -30,6 +30,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { AgentCluster, type ProcessHandle } from '../testbed/agent-cluster.js'
 import { connectMany, startServer } from '../testbed/pod-clients.js'
+import type { EchoStatus } from '../test/fuzz/fixtures/echo-check.js'
 
 const { values } = parseArgs({
   options: {
@@ -128,16 +129,6 @@ interface Sample {
   readonly rssMb: Record<string, number>
   readonly fds: Record<string, number>
   readonly echo: EchoStatus | null
-}
-interface EchoStatus {
-  readonly open: number
-  readonly opened: number
-  readonly closedEarly: number
-  readonly mismatches: number
-  readonly sent: number
-  readonly verified: number
-  readonly lost: number
-  readonly errors: Record<string, number>
 }
 
 /** The process a handle runs (the sh wrapper execs it, so it is the same pid). */

@@ -25,6 +25,7 @@ import { MeshCluster } from '../../testbed/cluster.js'
 import { connectMany, startServer } from '../../testbed/pod-clients.js'
 import { Rng, fuzzSeed, mutateBytesN } from './mutator.js'
 import { FLAG, FRAME, PREFACE, frame, goaway, headers, ping, rst, settings, settingsAck, windowUpdate } from './h2-frames.js'
+import type { EchoStatus } from './fixtures/echo-check.js'
 
 const SEED = fuzzSeed()
 /** Random inputs per engine after the directed ones, bounded by count and time. */
@@ -173,19 +174,7 @@ async function metric(node: string, name: string): Promise<Record<string, number
   return out
 }
 
-interface EchoResult {
-  readonly done: boolean
-  readonly open: number
-  readonly opened: number
-  readonly closedEarly: number
-  readonly mismatches: number
-  readonly sent: number
-  readonly verified: number
-  readonly lost: number
-  readonly errors: Record<string, number>
-}
-
-async function startEcho(seconds: number): Promise<{ child: ChildProcess; result: Promise<EchoResult> }> {
+async function startEcho(seconds: number): Promise<{ child: ChildProcess; result: Promise<EchoStatus> }> {
   const child = cluster.tb.spawnNode(a, join(import.meta.dirname, 'fixtures', 'echo-check.ts'), [
     '--to',
     `${b.ip}:8080`,
@@ -205,11 +194,11 @@ async function startEcho(seconds: number): Promise<{ child: ChildProcess; result
     out += d
     if (out.includes('"ready":true')) ready()
   })
-  const result = new Promise<EchoResult>((resolve, reject) => {
+  const result = new Promise<EchoStatus>((resolve, reject) => {
     child.once('exit', () => {
       const last = out.trim().split('\n').pop() ?? ''
       try {
-        resolve(JSON.parse(last) as EchoResult)
+        resolve(JSON.parse(last) as EchoStatus)
       } catch {
         reject(new Error(`echo-check printed no result: ${out.slice(-500)}`))
       }
